@@ -1,0 +1,35 @@
+# Two commands on a fresh machine:  `make study` (the embedded default study)  and  `make test`.
+# Each installs what it needs itself into .venv (CPU torch from the pinned wheel, then the package).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH_VERSION ?= 2.13.0
+
+.PHONY: setup study test test-fast figures clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+# Torch first and pinned: an unpinned resolve would pull a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==$(TORCH_VERSION)
+	$(BIN)/pip install -q -e '.[scale,dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+study: setup
+	$(BIN)/rlhf-scaling
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow and not slurm and not distributed"
+
+figures: setup
+	$(BIN)/rlhf-scaling-figures --runs outputs --out figures
+
+clean:
+	rm -rf $(VENV) outputs multirun artifacts figures

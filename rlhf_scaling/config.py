@@ -1,0 +1,365 @@
+"""The typed config schema: one dataclass per config group, registered in Hydra's ConfigStore.
+
+Hydra composes `conf/config.yaml` on top of `Config` (the `schema` entry of its defaults list),
+so a misspelt key or a wrongly typed value fails at composition, naming the key. `validate`
+then checks the values that a type cannot express (K >= 2, budgets that must divide, ...).
+Derived quantities (prompts for a budget, comparisons per prompt) are computed here once.
+
+Where each section is consumed:
+  policy, rm, study.rm_models -> rlhf_scaling.models        task -> rlhf_scaling.data.tasks
+  gold -> rlhf_scaling.gold      data -> stages/data.py      rm_train -> stages/rm.py
+  sft -> stages/sft.py           bon -> stages/bon.py        ppo -> stages/ppo.py
+  study -> stages/study.py       tracking -> tracking.py     deepspeed -> distributed.py
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class ConfigError(ValueError):
+    """A config value that composes but cannot run; the message names the key."""
+
+
+@dataclass
+class ModelSpec:
+    """A backbone: a tiny random-init GPT-NeoX, or pretrained weights from a hub id / local dir."""
+
+    name: str = MISSING  # short name used in run names, plots and artifact keys ("tiny-s", "pythia-410m")
+    source: str = "tiny"  # "tiny" (random init from the shape below) or "pretrained" (name_or_path)
+    name_or_path: Optional[str] = None  # Hugging Face id or local directory, for source=pretrained
+    n_layer: int = 2  # transformer blocks (tiny only)
+    d_model: int = 64  # hidden size (tiny only)
+    n_head: int = 2  # attention heads (tiny only)
+    max_position: int = 128  # context length in tokens (tiny only)
+    n_params: Optional[int] = None  # nominal parameter count for scaling plots; None: counted at build
+    revision: Optional[str] = None  # hub revision (pretrained only)
+    trust_remote_code: bool = False  # run a hub repo's own modelling code; off unless you say so
+
+
+@dataclass
+class TaskConfig:
+    """Where prompts and preference data come from."""
+
+    name: str = "synthetic"  # synthetic | jsonl | hh | ultrafeedback
+    path: Optional[str] = None  # file or local dataset dir for jsonl/hh/ultrafeedback
+    split: str = "train"  # split name for Hugging Face datasets
+    n_topics: int = 8  # synthetic: number of topics (prompts ask about one)
+    words_per_topic: int = 6  # synthetic: distinct on-topic words per topic
+    natural_length: int = 6  # synthetic: response length (words) beyond which gold penalises
+    max_prompt_tokens: int = 8  # prompts longer than this are bad records
+    max_response_tokens: int = 16  # generation budget; responses longer than this are truncated
+    on_bad_record: str = "error"  # error: stop at the first bad record, naming it | filter: drop and report counts
+
+
+@dataclass
+class GoldConfig:
+    """The stand-in for human judgement that labels comparisons and scores policies."""
+
+    kind: str = "synthetic"  # synthetic (programmatic, rlhf_scaling.gold) | model (sequence-classification RM)
+    name_or_path: Optional[str] = None  # hub id or local dir of the gold RM, for kind=model
+    batch_size: int = 64  # scoring batch size (responses per forward), for kind=model
+    trust_remote_code: bool = False
+
+
+@dataclass
+class DataConfig:
+    """Preference-data generation: K responses per prompt, gold labels, optional label noise.
+
+    Diversity at a fixed budget: each prompt with K responses yields C(K,2) comparisons, so
+    n_prompts = comparison_budget / C(K,2); the budget must be divisible by C(K,2).
+    """
+
+    responses_per_prompt: int = 4  # K: responses sampled per prompt (K-wise groups, C(K,2) pairs each)
+    comparison_budget: int = 3072  # total training comparisons = n_prompts x C(K,2)
+    n_eval_prompts: int = 128  # held-out prompts (with K responses each) for RM evaluation
+    label_noise: float = 0.0  # probability that a comparison's label is flipped
+    temperature: float = 1.0  # sampling temperature of the policy that writes the responses
+    seed: int = 0  # seed of prompt sampling, generation and label noise
+
+
+@dataclass
+class SFTConfig:
+    """Policy initialisation by supervised training on demonstrations."""
+
+    n_demos: int = 4096  # demonstrations (prompt, response) drawn from the task
+    steps: int = 400  # optimizer steps
+    batch_size: int = 32  # sequences per step
+    lr: float = 3e-3  # peak learning rate (AdamW)
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.05  # fraction of steps of linear warm-up
+    lr_schedule: str = "cosine"  # cosine | linear | constant
+    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    seed: int = 0
+
+
+@dataclass
+class RMTrainConfig:
+    """Reward-model training on gold-labelled comparisons."""
+
+    loss: str = "kwise"  # bt (pairwise) | kwise (all C(K,2) pairs, one forward per response) | margin (Llama 2)
+    epochs: int = 2  # passes over the training comparisons
+    batch_size: int = 16  # prompts (kwise) or pairs (bt, margin) per micro-batch
+    grad_accum: int = 1  # micro-batches per optimizer step
+    lr: float = 1e-3  # peak learning rate (AdamW)
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.05
+    lr_schedule: str = "cosine"  # cosine | linear | constant
+    max_grad_norm: float = 1.0  # gradient clipping (L2 norm); 0 disables
+    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    ensemble_size: int = 1  # M independently seeded RMs (Coste et al. 2023)
+    eval_every: int = 50  # optimizer steps between held-out evaluations
+    checkpoint_every: int = 100  # optimizer steps between resumable checkpoints
+    margin_scale: float = 1.0  # margin loss: m = margin_scale x |gold_w - gold_l| when data has no margin
+    seed: int = 0
+
+
+@dataclass
+class BoNConfig:
+    """Best-of-n against a proxy RM, scored by the gold reward with the unbiased estimator."""
+
+    n_max: int = 64  # N: pool of responses per evaluation prompt
+    n_eval_prompts: int = 64  # evaluation prompts
+    n_grid: List[int] = field(default_factory=list)  # n values; empty: powers of two up to n_max, and n_max
+    ensemble: str = "mean"  # how an RM ensemble combines: mean | min | uwo (mean - lambda * population var)
+    uwo_lambda: float = 1.0  # uncertainty penalty of uwo
+    temperature: float = 1.0
+    seed: int = 0
+
+
+@dataclass
+class PPOConfig:
+    """PPO against a proxy RM with a per-token KL penalty to the frozen reference policy."""
+
+    steps: int = 60  # PPO iterations (rollout + update)
+    prompts_per_step: int = 32  # distinct prompts per iteration
+    samples_per_prompt: int = 2  # rollouts per prompt per iteration
+    ppo_epochs: int = 2  # passes over each rollout batch
+    minibatch_size: int = 32  # rollouts per gradient step
+    lr: float = 1e-4  # policy and value learning rate (Adam)
+    kl_coef: float = 0.02  # beta: per-token KL penalty coefficient (initial value when adaptive)
+    adaptive_kl: bool = False  # Ziegler et al. 2019 proportional controller on beta
+    target_kl: float = 4.0  # nats per sequence, for the adaptive controller
+    kl_horizon: int = 10000  # controller horizon in rollouts
+    kl_estimator: str = "k1"  # k1 (log ratio, used for the penalty and logged) | k3 (non-negative)
+    gamma: float = 1.0
+    lam: float = 0.95  # GAE lambda
+    clip_range: float = 0.2
+    clip_range_value: float = 0.2
+    vf_coef: float = 0.5
+    max_grad_norm: float = 1.0
+    whiten_rewards: bool = False  # normalise scores per batch before adding the KL penalty
+    temperature: float = 1.0
+    log_every: int = 1  # iterations between logged metrics
+    checkpoint_every: int = 20  # iterations between resumable checkpoints
+    seed: int = 0
+
+
+@dataclass
+class StudyConfig:
+    """The embedded default: SFT -> data -> proxy RMs of several sizes -> BoN and PPO -> fits, figures."""
+
+    rm_models: Dict[str, ModelSpec] = field(default_factory=dict)  # proxy RM sizes to compare
+    run_bon: bool = True
+    run_ppo: bool = True
+
+
+@dataclass
+class StageConfig:
+    name: str = "study"  # sft | data | rm | bon | ppo | study
+
+
+@dataclass
+class DeepSpeedConfig:
+    """DeepSpeed ZeRO profile; batch sizes, accumulation and clipping come from the stage config."""
+
+    enabled: bool = False
+    zero_stage: int = 0  # 0 (off), 2 or 3
+    offload_optimizer: bool = False
+    offload_param: bool = False
+    bf16: bool = False
+
+
+@dataclass
+class TrackingConfig:
+    """Weights & Biases mirror of the local run record (which is always written)."""
+
+    mode: str = "disabled"  # disabled | offline | online
+    project: str = "rlhf-scaling"
+    entity: Optional[str] = None
+    group: Optional[str] = None  # the sweep or study; None: the experiment name
+    tags: List[str] = field(default_factory=list)
+
+
+@dataclass
+class Config:
+    """Everything one job needs. See conf/config.yaml for the defaults list."""
+
+    policy: ModelSpec = field(default_factory=ModelSpec)
+    rm: ModelSpec = field(default_factory=ModelSpec)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    gold: GoldConfig = field(default_factory=GoldConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    rm_train: RMTrainConfig = field(default_factory=RMTrainConfig)
+    bon: BoNConfig = field(default_factory=BoNConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
+    stage: StageConfig = field(default_factory=StageConfig)
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    experiment: str = "default"  # names the W&B group and the run folder
+    seed: int = 0  # global seed, set once at the entry point
+    artifacts_dir: str = "artifacts"  # shared, content-addressed store of SFT policies, data and RMs
+    device: str = "auto"  # auto | cpu | cuda
+    progress: bool = True  # progress bars on long loops
+
+
+def register_configs() -> None:
+    """Register the schema so `conf/config.yaml` can name it as `schema` in its defaults."""
+    cs = ConfigStore.instance()
+    cs.store(name="schema", node=Config)
+
+
+# ----------------------------------------------------------------------------- derived quantities
+
+
+def pairs_per_prompt(k: int) -> int:
+    """C(K, 2): comparisons one prompt with K ranked responses yields."""
+    return k * (k - 1) // 2
+
+
+def n_train_prompts(data: DataConfig) -> int:
+    """Prompts needed so that n_prompts x C(K,2) equals the comparison budget."""
+    return data.comparison_budget // pairs_per_prompt(data.responses_per_prompt)
+
+
+def bon_grid(bon: BoNConfig) -> List[int]:
+    """The n values best-of-n is evaluated at, ascending and unique."""
+    if bon.n_grid:
+        return sorted(set(int(n) for n in bon.n_grid))
+    grid = [2**i for i in range(int(math.log2(bon.n_max)) + 1)]
+    return sorted(set(grid + [bon.n_max]))
+
+
+# ----------------------------------------------------------------------------- validation
+
+_CHOICES = {
+    "policy.source": ("tiny", "pretrained"),
+    "rm.source": ("tiny", "pretrained"),
+    "task.name": ("synthetic", "jsonl", "hh", "ultrafeedback"),
+    "task.on_bad_record": ("error", "filter"),
+    "gold.kind": ("synthetic", "model"),
+    "sft.lr_schedule": ("cosine", "linear", "constant"),
+    "sft.precision": ("fp32", "bf16"),
+    "rm_train.loss": ("bt", "kwise", "margin"),
+    "rm_train.lr_schedule": ("cosine", "linear", "constant"),
+    "rm_train.precision": ("fp32", "bf16"),
+    "bon.ensemble": ("mean", "min", "uwo"),
+    "ppo.kl_estimator": ("k1", "k3"),
+    "stage.name": ("sft", "data", "rm", "bon", "ppo", "study"),
+    "deepspeed.zero_stage": (0, 2, 3),
+    "tracking.mode": ("disabled", "offline", "online"),
+    "device": ("auto", "cpu", "cuda"),
+}
+
+_POSITIVE = [
+    "data.comparison_budget", "data.n_eval_prompts", "data.temperature",
+    "sft.n_demos", "sft.steps", "sft.batch_size", "sft.lr",
+    "rm_train.epochs", "rm_train.batch_size", "rm_train.grad_accum", "rm_train.lr",
+    "rm_train.ensemble_size", "rm_train.eval_every", "rm_train.checkpoint_every",
+    "bon.n_max", "bon.n_eval_prompts", "bon.temperature",
+    "ppo.steps", "ppo.prompts_per_step", "ppo.samples_per_prompt", "ppo.ppo_epochs",
+    "ppo.minibatch_size", "ppo.lr", "ppo.temperature", "ppo.log_every", "ppo.checkpoint_every",
+    "task.n_topics", "task.words_per_topic", "task.natural_length",
+    "task.max_prompt_tokens", "task.max_response_tokens",
+]
+
+_NON_NEGATIVE = [
+    "sft.weight_decay", "rm_train.weight_decay", "rm_train.max_grad_norm", "rm_train.margin_scale",
+    "ppo.kl_coef", "ppo.max_grad_norm", "ppo.vf_coef", "bon.uwo_lambda",
+]
+
+_UNIT_INTERVAL = ["sft.warmup_ratio", "rm_train.warmup_ratio", "ppo.gamma", "ppo.lam", "ppo.clip_range"]
+
+
+def _get(cfg, dotted: str):
+    node = cfg
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def _check_model(key: str, spec: ModelSpec) -> None:
+    if spec.source == "pretrained" and not spec.name_or_path:
+        raise ConfigError(f"{key}.name_or_path: required when {key}.source=pretrained")
+    if spec.source == "tiny":
+        for dim in ("n_layer", "d_model", "n_head", "max_position"):
+            if getattr(spec, dim) <= 0:
+                raise ConfigError(f"{key}.{dim}: must be > 0, got {getattr(spec, dim)}")
+        if spec.d_model % spec.n_head:
+            raise ConfigError(f"{key}.d_model: {spec.d_model} is not divisible by {key}.n_head={spec.n_head}")
+
+
+def validate(cfg) -> None:
+    """Check values a type cannot; raise ConfigError naming the first offending key.
+
+    `cfg` is the composed Config (a DictConfig typed by the schema, or a Config instance).
+    """
+    for key, allowed in _CHOICES.items():
+        value = _get(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"{key}: {value!r} is not one of {list(allowed)}")
+    for key in _POSITIVE:
+        value = _get(cfg, key)
+        if not value > 0:
+            raise ConfigError(f"{key}: must be > 0, got {value}")
+    for key in _NON_NEGATIVE:
+        value = _get(cfg, key)
+        if value < 0:
+            raise ConfigError(f"{key}: must be >= 0, got {value}")
+    for key in _UNIT_INTERVAL:
+        value = _get(cfg, key)
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{key}: must be in [0, 1], got {value}")
+
+    _check_model("policy", cfg.policy)
+    _check_model("rm", cfg.rm)
+    for name, spec in cfg.study.rm_models.items():
+        _check_model(f"study.rm_models.{name}", spec)
+
+    k = cfg.data.responses_per_prompt
+    if k < 2:
+        raise ConfigError(f"data.responses_per_prompt: must be >= 2 (a comparison needs two responses), got {k}")
+    if cfg.data.comparison_budget % pairs_per_prompt(k):
+        raise ConfigError(
+            f"data.comparison_budget: {cfg.data.comparison_budget} is not divisible by C(K,2)={pairs_per_prompt(k)} "
+            f"for data.responses_per_prompt={k}"
+        )
+    if not 0.0 <= cfg.data.label_noise < 0.5:
+        raise ConfigError(f"data.label_noise: must be in [0, 0.5), got {cfg.data.label_noise}")
+    if cfg.rm_train.loss == "kwise" and n_train_prompts(cfg.data) < cfg.rm_train.batch_size:
+        raise ConfigError(
+            f"rm_train.batch_size: {cfg.rm_train.batch_size} prompts per batch exceeds the "
+            f"{n_train_prompts(cfg.data)} training prompts of data.comparison_budget"
+        )
+    if cfg.gold.kind == "model" and not cfg.gold.name_or_path:
+        raise ConfigError("gold.name_or_path: required when gold.kind=model")
+    if cfg.task.name != "synthetic" and not cfg.task.path:
+        raise ConfigError(f"task.path: required for task.name={cfg.task.name}")
+    if any(n < 1 or n > cfg.bon.n_max for n in cfg.bon.n_grid):
+        raise ConfigError(f"bon.n_grid: every n must be in [1, bon.n_max={cfg.bon.n_max}], got {list(cfg.bon.n_grid)}")
+    if cfg.ppo.minibatch_size > cfg.ppo.prompts_per_step * cfg.ppo.samples_per_prompt:
+        raise ConfigError(
+            f"ppo.minibatch_size: {cfg.ppo.minibatch_size} exceeds the rollouts per step "
+            f"(ppo.prompts_per_step x ppo.samples_per_prompt = {cfg.ppo.prompts_per_step * cfg.ppo.samples_per_prompt})"
+        )
+    if cfg.deepspeed.enabled and cfg.deepspeed.zero_stage not in (2, 3):
+        raise ConfigError(f"deepspeed.zero_stage: must be 2 or 3 when deepspeed.enabled, got {cfg.deepspeed.zero_stage}")
+    if cfg.stage.name == "study" and not cfg.study.rm_models:
+        raise ConfigError("study.rm_models: the study needs at least one proxy RM size")

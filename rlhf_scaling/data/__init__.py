@@ -1,0 +1,1 @@
+"""Prompts and preference data: the synthetic task, loaders of existing data, and the record types."""
