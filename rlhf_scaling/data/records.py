@@ -29,3 +29,45 @@ class PreferenceGroup:
     @property
     def k(self) -> int:
         return len(self.responses)
+
+
+def group_to_json(group: PreferenceGroup) -> dict:
+    """A plain dict with every field (pairs as lists), for the data artifact's JSONL."""
+    out = {"prompt": group.prompt, "responses": list(group.responses), "pairs": [list(p) for p in group.pairs]}
+    if group.margins is not None:
+        out["margins"] = list(group.margins)
+    if group.gold is not None:
+        out["gold"] = list(group.gold)
+    return out
+
+
+def group_from_json(obj: dict) -> PreferenceGroup:
+    """Inverse of group_to_json (the data artifact is written by us, so no validation here)."""
+    return PreferenceGroup(
+        prompt=obj["prompt"],
+        responses=tuple(obj["responses"]),
+        pairs=tuple((int(w), int(l)) for w, l in obj["pairs"]),
+        margins=tuple(obj["margins"]) if obj.get("margins") is not None else None,
+        gold=tuple(obj["gold"]) if obj.get("gold") is not None else None,
+    )
+
+
+def write_groups(groups, path) -> None:
+    """JSONL of groups, written to a temp file then renamed (never a readable partial file)."""
+    import json
+    import os
+    from pathlib import Path
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for g in groups:
+            fh.write(json.dumps(group_to_json(g)) + "\n")
+    os.replace(tmp, path)
+
+
+def read_groups(path) -> list:
+    import json
+
+    with open(path, encoding="utf-8") as fh:
+        return [group_from_json(json.loads(line)) for line in fh if line.strip()]

@@ -1,0 +1,55 @@
+"""The Hydra entry point: compose -> validate -> run one stage in the Hydra run folder.
+
+    rlhf-scaling                                  # the embedded miniature study (stage=study)
+    rlhf-scaling stage=rm model@rm=tiny-s         # one stage
+    rlhf-scaling -m +sweep=rm_size hydra/launcher=slurm slurm=gpu_node   # a sweep as a Slurm array
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from rlhf_scaling.config import ConfigError, register_configs, validate
+
+CONFIG_PATH = str(Path(__file__).resolve().parent.parent / "conf")
+log = logging.getLogger("rlhf_scaling")
+
+register_configs()
+
+
+def run_stage(cfg: DictConfig, run_dir: Path) -> dict:
+    """Validate the config, then run `cfg.stage.name`'s recipe with a tracker in `run_dir`."""
+    validate(cfg)
+    from rlhf_scaling.stages.common import open_tracker
+
+    stage = importlib.import_module(f"rlhf_scaling.stages.{cfg.stage.name}")
+    with open_tracker(cfg, run_dir, cfg.stage.name, resume=True) as tracker:
+        summary = stage.run(cfg, tracker)
+        tracker.summary(**summary)
+    return summary
+
+
+@hydra.main(version_base=None, config_path=CONFIG_PATH, config_name="config")
+def _main(cfg: DictConfig) -> dict:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        return run_stage(cfg, run_dir)
+    except ConfigError as err:
+        # One line naming the key, before any work starts.
+        print(f"config error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main() -> None:
+    _main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""Policies (causal LMs) and reward models built from a ModelSpec; safetensors checkpoints.
+
+A spec is either a tiny random-init GPT-NeoX (the Pythia architecture, so CPU studies and the
+Pythia suite share one code path) or pretrained weights from a hub id or a local directory.
+
+Reward model = backbone + scalar linear head read at the LAST REAL (non-padding) token,
+found from the attention mask so left and right padding both work (peer bug: reading the
+reward at a PAD after EOS, TRL #3750, #2778).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
+    GPTNeoXModel,
+    PreTrainedModel,
+)
+
+REWARD_MODEL_FILE = "reward_model.safetensors"
+REWARD_META_FILE = "reward_model.json"
+
+
+def tiny_config(spec, vocab_size: int, pad_token_id: int, eos_token_id: int) -> GPTNeoXConfig:
+    """GPT-NeoX config of a tiny spec; BOS/EOS/PAD inside the vocab (transformers 5 warns otherwise)."""
+    return GPTNeoXConfig(
+        vocab_size=vocab_size,
+        hidden_size=spec.d_model,
+        num_hidden_layers=spec.n_layer,
+        num_attention_heads=spec.n_head,
+        intermediate_size=4 * spec.d_model,
+        max_position_embeddings=spec.max_position,
+        rotary_pct=0.25,
+        use_parallel_residual=True,
+        bos_token_id=eos_token_id,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
+        tie_word_embeddings=False,
+        attention_dropout=0.0,
+        hidden_dropout=0.0,
+    )
+
+
+def _check_local_path(name_or_path: str) -> None:
+    """A path-looking name that does not exist is a user error, not a hub id to try."""
+    looks_local = name_or_path.startswith((".", "/", "~")) or Path(name_or_path).exists()
+    if looks_local and not Path(name_or_path).expanduser().is_dir():
+        raise FileNotFoundError(f"model path does not exist or is not a directory: {name_or_path}")
+
+
+def load_tokenizer(spec):
+    """Tokenizer of a pretrained spec (a tiny spec uses the task's own tokenizer)."""
+    _check_local_path(spec.name_or_path)
+    tok = AutoTokenizer.from_pretrained(spec.name_or_path, revision=spec.revision,
+                                        trust_remote_code=spec.trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def build_policy(spec, tokenizer) -> PreTrainedModel:
+    """Causal LM from a spec: tiny (random init, seeded by the caller) or pretrained."""
+    if spec.source == "tiny":
+        cfg = tiny_config(spec, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
+        return GPTNeoXForCausalLM(cfg)
+    _check_local_path(spec.name_or_path)
+    return AutoModelForCausalLM.from_pretrained(
+        spec.name_or_path, revision=spec.revision, trust_remote_code=spec.trust_remote_code, use_safetensors=True
+    )
+
+
+def save_policy(model: PreTrainedModel, tokenizer, directory: Path) -> None:
+    """save_pretrained with safetensors, plus the tokenizer, so the dir loads as `source=pretrained`."""
+    model.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+
+
+def load_policy(directory: Path) -> PreTrainedModel:
+    return AutoModelForCausalLM.from_pretrained(directory, use_safetensors=True)
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, L) 0/1 mask -> (B,) index of the last real token, for left or right padding.
+
+    Right padding [1 1 1 0 0] -> 2; left padding [0 0 1 1 1] -> 4. A row with no real token is an error.
+    """
+    if not bool(attention_mask.any(dim=1).all()):
+        raise ValueError("a row of the batch has no real (attention_mask = 1) token")
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    return (attention_mask.long() * (positions + 1)).argmax(dim=1)
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, L) -> (B, L) positions counting real tokens only, so left padding does not shift them."""
+    return (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
+
+
+class RewardModel(nn.Module):
+    """Backbone + scalar head at the last real token. `offset` re-centres rewards (subtracted)."""
+
+    def __init__(self, backbone: PreTrainedModel):
+        super().__init__()
+        self.backbone = backbone
+        hidden = backbone.config.hidden_size
+        self.head = nn.Linear(hidden, 1)
+        nn.init.normal_(self.head.weight, std=1.0 / (hidden + 1) ** 0.5)
+        nn.init.zeros_(self.head.bias)
+        self.register_buffer("offset", torch.zeros(()))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, L) token ids and 0/1 mask -> (B,) rewards (float32, minus `offset`)."""
+        hidden = self.backbone(
+            input_ids=input_ids, attention_mask=attention_mask,
+            position_ids=position_ids_from_mask(attention_mask),
+        ).last_hidden_state
+        last = last_token_index(attention_mask)
+        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        return self.head(pooled).squeeze(-1).float() - self.offset
+
+
+def build_reward_model(spec, tokenizer) -> RewardModel:
+    """Reward model from a spec: a tiny random backbone, or a pretrained backbone with a fresh head."""
+    if spec.source == "tiny":
+        cfg = tiny_config(spec, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
+        return RewardModel(GPTNeoXModel(cfg))
+    _check_local_path(spec.name_or_path)
+    backbone = AutoModel.from_pretrained(
+        spec.name_or_path, revision=spec.revision, trust_remote_code=spec.trust_remote_code, use_safetensors=True
+    )
+    return RewardModel(backbone)
+
+
+def save_reward_model(model: RewardModel, directory: Path, meta: Optional[dict] = None) -> None:
+    """config.json of the backbone + every weight (head and offset too) in one safetensors file."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.backbone.config.save_pretrained(directory)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(directory / REWARD_MODEL_FILE))
+    (directory / REWARD_META_FILE).write_text(json.dumps(meta or {}, indent=2))
+
+
+def load_reward_model(directory: Path) -> RewardModel:
+    """Inverse of save_reward_model; raises with the key names on a shape or key mismatch."""
+    directory = Path(directory)
+    if not (directory / REWARD_MODEL_FILE).is_file():
+        raise FileNotFoundError(f"no reward model in {directory} (expected {REWARD_MODEL_FILE})")
+    config = AutoConfig.from_pretrained(directory)
+    model = RewardModel(AutoModel.from_config(config))
+    state = load_file(str(directory / REWARD_MODEL_FILE))
+    load_state_strict(model, state, str(directory))
+    return model
+
+
+def load_state_strict(model: nn.Module, state: dict, where: str) -> None:
+    """load_state_dict that names the first missing/unexpected/mis-shaped key in a one-line error."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ValueError(f"{where}: checkpoint keys do not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    for key, value in state.items():
+        if tuple(value.shape) != tuple(own[key].shape):
+            raise ValueError(f"{where}: {key} has shape {tuple(value.shape)} in the checkpoint, {tuple(own[key].shape)} in the model")
+    model.load_state_dict(state)
+
+
+def count_parameters(model: nn.Module, exclude_embeddings: bool = True) -> int:
+    """Parameter count; Gao et al. and Kaplan et al. count non-embedding parameters."""
+    total = 0
+    for name, p in model.named_parameters():
+        if exclude_embeddings and ("embed" in name or name.endswith("embed_out.weight")):
+            continue
+        total += p.numel()
+    return total

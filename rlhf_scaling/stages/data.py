@@ -1,0 +1,112 @@
+"""Stage `data`: the preference data a proxy RM trains on.
+
+Synthetic task: prompts -> K responses each from the init (SFT) policy -> gold scores ->
+all C(K,2) comparisons labelled by gold (ties coin-flipped, optional label noise).
+n_prompts = data.comparison_budget / C(K,2) training prompts (the diversity split), plus
+data.n_eval_prompts held-out prompts with K responses each for RM evaluation.
+
+Loaded tasks (jsonl, hh, ultrafeedback): read and validate the file (rlhf_scaling.data.loaders),
+hold out data.n_eval_prompts records. Either way the artifact holds train.jsonl, eval.jsonl, stats.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+
+import torch
+from omegaconf import DictConfig
+
+from rlhf_scaling.artifacts import building
+from rlhf_scaling.config import n_train_prompts, pairs_per_prompt
+from rlhf_scaling.data.comparisons import LabelStats, label_group, split_eval
+from rlhf_scaling.data.encode import encode_texts
+from rlhf_scaling.data.records import read_groups, write_groups
+from rlhf_scaling.models import load_policy
+from rlhf_scaling.sampling import sample
+from rlhf_scaling.stages.common import build_command, data_artifact, policy_init_path, setup_task
+from rlhf_scaling.training import resolve_device, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+def generate_groups(policy, setup, prompts, *, k: int, max_new_tokens: int, temperature: float,
+                    label_noise: float, rng: random.Random, stats: LabelStats):
+    """K sampled responses per prompt, gold-scored and labelled: one PreferenceGroup per prompt."""
+    repeated = [p for p in prompts for _ in range(k)]
+    rollouts = sample(policy, setup.tokenizer, repeated, max_new_tokens=max_new_tokens, temperature=temperature)
+    gold = setup.gold.score(repeated, rollouts.texts).tolist()
+    groups = []
+    for n, prompt in enumerate(prompts):
+        texts, scores = rollouts.texts[n * k:(n + 1) * k], gold[n * k:(n + 1) * k]
+        groups.append(label_group(prompt, texts, scores, label_noise=label_noise, rng=rng, stats=stats))
+    return groups
+
+
+def _generate_synthetic(cfg: DictConfig, setup, out) -> dict:
+    d = cfg.data
+    device = resolve_device(cfg.device)
+    policy = load_policy(policy_init_path(cfg)).to(device)
+    seed_everything(cfg.seed + d.seed)
+    rng = random.Random(cfg.seed + d.seed)
+    n_prompts = n_train_prompts(d)
+    train_prompts = setup.prompts(n_prompts, seed=cfg.seed + d.seed)
+    eval_prompts = setup.prompts(d.n_eval_prompts, seed=cfg.seed + d.seed + 10_000)
+    stats = LabelStats()
+    kw = dict(k=d.responses_per_prompt, max_new_tokens=cfg.task.max_response_tokens, temperature=d.temperature,
+              label_noise=d.label_noise, rng=rng)
+    train = generate_groups(policy, setup, train_prompts, stats=stats, **kw)
+    # Held-out comparisons are noise-free: RM accuracy is measured against gold itself.
+    eval_ = generate_groups(policy, setup, eval_prompts, stats=LabelStats(), **{**kw, "label_noise": 0.0})
+    write_groups(train, out / "train.jsonl")
+    write_groups(eval_, out / "eval.jsonl")
+    gold = [g for grp in train for g in grp.gold]
+    return {
+        "data/n_train_prompts": n_prompts, "data/responses_per_prompt": d.responses_per_prompt,
+        "data/comparisons": stats.pairs, "data/pairs_per_prompt": pairs_per_prompt(d.responses_per_prompt),
+        "data/tied_pairs": stats.ties, "data/noise_flipped": stats.flipped,
+        "data/n_eval_prompts": len(eval_), "data/gold_mean": sum(gold) / len(gold),
+        "data/distinct_prompts": len(set(train_prompts)),
+    }
+
+
+def _load_existing(cfg: DictConfig, setup, out) -> dict:
+    from rlhf_scaling.data.loaders import load_preferences
+
+    groups, report = load_preferences(
+        cfg.task.path, cfg.task.name, count_tokens=lambda text: len(encode_texts(setup.tokenizer, [text])[0]),
+        max_prompt_tokens=cfg.task.max_prompt_tokens, on_bad_record=cfg.task.on_bad_record, split=cfg.task.split)
+    log.info("%s: %s", cfg.task.path, report.summary())
+    n_eval = min(cfg.data.n_eval_prompts, len(groups) // 5)
+    train, eval_ = split_eval(groups, n_eval, seed=cfg.seed + cfg.data.seed)
+    write_groups(train, out / "train.jsonl")
+    write_groups(eval_, out / "eval.jsonl")
+    return {"data/n_train_prompts": len(train), "data/n_eval_prompts": len(eval_),
+            "data/comparisons": sum(len(g.pairs) for g in train),
+            "data/records_read": report.n_read, "data/records_kept": report.n_kept,
+            "data/records_filtered": report.n_read - report.n_kept}
+
+
+def run(cfg: DictConfig, tracker) -> dict:
+    """Build (or reuse) the preference-data artifact; returns its stats."""
+    artifact = data_artifact(cfg)
+    if not artifact.exists():
+        if cfg.task.name == "synthetic" and cfg.policy.source == "tiny":
+            policy_init_path(cfg)  # fail early, naming the SFT command, if the policy is missing
+        setup = setup_task(cfg)
+        with building(artifact) as out:
+            if out is not None:
+                stats = _generate_synthetic(cfg, setup, out) if cfg.task.name == "synthetic" \
+                    else _load_existing(cfg, setup, out)
+                (out / "stats.json").write_text(json.dumps(stats, indent=2))
+    stats = json.loads((artifact.path / "stats.json").read_text())
+    tracker.log(stats)
+    log.info("preference data %s: %s", artifact.key, stats)
+    return {**stats, "data/artifact": str(artifact.path)}
+
+
+def load_data(cfg: DictConfig):
+    """(train groups, eval groups) of the data artifact this config names, or a MissingArtifact error."""
+    path = data_artifact(cfg).require(build_command("data", cfg))
+    return read_groups(path / "train.jsonl"), read_groups(path / "eval.jsonl")
