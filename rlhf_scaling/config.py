@@ -76,7 +76,7 @@ class DataConfig:
     """
 
     responses_per_prompt: int = 4  # K: responses sampled per prompt (K-wise groups, C(K,2) pairs each)
-    comparison_budget: int = 3072  # total training comparisons = n_prompts x C(K,2)
+    comparison_budget: int = 6144  # total training comparisons = n_prompts x C(K,2)
     n_eval_prompts: int = 128  # held-out prompts (with K responses each) for RM evaluation
     label_noise: float = 0.0  # probability that a comparison's label is flipped
     temperature: float = 1.0  # sampling temperature of the policy that writes the responses
@@ -88,7 +88,7 @@ class SFTConfig:
     """Policy initialisation by supervised training on demonstrations."""
 
     n_demos: int = 4096  # demonstrations (prompt, response) drawn from the task
-    steps: int = 400  # optimizer steps
+    steps: int = 800  # optimizer steps
     batch_size: int = 32  # sequences per step
     lr: float = 3e-3  # peak learning rate (AdamW)
     weight_decay: float = 0.0
@@ -103,10 +103,10 @@ class RMTrainConfig:
     """Reward-model training on gold-labelled comparisons."""
 
     loss: str = "kwise"  # bt (pairwise) | kwise (all C(K,2) pairs, one forward per response) | margin (Llama 2)
-    epochs: int = 2  # passes over the training comparisons
+    epochs: int = 4  # passes over the training comparisons
     batch_size: int = 16  # prompts (kwise) or pairs (bt, margin) per micro-batch
     grad_accum: int = 1  # micro-batches per optimizer step
-    lr: float = 1e-3  # peak learning rate (AdamW)
+    lr: float = 3e-3  # peak learning rate (AdamW)
     weight_decay: float = 0.0
     warmup_ratio: float = 0.05
     lr_schedule: str = "cosine"  # cosine | linear | constant
@@ -136,13 +136,13 @@ class BoNConfig:
 class PPOConfig:
     """PPO against a proxy RM with a per-token KL penalty to the frozen reference policy."""
 
-    steps: int = 60  # PPO iterations (rollout + update)
+    steps: int = 150  # PPO iterations (rollout + update)
     prompts_per_step: int = 32  # distinct prompts per iteration
     samples_per_prompt: int = 2  # rollouts per prompt per iteration
     ppo_epochs: int = 2  # passes over each rollout batch
     minibatch_size: int = 32  # rollouts per gradient step
     lr: float = 1e-4  # policy and value learning rate (Adam)
-    kl_coef: float = 0.02  # beta: per-token KL penalty coefficient (initial value when adaptive)
+    kl_coef: float = 0.01  # beta: per-token KL penalty coefficient (initial value when adaptive)
     adaptive_kl: bool = False  # Ziegler et al. 2019 proportional controller on beta
     target_kl: float = 4.0  # nats per sequence, for the adaptive controller
     kl_horizon: int = 10000  # controller horizon in rollouts

@@ -8,12 +8,13 @@ from typing import List, Sequence
 import torch
 
 from rlhf_scaling.data.encode import encode_prompt_response, pad_batch
-from rlhf_scaling.models import RewardModel, load_reward_model
+from rlhf_scaling.models import REWARD_MODEL_FILE, RewardModel, load_reward_model
 
 
 def load_ensemble(rm_dir: Path, device) -> List[RewardModel]:
     """Every member_<m>/ of an RM artifact, in member order, in eval mode."""
-    members = sorted(Path(rm_dir).glob("member_*"), key=lambda p: int(p.name.split("_")[1]))
+    members = sorted((p for p in Path(rm_dir).glob("member_*") if (p / REWARD_MODEL_FILE).is_file()),
+                     key=lambda p: int(p.name.split("_")[1]))
     if not members:
         raise FileNotFoundError(f"no member_<m>/ reward models in {rm_dir}")
     return [load_reward_model(p).to(device).eval() for p in members]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 from pathlib import Path
 from typing import List, Optional
 
@@ -177,6 +178,7 @@ def run(cfg: DictConfig, tracker, stop_at_step: Optional[int] = None) -> dict:
                     model.offset.fill_(final["rm/val_reward_mean"])
                     meta = {**final, "rm/n_params": count_parameters(model), "rm/member": m}
                     save_reward_model(model, member_dir, meta)
+                    shutil.rmtree(out / f"member_{m}.ckpt", ignore_errors=True)  # the member is final now
                     members.append(meta)
                 summary = {k: sum(mm[k] for mm in members) / len(members) for k in members[0] if k != "rm/member"}
                 summary["rm/n_params"] = members[0]["rm/n_params"]

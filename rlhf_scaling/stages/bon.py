@@ -1,0 +1,84 @@
+"""Stage `bon`: best-of-n against a proxy RM, scored by gold with the unbiased estimator.
+
+Recipe: init policy -> a pool of N = bon.n_max responses for each of bon.n_eval_prompts prompts,
+sampled once -> proxy scores (ensemble combined: mean | min | uwo) and gold scores ->
+for every n on the grid, the unbiased estimate of the expected proxy and gold score of the
+best-of-n choice (rlhf_scaling.bon) and KL_bon(n) = log n − (n−1)/n -> fit Gao's BoN form
+R(d) = d(α − βd) to the gold and proxy gains over n = 1, with d = sqrt(KL_bon).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from rlhf_scaling.bon import combine_ensemble, expected_best_of_n_batch, kl_best_of_n
+from rlhf_scaling.config import bon_grid
+from rlhf_scaling.curves import fit_overoptimization, peak
+from rlhf_scaling.models import load_policy
+from rlhf_scaling.sampling import sample
+from rlhf_scaling.scoring import load_ensemble, score_texts
+from rlhf_scaling.stages.common import build_command, policy_init_path, rm_artifact, setup_task
+from rlhf_scaling.training import resolve_device, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+def bon_curve(proxy: np.ndarray, gold: np.ndarray, grid) -> pd.DataFrame:
+    """(P, N) proxy and gold scores -> one row per n: kl_bon (nats), sqrt_kl, proxy, gold
+    (means over prompts of the unbiased best-of-n estimates) and their gains over n = 1."""
+    proxy_n = expected_best_of_n_batch(proxy, proxy, grid)
+    gold_n = expected_best_of_n_batch(proxy, gold, grid)
+    kl = np.array([kl_best_of_n(n) for n in grid])
+    base_proxy, base_gold = proxy.mean(), gold.mean()  # n = 1: the init policy's means
+    return pd.DataFrame({"n": grid, "kl": kl, "sqrt_kl": np.sqrt(kl), "proxy": proxy_n, "gold": gold_n,
+                         "proxy_gain": proxy_n - base_proxy, "gold_gain": gold_n - base_gold})
+
+
+def fit_summary(curve: pd.DataFrame, prefix: str) -> dict:
+    """Gao BoN-form fits of gold and proxy gains vs sqrt(KL); gold's peak."""
+    out = {}
+    for target in ("gold", "proxy"):
+        alpha, beta = fit_overoptimization(curve["sqrt_kl"].to_numpy(), curve[f"{target}_gain"].to_numpy(), "bon")
+        out[f"{prefix}/alpha_{target}"], out[f"{prefix}/beta_{target}"] = alpha, beta
+    d_star, r_star = peak(out[f"{prefix}/alpha_gold"], out[f"{prefix}/beta_gold"], "bon")
+    out[f"{prefix}/peak_sqrt_kl_fit"], out[f"{prefix}/peak_gold_gain_fit"] = d_star, r_star
+    best = curve.loc[curve["gold"].idxmax()]
+    out[f"{prefix}/best_n"], out[f"{prefix}/best_gold"] = int(best["n"]), float(best["gold"])
+    return out
+
+
+def run(cfg: DictConfig, tracker) -> dict:
+    """Sample the pool, score it, write bon_curve.csv in the run folder; returns fit summary."""
+    b = cfg.bon
+    device = resolve_device(cfg.device)
+    setup = setup_task(cfg, device=str(device))
+    rm_dir = rm_artifact(cfg).require(build_command("rm", cfg))
+    policy = load_policy(policy_init_path(cfg)).to(device)
+    proxies = load_ensemble(rm_dir, device)
+    seed_everything(cfg.seed + b.seed)
+    prompts = setup.prompts(b.n_eval_prompts, seed=cfg.seed + b.seed + 20_000)
+    pool_prompts = [p for p in prompts for _ in range(b.n_max)]
+    texts = sample(policy, setup.tokenizer, pool_prompts, max_new_tokens=cfg.task.max_response_tokens,
+                   temperature=b.temperature).texts
+    member_scores = score_texts(proxies, setup.tokenizer, pool_prompts, texts,
+                                max_response_tokens=cfg.task.max_response_tokens).numpy()  # (M, P*N)
+    proxy = combine_ensemble(member_scores, b.ensemble, b.uwo_lambda).reshape(len(prompts), b.n_max)
+    gold = setup.gold.score(pool_prompts, texts).numpy().reshape(len(prompts), b.n_max)
+    curve = bon_curve(proxy, gold, bon_grid(b))
+    curve.to_csv(tracker.run_dir / "bon_curve.csv", index=False)
+    tracker.define_step("bon/", "bon/n")
+    for row in curve.itertuples():
+        tracker.log({"bon/n": int(row.n), "bon/kl": row.kl, "bon/sqrt_kl": row.sqrt_kl, "bon/proxy": row.proxy,
+                     "bon/gold": row.gold, "bon/proxy_gain": row.proxy_gain, "bon/gold_gain": row.gold_gain})
+    summary = fit_summary(curve, "bon")
+    summary["bon/n_max"] = b.n_max
+    summary["bon/gold_at_n_max"] = float(curve["gold"].iloc[-1])
+    log.info("best-of-n %s: gold %.3f at n=1, best %.3f at n=%d, %.3f at n=%d (KL %.2f nats)", cfg.rm.name,
+             gold.mean(), summary["bon/best_gold"], summary["bon/best_n"], summary["bon/gold_at_n_max"], b.n_max,
+             math.log(b.n_max) - (b.n_max - 1) / b.n_max)
+    return summary
