@@ -11,6 +11,7 @@ import importlib
 import logging
 import sys
 from pathlib import Path
+from typing import Sequence
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -22,6 +23,17 @@ CONFIG_PATH = str(Path(__file__).resolve().parent.parent / "conf")
 log = logging.getLogger("rlhf_scaling")
 
 register_configs()
+
+
+def compose(overrides: Sequence[str] = ()) -> DictConfig:
+    """The config `rlhf-scaling <overrides>` would run, composed and validated (for tests, notebooks)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONFIG_PATH, version_base=None):
+        cfg = hydra_compose(config_name="config", overrides=list(overrides))
+    validate(cfg)
+    return cfg
 
 
 def run_stage(cfg: DictConfig, run_dir: Path) -> dict:

@@ -1,0 +1,89 @@
+"""Composition of every config group option, and validation errors that name the key."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+
+from rlhf_scaling.cli import CONFIG_PATH, compose
+from rlhf_scaling.config import ConfigError, bon_grid, n_train_prompts
+
+CONF = Path(CONFIG_PATH)
+GROUPS = ["task", "gold", "stage", "deepspeed", "tracking"]
+
+
+def test_default_config_is_the_study():
+    cfg = compose()
+    assert cfg.stage.name == "study"
+    assert len(cfg.study.rm_models) >= 3
+    sizes = {spec.name for spec in cfg.study.rm_models.values()}
+    assert sizes == {"tiny-xs", "tiny-s", "tiny-m"}
+
+
+@pytest.mark.parametrize("model", sorted(p.stem for p in (CONF / "model").glob("*.yaml")))
+def test_every_model_composes_as_policy_and_rm(model):
+    overrides = [f"model@policy={model}", f"model@rm={model}", "stage=rm"]
+    if model == "local":
+        overrides += ["policy.name_or_path=/x", "rm.name_or_path=/x"]
+    cfg = compose(overrides)
+    assert cfg.policy.name == cfg.rm.name
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_every_group_option_composes(group):
+    for option in sorted(p.stem for p in (CONF / group).glob("*.yaml")):
+        overrides = [f"{group}={option}"]
+        if group == "task" and option != "synthetic":
+            overrides += ["task.path=/data/x.jsonl", "model@policy=pythia-14m"]
+        if group == "gold" and option == "model":
+            overrides += ["gold.name_or_path=/models/gold"]
+        compose(overrides)
+
+
+def test_tiny_family_spans_more_than_30x():
+    from rlhf_scaling.data.synthetic import build_tokenizer, make_task
+    from rlhf_scaling.models import build_reward_model, count_parameters
+
+    tok = build_tokenizer(make_task(8, 6, 6, 16))
+    counts = []
+    for name in ("tiny-xs", "tiny-s", "tiny-m", "tiny-l"):
+        cfg = compose([f"model@rm={name}", "stage=rm"])
+        counts.append(count_parameters(build_reward_model(cfg.rm, tok)))
+    assert counts == sorted(counts) and counts[-1] / counts[0] > 30
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["data.responses_per_prompt=1"], "data.responses_per_prompt"),
+    (["data.responses_per_prompt=8", "data.comparison_budget=1000"], "data.comparison_budget"),
+    (["rm_train.lr=-1"], "rm_train.lr"),
+    (["rm_train.loss=hinge"], "rm_train.loss"),
+    (["data.label_noise=0.7"], "data.label_noise"),
+    (["bon.n_grid=[1,2,1000]"], "bon.n_grid"),
+    (["ppo.minibatch_size=1000"], "ppo.minibatch_size"),
+    (["model@rm=local"], "rm.name_or_path"),
+])
+def test_impossible_values_name_the_key(overrides, key):
+    with pytest.raises((ConfigError, ConfigCompositionException, Exception)) as err:
+        compose(overrides + ["stage=rm"])
+    assert key in str(err.value)
+
+
+def test_derived_quantities():
+    cfg = compose(["data.responses_per_prompt=4", "data.comparison_budget=600", "stage=rm", "rm_train.batch_size=8"])
+    assert n_train_prompts(cfg.data) == 100  # 600 / C(4,2)
+    assert bon_grid(compose(["bon.n_max=48", "stage=bon"]).bon) == [1, 2, 4, 8, 16, 32, 48]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["data.responses_per_prompt=1"], "data.responses_per_prompt"),
+    (["rm_train.not_a_key=3"], "not_a_key"),
+    (["model@rm=tiny-nope"], "tiny-nope"),
+])
+def test_cli_fails_before_work_with_short_message(tmp_path, args, needle):
+    proc = subprocess.run([sys.executable, "-m", "rlhf_scaling.cli", "stage=rm", f"artifacts_dir={tmp_path}",
+                           f"hydra.run.dir={tmp_path}/run", *args], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert needle in proc.stderr
+    assert not (tmp_path / "rm").exists()  # nothing was built
