@@ -48,14 +48,31 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict:
     return summary
 
 
+def _user_errors() -> tuple:
+    """Errors caused by the input (config, data, paths), reported in one line without a traceback."""
+    from rlhf_scaling.artifacts import MissingArtifact
+
+    errors = [ConfigError, MissingArtifact, FileNotFoundError]
+    try:
+        from rlhf_scaling.data.loaders import DataError
+
+        errors.append(DataError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
 @hydra.main(version_base=None, config_path=CONFIG_PATH, config_name="config")
 def _main(cfg: DictConfig) -> dict:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    # The library's own progress bars (weights loading, shard writing) drown ours.
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     try:
         return run_stage(cfg, run_dir)
-    except ConfigError as err:
-        # One line naming the key, before any work starts.
-        print(f"config error: {err}", file=sys.stderr)
+    except _user_errors() as err:
+        print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
 
 

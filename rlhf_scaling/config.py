@@ -123,7 +123,7 @@ class RMTrainConfig:
 class BoNConfig:
     """Best-of-n against a proxy RM, scored by the gold reward with the unbiased estimator."""
 
-    n_max: int = 64  # N: pool of responses per evaluation prompt
+    n_max: int = 256  # N: pool of responses per evaluation prompt
     n_eval_prompts: int = 64  # evaluation prompts
     n_grid: List[int] = field(default_factory=list)  # n values; empty: powers of two up to n_max, and n_max
     ensemble: str = "mean"  # how an RM ensemble combines: mean | min | uwo (mean - lambda * population var)
