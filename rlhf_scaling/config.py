@@ -172,6 +172,7 @@ class StudyConfig:
 @dataclass
 class StageConfig:
     name: str = "study"  # sft | data | rm | bon | ppo | study
+    build_upstream: bool = False  # build missing upstream artifacts (SFT, data, RM) first instead of failing; sweeps set it
 
 
 @dataclass
@@ -183,6 +184,25 @@ class DeepSpeedConfig:
     offload_optimizer: bool = False
     offload_param: bool = False
     bf16: bool = False
+
+
+@dataclass
+class SlurmConfig:
+    """Cluster profile the submitit Slurm launcher reads (conf/hydra/launcher/slurm.yaml interpolates it)."""
+
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    qos: Optional[str] = None
+    constraint: Optional[str] = None  # node features, e.g. "a100|h100"
+    nodes: int = 1
+    tasks_per_node: int = 1  # ranks per node of ONE job (one per GPU for DeepSpeed), not sweep points
+    gpus_per_node: Optional[int] = None
+    cpus_per_task: int = 2
+    mem_gb: Optional[int] = 8  # per node
+    timeout_min: int = 60
+    array_parallelism: int = 64  # array jobs running at once
+    max_num_timeout: int = 0  # automatic requeues on timeout/preemption (resume is tested)
+    setup: List[str] = field(default_factory=list)  # shell lines before srun
 
 
 @dataclass
@@ -213,6 +233,7 @@ class Config:
     stage: StageConfig = field(default_factory=StageConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
     experiment: str = "default"  # names the W&B group and the run folder
     seed: int = 0  # global seed, set once at the entry point
     artifacts_dir: str = "artifacts"  # shared, content-addressed store of SFT policies, data and RMs

@@ -11,7 +11,7 @@ from rlhf_scaling.cli import CONFIG_PATH, compose
 from rlhf_scaling.config import ConfigError, bon_grid, n_train_prompts
 
 CONF = Path(CONFIG_PATH)
-GROUPS = ["task", "gold", "stage", "deepspeed", "tracking"]
+GROUPS = ["task", "gold", "stage", "deepspeed", "tracking", "slurm"]
 
 
 def test_default_config_is_the_study():
@@ -87,3 +87,24 @@ def test_cli_fails_before_work_with_short_message(tmp_path, args, needle):
     assert proc.returncode != 0
     assert needle in proc.stderr
     assert not (tmp_path / "rm").exists()  # nothing was built
+
+
+SWEEPS = sorted(p.stem for p in (CONF.parent / "sweeps").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("sweep", SWEEPS)
+def test_every_sweep_composes_and_every_point_validates(sweep):
+    """Each sweep point (the cross product of its sweeper params) composes and validates."""
+    import itertools
+
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONFIG_PATH, version_base=None):
+        base = hydra_compose(config_name="config", overrides=[f"+sweep={sweep}"], return_hydra_config=True)
+    params = base.hydra.sweeper.params
+    assert params, f"sweep {sweep} sweeps nothing"
+    grid = [[f"{k}={v}" for v in str(values).split(",")] for k, values in params.items()]
+    for point in itertools.product(*grid):
+        cfg = compose([f"+sweep={sweep}", *point])
+        assert cfg.stage.build_upstream and cfg.experiment == sweep

@@ -142,6 +142,10 @@ def train_member(model: RewardModel, train: List[EncodedGroup], eval_groups: Lis
 
 def run(cfg: DictConfig, tracker, stop_at_step: Optional[int] = None) -> dict:
     """Build (or reuse) the RM artifact for (data, rm spec, rm_train); returns eval metrics."""
+    if cfg.stage.build_upstream:
+        from rlhf_scaling.stages.upstream import ensure_upstream
+
+        ensure_upstream(cfg, tracker, before="rm")
     artifact = rm_artifact(cfg)
     if not artifact.exists():
         t = cfg.rm_train

@@ -1,0 +1,21 @@
+"""Building missing upstream artifacts in-process (stage.build_upstream=true), for sweeps.
+
+A sweep job asks for, say, PPO against one RM size; with build_upstream it first builds or
+reuses the SFT policy, the preference data and its RM. Each build holds its artifact's lock, so
+the jobs of one array that need the same SFT policy or data build it once: the first job builds,
+the others wait for the lock and reuse it. That orders a study's phases from one command.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+ORDER = ("sft", "data", "rm")
+
+
+def ensure_upstream(cfg, tracker, before: str) -> None:
+    """Run the recipes that come before `before` ("data", "rm", "bon" or "ppo"); each reuses a
+    finished artifact and only builds what is missing."""
+    needed = ORDER[: ORDER.index(before)] if before in ORDER else ORDER
+    for stage in needed:
+        importlib.import_module(f"rlhf_scaling.stages.{stage}").run(cfg, tracker)
