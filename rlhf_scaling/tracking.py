@@ -136,8 +136,8 @@ class RunTracker:
             summary_path = self.run_dir / "summary.json"
             if summary_path.is_file():
                 self._summary = json.loads(summary_path.read_text())
-        elif self._metrics_path.exists():
-            self._metrics_path.unlink()
+        else:
+            self._metrics_path.write_text("")  # a fresh record: exists even if nothing gets logged
         self.config = scrub(config)
         _write_json_atomic(self.run_dir / "config.json", self.config)
         _write_json_atomic(self.run_dir / "env.json", scrub(environment()))

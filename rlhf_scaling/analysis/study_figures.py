@@ -54,8 +54,13 @@ def overoptimization_figure(run_dir: Path, kind: str, out_dir: Path) -> List[Pat
         grid = np.linspace(0, max(d.max(), 1e-3), 200)
         for ax, target in zip(axes, ("gold_gain", "proxy_gain")):
             label = f"{name} ({n_params / 1e3:.0f}k)" if n_params else name
-            style = "o" if kind == "bon" else "-"
-            ax.plot(d, df[target], style, color=colour, label=label, ms=4, lw=1.2, alpha=0.85)
+            if kind == "bon":
+                ax.plot(d, df[target], "o", color=colour, label=label, ms=4)
+            else:  # PPO batches are noisy: faint raw points, and a rolling mean over 9 iterations
+                ax.plot(d, df[target], ".", color=colour, ms=2, alpha=0.3)
+                order = np.argsort(d)
+                smooth = pd.Series(df[target].to_numpy()[order]).rolling(9, center=True, min_periods=1).mean()
+                ax.plot(d[order], smooth, "-", color=colour, lw=1.5, label=label)
             try:
                 alpha, beta = fit_overoptimization(d, df[target].to_numpy(), form)
                 ax.plot(grid, FORMS[form](grid, alpha, beta), "--", color=colour, lw=1)
@@ -68,7 +73,8 @@ def overoptimization_figure(run_dir: Path, kind: str, out_dir: Path) -> List[Pat
         ax.set_ylabel(f"{target} reward gain over init")
         ax.set_title(f"{title}: {target} reward")
     axes[0].legend(title="proxy RM", fontsize=8)
-    fig.text(0.01, 0.01, f"{run_dir.name}: {len(curves)} proxy RMs; dashed: fitted Gao et al. {form} form",
+    what = "points: unbiased best-of-n estimates" if kind == "bon" else "lines: rolling mean over 9 PPO iterations"
+    fig.text(0.01, 0.01, f"{run_dir}: {len(curves)} proxy RMs; {what}; dashed: fitted Gao et al. {form} form",
              fontsize=7, color="grey")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     out_dir.mkdir(parents=True, exist_ok=True)
