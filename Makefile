@@ -23,6 +23,7 @@ study: setup
 	$(BIN)/rlhf-scaling
 
 test: setup
+	bash slurm/local_cluster.sh start
 	$(BIN)/python -m pytest -q
 
 test-fast: setup
