@@ -127,3 +127,43 @@ def test_ppo_resume_reproduces_the_uninterrupted_curve(store, tmp_path):
     a = pd.read_csv(tmp_path / "full" / "ppo_curve.csv")
     b = pd.read_csv(tmp_path / "cut" / "ppo_curve.csv")
     pd.testing.assert_frame_equal(a, b, rtol=1e-5)
+
+
+def test_jsonl_preferences_with_a_pretrained_local_model(tmp_path):
+    """The real-model path: policy/RM weights and tokenizer from a local directory, data from JSONL."""
+    import random
+
+    from rlhf_scaling.data.synthetic import build_tokenizer, make_task, sample_demonstrations
+    from rlhf_scaling.gold import SyntheticGold
+    from rlhf_scaling.models import build_policy, save_policy
+
+    task = make_task(8, 6, 6, 16)
+    tok = build_tokenizer(task)
+    torch.manual_seed(0)
+    spec = compose(["stage=sft"]).policy
+    save_policy(build_policy(spec, tok), tok, tmp_path / "model")
+    prompts, a = sample_demonstrations(task, 300, seed=1)
+    _, b = sample_demonstrations(task, 300, seed=2)
+    gold = SyntheticGold(task)
+    lines = []
+    for p, x, y in zip(prompts, a, b):
+        gx, gy = gold.score_one(p, x), gold.score_one(p, y)
+        if x != y and gx != gy:
+            chosen, rejected = (x, y) if gx > gy else (y, x)
+            lines.append(json.dumps({"prompt": p, "chosen": chosen, "rejected": rejected}))
+    lines.append(json.dumps({"prompt": "about ocean : wave tide", "chosen": "same", "rejected": "same"}))
+    (tmp_path / "prefs.jsonl").write_text("\n".join(lines) + "\n")
+    local = [f"model@policy=local", f"policy.name_or_path={tmp_path / 'model'}", "model@rm=local",
+             f"rm.name_or_path={tmp_path / 'model'}", "task=jsonl", f"task.path={tmp_path / 'prefs.jsonl'}",
+             "task.max_prompt_tokens=8", "task.max_response_tokens=16", "gold=model",
+             f"gold.name_or_path={tmp_path / 'model'}", "data.n_eval_prompts=40", "rm_train.loss=bt",
+             "rm_train.epochs=1", "progress=false", f"artifacts_dir={tmp_path / 'artifacts'}"]
+    from rlhf_scaling.data.loaders import DataError
+
+    with pytest.raises(DataError, match=r"prefs.jsonl:\d+: 'chosen' and 'rejected' are identical"):
+        run(data, compose(["stage=data", *local]), tmp_path / "d0", "data")
+    cfg = compose(["stage=rm", *local, "task.on_bad_record=filter"])
+    stats = run(data, cfg, tmp_path / "d1", "data")
+    assert stats["data/records_filtered"] == 1 and stats["data/records_read"] == len(lines)
+    out = run(rm, cfg, tmp_path / "rm", "rm")
+    assert 0 <= out["rm/val_accuracy"] <= 1
