@@ -58,9 +58,11 @@ def run(cfg: DictConfig, tracker) -> dict:
     table.to_csv(run_dir / "summary.csv", index=False)
     (run_dir / "summary.md").write_text(table.to_markdown(index=False, floatfmt=".4g") if _has_tabulate()
                                         else table.to_string(index=False))
-    from rlhf_scaling.analysis.study_figures import study_figures
+    from rlhf_scaling.analysis.figures import write_figures
+    from rlhf_scaling.analysis.load import load_local_runs
 
-    figures = study_figures(run_dir)
+    print("figures:")
+    figures = write_figures(load_local_runs(run_dir), run_dir / "figures", str(run_dir))
     elapsed = time.time() - started
     print(f"\nstudy finished in {elapsed / 60:.1f} min\n  summary: {run_dir / 'summary.csv'}")
     for path in figures:
