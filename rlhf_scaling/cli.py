@@ -41,6 +41,11 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict:
     validate(cfg)
     from rlhf_scaling.stages.common import open_tracker
 
+    if cfg.deepspeed.enabled:  # join the ranks before the tracker reads RANK (rank 0 records)
+        from rlhf_scaling.distributed import dist_env_from_environ, init_distributed
+
+        init_distributed(dist_env_from_environ())
+
     stage = importlib.import_module(f"rlhf_scaling.stages.{cfg.stage.name}")
     with open_tracker(cfg, run_dir, cfg.stage.name, resume=True) as tracker:
         summary = stage.run(cfg, tracker)

@@ -16,6 +16,15 @@ ORDER = ("sft", "data", "rm")
 def ensure_upstream(cfg, tracker, before: str) -> None:
     """Run the recipes that come before `before` ("data", "rm", "bon" or "ppo"); each reuses a
     finished artifact and only builds what is missing."""
+    import torch.distributed as dist
+
     needed = ORDER[: ORDER.index(before)] if before in ORDER else ORDER
-    for stage in needed:
-        importlib.import_module(f"rlhf_scaling.stages.{stage}").run(cfg, tracker)
+    distributed = dist.is_available() and dist.is_initialized()
+    # Under DeepSpeed the upstream stages are single-process work: rank 0 builds, the others wait.
+    if not distributed or dist.get_rank() == 0:
+        in_order = cfg.copy()
+        in_order.stage.build_upstream = False  # this loop already builds them in order
+        for stage in needed:
+            importlib.import_module(f"rlhf_scaling.stages.{stage}").run(in_order, tracker)
+    if distributed:
+        dist.barrier()
