@@ -48,6 +48,10 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict:
 
     stage = importlib.import_module(f"rlhf_scaling.stages.{cfg.stage.name}")
     with open_tracker(cfg, run_dir, cfg.stage.name, resume=True) as tracker:
+        if cfg.stage.build_upstream:
+            from rlhf_scaling.stages.upstream import ensure_upstream
+
+            ensure_upstream(cfg, tracker, before=cfg.stage.name)
         summary = stage.run(cfg, tracker)
         tracker.summary(**summary)
     return summary

@@ -54,10 +54,6 @@ def fit_summary(curve: pd.DataFrame, prefix: str) -> dict:
 
 def run(cfg: DictConfig, tracker) -> dict:
     """Sample the pool, score it, write bon_curve.csv in the run folder; returns fit summary."""
-    if cfg.stage.build_upstream:
-        from rlhf_scaling.stages.upstream import ensure_upstream
-
-        ensure_upstream(cfg, tracker, before="bon")
     b = cfg.bon
     device = resolve_device(cfg.device)
     setup = setup_task(cfg, device=str(device))

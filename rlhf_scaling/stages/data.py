@@ -90,10 +90,6 @@ def _load_existing(cfg: DictConfig, setup, out) -> dict:
 
 def run(cfg: DictConfig, tracker) -> dict:
     """Build (or reuse) the preference-data artifact; returns its stats."""
-    if cfg.stage.build_upstream:
-        from rlhf_scaling.stages.upstream import ensure_upstream
-
-        ensure_upstream(cfg, tracker, before="data")
     artifact = data_artifact(cfg)
     if not artifact.exists():
         if cfg.task.name == "synthetic" and cfg.policy.source == "tiny":

@@ -70,10 +70,6 @@ def rollout_prompts(setup, step: int, n: int, seed: int):
 
 def run(cfg: DictConfig, tracker) -> dict:
     """Train the policy; write ppo_curve.csv in the run folder; returns the RL-form fit summary."""
-    if cfg.stage.build_upstream:
-        from rlhf_scaling.stages.upstream import ensure_upstream
-
-        ensure_upstream(cfg, tracker, before="ppo")
     p = cfg.ppo
     device = resolve_device(cfg.device)
     setup = setup_task(cfg, device=str(device))

@@ -189,10 +189,6 @@ def _mean_over_ranks(x: torch.Tensor) -> torch.Tensor:
 
 def run(cfg: DictConfig, tracker, stop_at_step: Optional[int] = None) -> dict:
     """Build (or reuse) the RM artifact for (data, rm spec, rm_train); returns eval metrics."""
-    if cfg.stage.build_upstream:
-        from rlhf_scaling.stages.upstream import ensure_upstream
-
-        ensure_upstream(cfg, tracker, before="rm")
     artifact = rm_artifact(cfg)
     if not artifact.exists():
         t = cfg.rm_train

@@ -18,13 +18,13 @@ def ensure_upstream(cfg, tracker, before: str) -> None:
     finished artifact and only builds what is missing."""
     import torch.distributed as dist
 
+    if before in ("sft", "study"):
+        return  # nothing upstream of SFT; the study builds its own phases in order
     needed = ORDER[: ORDER.index(before)] if before in ORDER else ORDER
     distributed = dist.is_available() and dist.is_initialized()
     # Under DeepSpeed the upstream stages are single-process work: rank 0 builds, the others wait.
     if not distributed or dist.get_rank() == 0:
-        in_order = cfg.copy()
-        in_order.stage.build_upstream = False  # this loop already builds them in order
         for stage in needed:
-            importlib.import_module(f"rlhf_scaling.stages.{stage}").run(in_order, tracker)
+            importlib.import_module(f"rlhf_scaling.stages.{stage}").run(cfg, tracker)
     if distributed:
         dist.barrier()
