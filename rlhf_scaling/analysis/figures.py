@@ -1,21 +1,32 @@
-"""Every paper figure from a runs table, one function per figure, one command for all.
+"""Every figure from a runs table: fetch (runs.py) -> fit (curves.py) -> plot, one function per figure.
 
-    rlhf-scaling-figures --runs outputs/default/study/<time> --out figures/
+    rlhf-scaling-figures --runs outputs/ --out figures/           # local run records (any folder)
     rlhf-scaling-figures --wandb my-entity/rlhf-scaling --out figures/
 
-(a) gold and proxy vs sqrt(KL), BoN and PPO, per RM size, fitted Gao forms   overoptimization_{bon,ppo}
-(b) fitted alpha, beta vs RM parameters with log-linear fits (Gao Fig. 3)    coefficients_vs_rm_size
-(c) RM held-out accuracy vs comparisons and vs RM size                       rm_accuracy
-(d) gold reward vs samples per prompt                                        samples_per_prompt
-(e) prompt-vs-response diversity heatmap at fixed budgets                    diversity_heatmap
-(f) PPO proxy / gold / KL training curves                                    ppo_training
-A figure whose data the runs lack is skipped with a note. Output is deterministic (no timestamps
-in PNG/PDF metadata), so regenerating from the same records gives identical files.
+name                       what                                                           data it needs
+overoptimization_bon  (a)  gold and proxy gain vs sqrt(KL), best-of-n, per RM size, fitted  bon/n, bon/sqrt_kl, bon/gold
+overoptimization_ppo  (a)  the same for PPO with the RL form (Gao et al. Fig. 1)            ppo/step, ppo/sqrt_kl, ppo/gold
+coefficients_vs_rm_size (b) fitted alpha, beta vs RM parameters, log-linear fit (Gao Fig. 3) (a) for >= 2 RM sizes
+rm_accuracy           (c)  RM held-out accuracy vs comparisons and vs RM size               rm/val_accuracy
+samples_per_prompt    (d)  gold reward vs samples per prompt: n in best-of-n, PPO rollouts  bon curves / >= 2 ppo.samples_per_prompt
+diversity_heatmap     (e)  gold reward over (n_prompts, K) at a fixed comparison budget     >= 2 data.responses_per_prompt
+ppo_training          (f)  PPO proxy / gold / KL training curves                            ppo/step
+
+A figure whose data the runs lack is skipped with a printed note. Every figure's footer names
+the source and the number of runs behind it. Output is deterministic: the same records give
+byte-identical PNG and PDF files (no timestamps or software versions in the metadata).
+Gains: best-of-n gains are over n = 1 (bon/*_gain as logged); PPO gains are over the first
+logged iteration, so R(0) = 0 as the Gao forms assume (curves.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import math
+import sys
+import warnings
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
@@ -26,238 +37,385 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from rlhf_scaling.analysis.runs import load_local_runs, load_wandb_runs, per_run  # noqa: E402
+from rlhf_scaling.analysis.style import FIT_LINESTYLE, SIZE_CMAP, figure_style  # noqa: E402
 from rlhf_scaling.curves import bon_form, fit_log_linear, fit_overoptimization, rl_form  # noqa: E402
 
-STYLE = {"figure.dpi": 110, "savefig.dpi": 130, "font.size": 9, "axes.grid": True, "grid.alpha": 0.3,
-         "axes.spines.top": False, "axes.spines.right": False, "legend.fontsize": 8, "lines.linewidth": 1.5}
-FORMS = {"bon": bon_form, "rl": rl_form}
+FORM_OF = {"bon": "bon", "ppo": "rl"}  # which Gao form each optimisation method follows
+FORM_FN = {"bon": bon_form, "rl": rl_form}
+PNG_METADATA = {"Software": None}  # no matplotlib version string: same bytes across runs
+PDF_METADATA = {"CreationDate": None, "Producer": None, "Creator": None}
+# Per-run gold value for cross-run figures, first present wins (BoN peak, then PPO end).
+GOLD_SUMMARIES = ["summary.bon/best_gold", "summary.bon/gold_at_n_max", "summary.ppo/final_gold"]
 
 
-# ----------------------------------------------------------------------------- data extraction
+# ----------------------------------------------------------------------------- fit: tables behind the figures
 
 
 def rm_sizes(df: pd.DataFrame) -> Dict[str, float]:
-    """RM name -> non-embedding parameter count, from any run that trained or reused that RM."""
-    col = "summary.rm/n_params"
-    if col not in df or "config.rm.name" not in df:
-        return {}
-    known = df.dropna(subset=[col]).groupby("config.rm.name")[col].first()
-    return {str(k): float(v) for k, v in known.items()}
+    """RM name -> parameter count: config rm.n_params where set, else the rm/n_params an RM job
+    reported (any run that trained or reused that RM)."""
+    sizes: Dict[str, float] = {}
+    if "config.rm.name" not in df:
+        return sizes
+    runs = per_run(df)
+    for col in ("summary.rm/n_params", "config.rm.n_params"):  # later columns win
+        if col in runs:
+            known = runs.dropna(subset=[col]).groupby("config.rm.name", sort=True)[col].first()
+            sizes.update({str(k): float(v) for k, v in known.items()})
+    return sizes
+
+
+def _size_order(df: pd.DataFrame, names) -> Dict[str, tuple]:
+    """RM name -> (colour, label), ordered by size (unknown sizes last, by name)."""
+    sizes = rm_sizes(df)
+    order = sorted(set(names), key=lambda n: (sizes.get(n, math.inf), n))
+    colours = plt.get_cmap(SIZE_CMAP)(np.linspace(0.05, 0.85, max(len(order), 1)))
+    return {n: (colours[i], f"{n} ({_human(sizes[n])})" if n in sizes else n) for i, n in enumerate(order)}
+
+
+def _human(n: float) -> str:
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return f"{n:.0f}"
 
 
 def overoptimization_curves(df: pd.DataFrame, kind: str) -> pd.DataFrame:
-    """Per run: sqrt_kl, proxy_gain, gold_gain rows (gains over the first point), with rm name and size."""
-    step, d, proxy, gold = {"bon": ("bon/n", "bon/sqrt_kl", "bon/proxy", "bon/gold"),
-                            "ppo": ("ppo/step", "ppo/sqrt_kl", "ppo/proxy", "ppo/gold")}[kind]
-    if step not in df:
+    """Long table of the kind's ("bon" | "ppo") curves: run_id, run_name, group, rm, n_params, x (n or
+    iteration), sqrt_kl, proxy_gain, gold_gain, gold, proxy. Sorted by (run_id, x)."""
+    x, d, proxy, gold = (f"{kind}/{k}" for k in (("n" if kind == "bon" else "step"), "sqrt_kl", "proxy", "gold"))
+    if any(c not in df for c in (x, d, gold)):
         return pd.DataFrame()
-    rows = df.dropna(subset=[step, d, gold]).sort_values(["run_id", step])
-    rows = rows.drop_duplicates(["run_id", step], keep="last")  # a resumed run re-logs a few steps
+    rows = df.dropna(subset=[x, d, gold]).sort_values(["run_id", x], kind="stable")
+    rows = rows.assign(_sweep=_sweep_group(rows))
+    rows = rows.drop_duplicates(["run_id", x], keep="last")  # a resumed run re-logs a few iterations
+    sizes = rm_sizes(df)
     out = []
     for run_id, r in rows.groupby("run_id", sort=True):
-        out.append(pd.DataFrame({"run_id": run_id, "rm": r["config.rm.name"].astype(str).to_numpy(),
-                                 "sqrt_kl": r[d].to_numpy(float),
-                                 "proxy_gain": (r[proxy] - r[proxy].iloc[0]).to_numpy(float),
-                                 "gold_gain": (r[gold] - r[gold].iloc[0]).to_numpy(float)}))
-    curves = pd.concat(out, ignore_index=True) if out else pd.DataFrame()
-    if not curves.empty:
-        sizes = rm_sizes(df)
-        curves["n_params"] = curves["rm"].map(sizes).fillna(0)
-    return curves
+        rm = str(r["config.rm.name"].iloc[0]) if "config.rm.name" in r else "?"
+        p = r[proxy].to_numpy(float) if proxy in r else np.full(len(r), np.nan)
+        g = r[gold].to_numpy(float)
+        # BoN logs its gains over n = 1 (the pool mean); PPO's baseline is its first iteration.
+        g_gain = r[f"{kind}/gold_gain"].to_numpy(float) if f"{kind}/gold_gain" in r else g - g[0]
+        p_gain = r[f"{kind}/proxy_gain"].to_numpy(float) if f"{kind}/proxy_gain" in r else p - p[0]
+        out.append(pd.DataFrame({"run_id": run_id, "run_name": r["run_name"].to_numpy(), "group": r["_sweep"].iloc[0], "rm": rm,
+                                 "n_params": sizes.get(rm, np.nan), "x": r[x].to_numpy(float),
+                                 "sqrt_kl": r[d].to_numpy(float), "proxy_gain": p_gain, "gold_gain": g_gain,
+                                 "gold": g, "proxy": p}))
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+
+
+def _fit(curve: pd.DataFrame, target: str, form: str) -> Optional[tuple]:
+    """(alpha, beta) of one run's `target` gain, or None where the points cannot determine them."""
+    ok = np.isfinite(curve["sqrt_kl"]) & np.isfinite(curve[target]) & (curve["sqrt_kl"] >= 0)
+    try:
+        return fit_overoptimization(curve.loc[ok, "sqrt_kl"], curve.loc[ok, target], form)
+    except ValueError:
+        return None
 
 
 def fitted_coefficients(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (kind, run): rm, n_params, alpha, beta of gold-gain fits to the Gao forms."""
+    """One row per (kind, run): kind, run_id, group, rm, n_params, alpha, beta (gold-gain fit of the
+    kind's Gao form), alpha_proxy, beta_proxy. Runs whose points cannot be fitted are left out."""
     rows = []
-    for kind, form in (("bon", "bon"), ("ppo", "rl")):
+    for kind, form in FORM_OF.items():
         curves = overoptimization_curves(df, kind)
         for run_id, c in (curves.groupby("run_id", sort=True) if not curves.empty else []):
-            try:
-                alpha, beta = fit_overoptimization(c["sqrt_kl"].to_numpy(), c["gold_gain"].to_numpy(), form)
-            except ValueError:
+            gold = _fit(c, "gold_gain", form)
+            if gold is None:
                 continue
-            rows.append({"kind": kind, "run_id": run_id, "rm": c["rm"].iloc[0], "n_params": c["n_params"].iloc[0],
-                         "alpha": alpha, "beta": beta})
-    return pd.DataFrame(rows)
+            proxy = _fit(c, "proxy_gain", form) or (np.nan, np.nan)
+            rows.append({"kind": kind, "run_id": run_id, "group": c["group"].iloc[0], "rm": c["rm"].iloc[0],
+                         "n_params": c["n_params"].iloc[0], "alpha": gold[0], "beta": gold[1],
+                         "alpha_proxy": proxy[0], "beta_proxy": proxy[1]})
+    return pd.DataFrame(rows, columns=["kind", "run_id", "group", "rm", "n_params", "alpha", "beta", "alpha_proxy",
+                                       "beta_proxy"])
 
 
-def per_run(df: pd.DataFrame) -> pd.DataFrame:
-    return df.groupby("run_id", sort=True).first().reset_index()
+def coefficient_scaling(coef: pd.DataFrame) -> pd.DataFrame:
+    """Gao Fig. 3: per (group, kind, coefficient) the log-linear fit coefficient ≈ slope·ln N +
+    intercept over RM sizes N, within one study/sweep (runs of different sweeps differ in more than
+    N). (group, kind) pairs with fewer than 2 distinct known sizes are left out."""
+    rows = []
+    known = coef.dropna(subset=["n_params"]) if not coef.empty else coef
+    for (group, kind), c in (known.groupby(["group", "kind"], sort=True) if not known.empty else []):
+        if c["n_params"].nunique() < 2:
+            continue
+        for name in ("alpha", "beta"):
+            slope, intercept = fit_log_linear(c["n_params"].to_numpy(float), c[name].to_numpy(float))
+            rows.append({"group": group, "kind": kind, "coefficient": name, "slope": slope,
+                         "intercept": intercept, "n_runs": len(c)})
+    return pd.DataFrame(rows, columns=["group", "kind", "coefficient", "slope", "intercept", "n_runs"])
 
 
-# ----------------------------------------------------------------------------- figures
+def _sweep_group(runs: pd.DataFrame) -> pd.Series:
+    """Each run's study/sweep (W&B group; config experiment in tables without a group column), so
+    cross-run figures never join points from different sweeps into one line."""
+    for col in ("group", "config.experiment"):
+        if col in runs:
+            return runs[col].fillna("").astype(str)
+    return pd.Series("", index=runs.index)
 
 
-def _footer(fig, source: str, n_runs: int, what: str = "") -> None:
-    fig.text(0.01, 0.005, f"source: {source} | {n_runs} runs{' | ' + what if what else ''}", fontsize=6.5,
-             color="grey")
+def _run_gold(runs: pd.DataFrame) -> Optional[str]:
+    """The summary column giving each run's gold reward for cross-run figures (first present)."""
+    return next((c for c in GOLD_SUMMARIES if c in runs and runs[c].notna().any()), None)
+
+
+# ----------------------------------------------------------------------------- plot: one function per figure
+
+
+def _footer(fig, source: str, n_runs: int, note: str = "") -> None:
+    text = f"source: {source}  |  {n_runs} run{'s' if n_runs != 1 else ''}" + (f"  |  {note}" if note else "")
+    fig.text(0.01, 0.01, text, fontsize=6.5, color="0.4", ha="left", va="bottom")
+
+
+def _legend_once(ax, style: Optional[dict] = None, **kw) -> None:
+    """A legend with one entry per label (several runs share an RM), in RM-size order given `style`."""
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    if style:
+        rank = {label: i for i, (_, label) in enumerate(style.values())}
+        unique = dict(sorted(unique.items(), key=lambda kv: (rank.get(kv[0].split(":")[0], len(rank)), kv[0])))
+    if unique:
+        ax.legend(unique.values(), unique.keys(), **kw)
 
 
 def fig_overoptimization(df: pd.DataFrame, source: str, kind: str):
+    """(a) Gao et al. Fig. 1: gold (left) and proxy (right) reward gain vs sqrt(KL), per RM size,
+    points as measured and the fitted Gao form dashed (BoN form for best-of-n, RL form for PPO)."""
     curves = overoptimization_curves(df, kind)
     if curves.empty:
         return None
-    form = "bon" if kind == "bon" else "rl"
+    form = FORM_OF[kind]
+    style = _size_order(df, curves["rm"])
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    names = curves.drop_duplicates("rm").sort_values("n_params")["rm"].tolist()
-    colours = dict(zip(names, plt.cm.viridis(np.linspace(0.1, 0.9, len(names)))))
-    for rm, c in curves.groupby("rm", sort=False):
-        size = c["n_params"].iloc[0]
-        label = f"{rm} ({size / 1e3:.0f}k)" if size else rm
+    for run_id, c in curves.groupby("run_id", sort=True):
+        colour, label = style[c["rm"].iloc[0]]
         d = c["sqrt_kl"].to_numpy()
-        grid = np.linspace(0, max(d.max(), 1e-3), 200)
+        grid = np.linspace(0.0, max(np.nanmax(d), 1e-3), 200)
         for ax, target in zip(axes, ("gold_gain", "proxy_gain")):
             if kind == "bon":
-                ax.plot(d, c[target], "o", ms=4, color=colours[rm], label=label)
-            else:  # PPO batches are noisy: faint raw points and a rolling mean over 9 iterations
-                ax.plot(d, c[target], ".", ms=2, color=colours[rm], alpha=0.3)
-                order = np.argsort(d, kind="stable")
-                smooth = pd.Series(c[target].to_numpy()[order]).rolling(9, center=True, min_periods=1).mean()
-                ax.plot(d[order], smooth, "-", color=colours[rm], label=label)
-            try:
-                alpha, beta = fit_overoptimization(d, c[target].to_numpy(), form)
-                ax.plot(grid, FORMS[form](grid, alpha, beta), "--", color=colours[rm])
-            except ValueError:
-                pass
+                ax.plot(d, c[target], "o", color=colour, label=label)
+            else:  # PPO batch means are noisy: small faint points, the fit carries the trend
+                ax.plot(d, c[target], ".", ms=2.5, alpha=0.45, color=colour, label=label)
+            fit = _fit(c, target, form)
+            if fit is not None:
+                ax.plot(grid, FORM_FN[form](grid, *fit), FIT_LINESTYLE, lw=1.2, color=colour)
+    method = "best-of-n" if kind == "bon" else "PPO"
     for ax, target in zip(axes, ("gold", "proxy")):
-        ax.axhline(0, color="grey", lw=0.6)
-        ax.set_xlabel("sqrt(KL(π ‖ π_init))  [sqrt nats]")
+        ax.axhline(0, color="0.5", lw=0.6)
+        ax.set_xlabel("sqrt(KL(π ‖ π_init))  [nats^½]")
         ax.set_ylabel(f"{target} reward gain")
-        ax.set_title(f"{'best-of-n' if kind == 'bon' else 'PPO'}: {target} reward")
-    handles, labels = axes[0].get_legend_handles_labels()
-    unique = dict(zip(labels, handles))
-    axes[0].legend(unique.values(), unique.keys(), title="proxy RM")
-    what = "points: unbiased best-of-n estimates" if kind == "bon" else "lines: rolling mean over 9 iterations"
-    _footer(fig, source, curves["run_id"].nunique(), f"{what}; dashed: Gao et al. {form} form fits")
+        ax.set_title(f"{method}: {target} reward")
+    _legend_once(axes[0], style, title="proxy RM", markerscale=1 if kind == "bon" else 3)
+    equation = "d(α − βd)" if form == "bon" else "d(α − β log d)"
+    _footer(fig, source, curves["run_id"].nunique(), f"dashed: least-squares fit R(d) = {equation} (Gao et al. 2022)")
     return fig
 
 
 def fig_coefficients(df: pd.DataFrame, source: str):
+    """(b) Gao et al. Fig. 3: fitted gold-reward α and β vs RM parameters (log x), per method,
+    with the log-linear fit coefficient ≈ slope·ln N + intercept."""
     coef = fitted_coefficients(df)
-    coef = coef[coef["n_params"] > 0] if not coef.empty else coef
-    if coef.empty or coef["n_params"].nunique() < 2:
+    scaling = coefficient_scaling(coef)
+    if scaling.empty:
         return None
+    fitted = scaling[["group", "kind"]].drop_duplicates()
+    coef = coef.dropna(subset=["n_params"]).merge(fitted, on=["group", "kind"])  # the runs behind a fit
+    several = fitted["group"].nunique() > 1
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for ax, name in zip(axes, ("alpha", "beta")):
-        for kind, marker in (("bon", "o"), ("ppo", "s")):
-            c = coef[coef["kind"] == kind]
-            if c.empty:
-                continue
-            ax.plot(c["n_params"], c[name], marker, label=kind)
-            if c["n_params"].nunique() >= 2:
-                slope, intercept = fit_log_linear(c["n_params"].to_numpy(), c[name].to_numpy())
-                x = np.geomspace(c["n_params"].min(), c["n_params"].max(), 50)
-                ax.plot(x, slope * np.log(x) + intercept, "--", lw=1, label=f"{kind}: {slope:+.3f}·ln N")
+        for i, ((group, kind), c) in enumerate(coef.groupby(["group", "kind"], sort=True)):
+            fit = scaling[(scaling["group"] == group) & (scaling["kind"] == kind) & (scaling["coefficient"] == name)]
+            method = ("best-of-n" if kind == "bon" else "PPO") + (f" ({group})" if several else "")
+            colour, marker = f"C{i % 8}", "o" if kind == "bon" else "s"
+            ax.plot(c["n_params"], c[name], marker, color=colour, label=method)
+            slope, intercept = fit["slope"].iloc[0], fit["intercept"].iloc[0]
+            n = np.geomspace(c["n_params"].min(), c["n_params"].max(), 50)
+            ax.plot(n, slope * np.log(n) + intercept, FIT_LINESTYLE, lw=1, color=colour,
+                    label=f"{method} fit: {slope:+.3f}·ln N {intercept:+.3f}")
         ax.set_xscale("log")
-        ax.set_xlabel("proxy RM parameters N (non-embedding)")
-        ax.set_ylabel(name)
-        ax.set_title(f"gold-reward {name} vs RM size")
-        ax.legend()
-    _footer(fig, source, coef["run_id"].nunique(), "Gao et al. Fig. 3")
+        ax.set_xlabel("proxy RM parameters N")
+        ax.set_ylabel(f"{name} (gold)")
+        ax.set_title(f"fitted {name} vs RM size")
+        _legend_once(ax)
+    _footer(fig, source, coef["run_id"].nunique(), "one point per run's gold-gain fit; dashed: log-linear fit")
     return fig
 
 
 def fig_rm_accuracy(df: pd.DataFrame, source: str):
-    col = "summary.rm/val_accuracy"
+    """(c) RM held-out pair accuracy vs training comparisons (per RM) and vs RM size (per budget)."""
+    col, budget = "summary.rm/val_accuracy", "config.data.comparison_budget"
     if col not in df:
         return None
     runs = per_run(df).dropna(subset=[col])
-    runs = runs[runs["stage"] == "rm"] if (runs["stage"] == "rm").any() else runs
-    runs = runs.drop_duplicates("summary.rm/artifact") if "summary.rm/artifact" in runs else runs
-    if runs.empty:
+    if (runs["stage"] == "rm").any():
+        runs = runs[runs["stage"] == "rm"]
+    if "summary.rm/artifact" in runs:  # the same trained RM reported by several jobs counts once
+        runs = runs.drop_duplicates("summary.rm/artifact")
+    if runs.empty or "config.rm.name" not in runs:
         return None
+    runs = runs.assign(n_params=runs["config.rm.name"].astype(str).map(rm_sizes(df)))
+    if budget not in runs:
+        runs[budget] = np.nan
+    style = _size_order(df, runs["config.rm.name"].astype(str))
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    budget = "config.data.comparison_budget"
+    # Several runs at one point (seeds, or the same setting in two sweeps): their mean, joined by a line.
     for rm, r in runs.groupby("config.rm.name", sort=True):
-        r = r.sort_values(budget)
-        axes[0].plot(r[budget], r[col], "o-", label=str(rm))
-    axes[0].set_xscale("log")
-    axes[0].set_xlabel("training comparisons")
-    axes[0].set_ylabel("held-out pair accuracy")
-    axes[0].legend(title="RM")
-    for b, r in runs.groupby(budget, sort=True):
-        r = r.sort_values("summary.rm/n_params")
-        axes[1].plot(r["summary.rm/n_params"], r[col], "o-", label=f"{int(b)} comparisons")
-    axes[1].set_xscale("log")
-    axes[1].set_xlabel("RM parameters (non-embedding)")
-    axes[1].legend()
+        colour, label = style[str(rm)]
+        mean = r.groupby(budget, sort=True)[col].mean()
+        axes[0].plot(mean.index, mean.to_numpy(), "o-", color=colour, label=label)
+    axes[0].set_xlabel("training comparisons (data.comparison_budget)")
+    axes[0].set_title("RM accuracy vs comparisons")
+    _legend_once(axes[0], style, title="proxy RM")
+    sized = runs.dropna(subset=["n_params"])
+    for b, r in sized.groupby(budget, sort=True, dropna=False):
+        mean = r.groupby("n_params", sort=True)[col].mean()
+        axes[1].plot(mean.index, mean.to_numpy(), "o-", label=f"{b:g} comparisons" if np.isfinite(b) else "budget unknown")
+    axes[1].set_xlabel("proxy RM parameters N")
+    axes[1].set_title("RM accuracy vs RM size")
+    _legend_once(axes[1])
     for ax in axes:
-        ax.axhline(0.5, color="grey", lw=0.6)
-    _footer(fig, source, len(runs))
+        ax.set_ylabel("held-out pair accuracy")
+        ax.axhline(0.5, color="0.5", lw=0.6)
+        if ax.has_data():
+            ax.set_xscale("log")
+    _footer(fig, source, len(runs), "accuracy against gold on held-out comparisons; lines: mean over runs per point")
     return fig
 
 
 def fig_samples_per_prompt(df: pd.DataFrame, source: str):
-    col, x = "summary.ppo/peak_gold", "config.ppo.samples_per_prompt"
-    if col not in df or x not in df:
+    """(d) Gold reward vs samples per prompt: best-of-n gold vs n (up to bon.n_max), and PPO
+    final / peak gold vs ppo.samples_per_prompt (rollouts per prompt per iteration, >= 2 values)."""
+    bon = overoptimization_curves(df, "bon")
+    spp = "config.ppo.samples_per_prompt"
+    ppo = per_run(df)
+    ppo = ppo[ppo["stage"] == "ppo"] if "stage" in ppo else ppo.iloc[0:0]
+    final = "summary.ppo/final_gold" if "summary.ppo/final_gold" in ppo else "summary.ppo/gold"
+    ppo = ppo.dropna(subset=[final, spp]) if final in ppo and spp in ppo else ppo.iloc[0:0]
+    ppo = ppo.assign(sweep=_sweep_group(ppo))
+    varied = ppo.groupby("sweep")[spp].nunique()  # only the sweeps over rollouts per prompt
+    ppo = ppo[ppo["sweep"].isin(varied[varied >= 2].index)]
+    has_ppo = not ppo.empty
+    if bon.empty and not has_ppo:
         return None
-    runs = per_run(df).dropna(subset=[col])
-    if runs[x].nunique() < 2:
-        return None
-    fig, ax = plt.subplots(figsize=(5, 3.6))
-    for rm, r in runs.groupby("config.rm.name", sort=True):
-        r = r.sort_values(x)
-        ax.plot(r[x], r[col], "o-", label=f"peak gold, RM {rm}")
-        ax.plot(r[x], r["summary.ppo/final_gold"], "s--", alpha=0.6, label=f"final gold, RM {rm}")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("PPO rollouts per prompt per step")
-    ax.set_ylabel("gold reward")
-    ax.legend()
-    _footer(fig, source, len(runs))
+    panels = (["bon"] if not bon.empty else []) + (["ppo"] if has_ppo else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 3.6), squeeze=False)
+    axes = dict(zip(panels, axes[0]))
+    n_runs = 0
+    if "bon" in axes:
+        style = _size_order(df, bon["rm"])
+        for run_id, c in bon.groupby("run_id", sort=True):
+            colour, label = style[c["rm"].iloc[0]]
+            axes["bon"].plot(c["x"], c["gold"], "o-", color=colour, label=label)
+        axes["bon"].set_xscale("log", base=2)
+        axes["bon"].set_xlabel("best-of-n: samples per prompt n (≤ bon.n_max)")
+        axes["bon"].set_ylabel("gold reward")
+        axes["bon"].set_title("best-of-n gold vs n")
+        _legend_once(axes["bon"], style, title="proxy RM")
+        n_runs += bon["run_id"].nunique()
+    if "ppo" in axes:
+        ax = axes["ppo"]
+        style = _size_order(df, ppo["config.rm.name"].astype(str))
+        peak = "summary.ppo/peak_gold" if "summary.ppo/peak_gold" in ppo else None
+        several = ppo["sweep"].nunique() > 1
+        for (sweep, rm), r in ppo.groupby(["sweep", "config.rm.name"], sort=True):
+            colour, label = style[str(rm)]
+            label = f"{sweep}, {label}" if several else label
+            mean = r.groupby(spp, sort=True)[[final] + ([peak] if peak else [])].mean()  # over seeds
+            ax.plot(mean.index, mean[final], "o-", color=colour, label=f"{label}: final")
+            if peak:
+                ax.plot(mean.index, mean[peak], "s:", color=colour, alpha=0.7, label=f"{label}: peak")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("PPO: rollouts per prompt per iteration")
+        ax.set_ylabel("gold reward")
+        ax.set_title("PPO gold vs samples per prompt")
+        _legend_once(ax)
+        n_runs += len(ppo)
+    _footer(fig, source, n_runs)
     return fig
 
 
 def fig_diversity(df: pd.DataFrame, source: str):
+    """(e) Prompt vs response diversity at a fixed comparison budget: heatmap of gold reward over
+    rows n_prompts = budget / C(K,2) and columns K (data.responses_per_prompt); one panel per
+    (budget, RM) with >= 2 values of K."""
     k, b = "config.data.responses_per_prompt", "config.data.comparison_budget"
-    value = next((c for c in ("summary.bon/best_gold", "summary.rm/val_accuracy") if c in df), None)
-    if value is None or k not in df:
+    runs = per_run(df)
+    value = _run_gold(runs)
+    if value is None or k not in runs or b not in runs:
         return None
-    runs = per_run(df).dropna(subset=[value])
-    if runs[k].nunique() < 2:
+    runs = runs.dropna(subset=[value, k, b])
+    rm = runs["config.rm.name"].astype(str) if "config.rm.name" in runs else pd.Series("", index=runs.index)
+    runs = runs.assign(rm=rm, sweep=_sweep_group(runs),
+                       n_prompts=[int(bb) // (int(kk) * (int(kk) - 1) // 2) for bb, kk in zip(runs[b], runs[k])])
+    panels = [(key, g) for key, g in runs.groupby(["sweep", b, "rm"], sort=True) if g[k].nunique() >= 2]
+    if not panels:
         return None
-    grid = runs.pivot_table(index=b, columns=k, values=value, aggfunc="mean").sort_index()
-    fig, ax = plt.subplots(figsize=(1.2 * grid.shape[1] + 2.5, 0.8 * grid.shape[0] + 2))
-    im = ax.imshow(grid.to_numpy(float), cmap="viridis", aspect="auto")
-    ax.set_xticks(range(grid.shape[1]), [str(int(c)) for c in grid.columns])
-    ax.set_yticks(range(grid.shape[0]), [str(int(i)) for i in grid.index])
-    for i, budget in enumerate(grid.index):
-        for j, kk in enumerate(grid.columns):
-            v = grid.iloc[i, j]
-            if np.isfinite(v):
-                prompts = int(budget) // (int(kk) * (int(kk) - 1) // 2)
-                ax.text(j, i, f"{v:.3f}\n{prompts} prompts", ha="center", va="center", fontsize=7, color="white")
-    ax.set_xlabel("responses per prompt K")
-    ax.set_ylabel("comparison budget")
-    ax.set_title(value.replace("summary.", ""))
-    ax.grid(False)
-    fig.colorbar(im, ax=ax)
-    _footer(fig, source, len(runs), "prompts = budget / C(K,2)")
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
+    for ax, ((sweep, budget, rm_name), g) in zip(axes[0], panels):
+        grid = g.pivot_table(index="n_prompts", columns=k, values=value, aggfunc="mean")
+        grid = grid.sort_index(ascending=False).sort_index(axis=1)
+        im = ax.imshow(grid.to_numpy(float), aspect="auto")
+        ax.set_xticks(range(grid.shape[1]), [f"{c:g}" for c in grid.columns])
+        ax.set_yticks(range(grid.shape[0]), [str(i) for i in grid.index])
+        middle = np.nanmean([np.nanmin(grid.to_numpy(float)), np.nanmax(grid.to_numpy(float))])
+        for i in range(grid.shape[0]):
+            for j in range(grid.shape[1]):
+                v = grid.iloc[i, j]
+                if np.isfinite(v):  # dark text on the bright end of viridis
+                    ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=7,
+                            color="black" if v > middle else "white")
+        ax.set_xlabel("responses per prompt K")
+        ax.set_ylabel("prompts")
+        ax.set_title(", ".join(x for x in (sweep, f"{budget:g} comparisons", f"RM {rm_name}" if rm_name else "") if x))
+        ax.grid(False)
+        fig.colorbar(im, ax=ax, label=value.replace("summary.", ""))
+    _footer(fig, source, sum(len(g) for _, g in panels), "prompts = budget / C(K,2); cell: mean over runs")
     return fig
 
 
 def fig_ppo_training(df: pd.DataFrame, source: str):
+    """(f) PPO training curves: proxy reward, gold reward and KL(π ‖ π_init) vs iteration, per run."""
     if "ppo/step" not in df:
         return None
     rows = df.dropna(subset=["ppo/step"]).drop_duplicates(["run_id", "ppo/step"], keep="last")
     if rows.empty:
         return None
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    rm = rows["config.rm.name"].astype(str) if "config.rm.name" in rows else pd.Series("?", index=rows.index)
+    rows = rows.assign(rm=rm)
+    style = _size_order(df, rows["rm"])
+    keys = [(k, t) for k, t in (("ppo/proxy", "proxy reward"), ("ppo/gold", "gold reward"),
+                                ("ppo/kl", "KL(π ‖ π_init)  [nats/sequence]")) if k in rows]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.4), squeeze=False)
     for run_id, r in rows.groupby("run_id", sort=True):
         r = r.sort_values("ppo/step")
-        for ax, key in zip(axes, ("ppo/proxy", "ppo/gold", "ppo/kl")):
-            smooth = r[key].rolling(9, center=True, min_periods=1).mean()
-            ax.plot(r["ppo/step"], smooth, label=run_id)
-    for ax, title in zip(axes, ("proxy reward", "gold reward", "KL(π ‖ π_init) [nats/seq]")):
+        colour, label = style[r["rm"].iloc[0]]
+        for ax, (key, _) in zip(axes[0], keys):
+            ax.plot(r["ppo/step"], r[key], "-", lw=1.1, color=colour, label=label)
+    for ax, (_, title) in zip(axes[0], keys):
         ax.set_title(title)
         ax.set_xlabel("PPO iteration")
-    axes[0].legend(fontsize=6)
-    _footer(fig, source, rows["run_id"].nunique(), "rolling mean over 9 iterations")
+    _legend_once(axes[0][0], style, title="proxy RM")
+    _footer(fig, source, rows["run_id"].nunique())
     return fig
 
 
+def fig_overoptimization_bon(df: pd.DataFrame, source: str):
+    """(a) Best-of-n gold and proxy reward gain vs sqrt(KL) per RM size, with fitted BoN-form curves."""
+    return fig_overoptimization(df, source, "bon")
+
+
+def fig_overoptimization_ppo(df: pd.DataFrame, source: str):
+    """(a) PPO gold and proxy reward gain vs sqrt(KL) per RM size, with fitted RL-form curves."""
+    return fig_overoptimization(df, source, "ppo")
+
+
 FIGURES: Dict[str, Callable] = {
-    "overoptimization_bon": lambda df, s: fig_overoptimization(df, s, "bon"),
-    "overoptimization_ppo": lambda df, s: fig_overoptimization(df, s, "ppo"),
+    "overoptimization_bon": fig_overoptimization_bon,
+    "overoptimization_ppo": fig_overoptimization_ppo,
     "coefficients_vs_rm_size": fig_coefficients,
     "rm_accuracy": fig_rm_accuracy,
     "samples_per_prompt": fig_samples_per_prompt,
@@ -266,43 +424,80 @@ FIGURES: Dict[str, Callable] = {
 }
 
 
-def write_figures(df: pd.DataFrame, out_dir, source: str) -> List[Path]:
-    """Every figure the runs have data for, as PNG and PDF; returns the PNG paths."""
+# ----------------------------------------------------------------------------- write
+
+
+def save(fig, out_dir: Path, name: str) -> Path:
+    """name.png and name.pdf, without timestamps or version strings; returns the PNG path."""
+    fig.tight_layout(rect=(0, 0.04, 1, 1))  # room for the footer
+    png = out_dir / f"{name}.png"
+    fig.savefig(png, metadata=PNG_METADATA)
+    fig.savefig(out_dir / f"{name}.pdf", metadata=PDF_METADATA)
+    plt.close(fig)
+    return png
+
+
+def write_figures(df: pd.DataFrame, out_dir, source: str, only: Optional[List[str]] = None) -> List[Path]:
+    """Every figure (or those named in `only`) the runs have data for; returns the PNG paths."""
+    unknown = set(only or []) - set(FIGURES)
+    if unknown:
+        raise ValueError(f"unknown figures {sorted(unknown)}; choose from {list(FIGURES)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    with plt.rc_context(STYLE):
+    with figure_style():
         for name, make in FIGURES.items():
+            if only and name not in only:
+                continue
             fig = make(df, source)
             if fig is None:
-                print(f"  skipped {name}: the runs have no data for it")
+                print(f"  skipped {name}: no data for it in {source}")
                 continue
-            fig.tight_layout(rect=(0, 0.03, 1, 1))
-            fig.savefig(out_dir / f"{name}.png", metadata={"Software": None})
-            fig.savefig(out_dir / f"{name}.pdf", metadata={"CreationDate": None, "Producer": None, "Creator": None})
-            plt.close(fig)
-            written.append(out_dir / f"{name}.png")
+            written.append(save(fig, out_dir, name))
     return written
 
 
-def load_runs(runs: Optional[str], wandb_path: Optional[str]) -> pd.DataFrame:
-    from rlhf_scaling.analysis.load import load_local_runs, load_wandb_runs
+def load_runs(runs: Optional[str] = None, wandb_path: Optional[str] = None,
+              filters: Optional[dict] = None) -> pd.DataFrame:
+    """The runs table from a local folder or (wandb_path given) a W&B project."""
+    if wandb_path:
+        return load_wandb_runs(wandb_path, filters=filters)
+    return load_local_runs(runs)
 
-    return load_wandb_runs(wandb_path) if wandb_path else load_local_runs(runs)
+
+def source_args(parser: argparse.ArgumentParser) -> None:
+    """The --runs / --wandb / --filters options shared by the figures and report commands."""
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--runs", help="a folder of run records: a study, a sweep folder, or outputs/")
+    src.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs from a W&B project instead")
+    parser.add_argument("--filters", type=json.loads, default=None,
+                        help='W&B run filter as JSON, e.g. \'{"group": "rm_size"}\' (with --wandb)')
+
+
+@contextlib.contextmanager
+def one_line_warnings():
+    """For the commands: loader warnings (a cut metrics line) as one 'warning: ...' line on stderr."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda message, *args, **kwargs: print(f"warning: {message}", file=sys.stderr)
+        yield
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Regenerate every figure from run records or a W&B project.")
-    src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--runs", help="a folder of run records (a study, a sweep, or outputs/)")
-    src.add_argument("--wandb", help="entity/project on Weights & Biases")
-    parser.add_argument("--out", default="figures", help="output folder (PNG and PDF)")
+    parser = argparse.ArgumentParser(prog="rlhf-scaling-figures",
+                                     description="Regenerate every figure from run records or a W&B project.")
+    source_args(parser)
+    parser.add_argument("--out", default="figures", help="output folder for the PNG and PDF files")
+    parser.add_argument("--only", nargs="+", choices=list(FIGURES), help="make only these figures")
     args = parser.parse_args(argv)
-    df = load_runs(args.runs, args.wandb)
+    source = args.wandb or args.runs
+    with one_line_warnings():
+        df = load_runs(args.runs, args.wandb, args.filters)
     if df.empty:
-        raise SystemExit(f"no run records found in {args.runs or args.wandb}")
-    written = write_figures(df, args.out, args.runs or args.wandb)
-    print(f"{len(written)} figures from {df['run_id'].nunique()} runs in {args.out}")
+        raise SystemExit(f"no run records in {source} (a run is a folder with config.json and metrics.jsonl)")
+    print(f"{df['run_id'].nunique()} runs from {source}")
+    written = write_figures(df, args.out, source, only=args.only)
+    print(f"{len(written)} figures (PNG + PDF) in {args.out}")
     for path in written:
         print(f"  {path}")
 

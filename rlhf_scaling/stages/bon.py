@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from rlhf_scaling.bon import combine_ensemble, expected_best_of_n_batch, kl_best_of_n
 from rlhf_scaling.config import bon_grid
-from rlhf_scaling.curves import fit_overoptimization, peak
+from rlhf_scaling.curves import bootstrap_ci, fit_overoptimization, peak
 from rlhf_scaling.models import load_policy
 from rlhf_scaling.sampling import sample
 from rlhf_scaling.scoring import load_ensemble, score_texts
@@ -32,11 +32,17 @@ def bon_curve(proxy: np.ndarray, gold: np.ndarray, grid) -> pd.DataFrame:
     """(P, N) proxy and gold scores -> one row per n: kl_bon (nats), sqrt_kl, proxy, gold
     (means over prompts of the unbiased best-of-n estimates) and their gains over n = 1."""
     proxy_n = expected_best_of_n_batch(proxy, proxy, grid)
-    gold_n = expected_best_of_n_batch(proxy, gold, grid)
+    gold_per_prompt = expected_best_of_n_batch(proxy, gold, grid, per_prompt=True)  # (P, G)
+    gold_n = gold_per_prompt.mean(axis=0)
     kl = np.array([kl_best_of_n(n) for n in grid])
     base_proxy, base_gold = proxy.mean(), gold.mean()  # n = 1: the init policy's means
+    # 95% intervals of the gold gain by bootstrap over prompts (the unit that was sampled).
+    gain_per_prompt = gold_per_prompt - gold.mean(axis=1, keepdims=True)
+    ci = np.array([bootstrap_ci(lambda rows: rows.mean(), gain_per_prompt[:, j], n_boot=200, seed=j)
+                   for j in range(len(grid))])
     return pd.DataFrame({"n": grid, "kl": kl, "sqrt_kl": np.sqrt(kl), "proxy": proxy_n, "gold": gold_n,
-                         "proxy_gain": proxy_n - base_proxy, "gold_gain": gold_n - base_gold})
+                         "proxy_gain": proxy_n - base_proxy, "gold_gain": gold_n - base_gold,
+                         "gold_gain_low": ci[:, 0], "gold_gain_high": ci[:, 1]})
 
 
 def fit_summary(curve: pd.DataFrame, prefix: str) -> dict:
@@ -74,7 +80,8 @@ def run(cfg: DictConfig, tracker) -> dict:
     tracker.define_step("bon/", "bon/n")
     for row in curve.itertuples():
         tracker.log({"bon/n": int(row.n), "bon/kl": row.kl, "bon/sqrt_kl": row.sqrt_kl, "bon/proxy": row.proxy,
-                     "bon/gold": row.gold, "bon/proxy_gain": row.proxy_gain, "bon/gold_gain": row.gold_gain})
+                     "bon/gold": row.gold, "bon/proxy_gain": row.proxy_gain, "bon/gold_gain": row.gold_gain,
+                     "bon/gold_gain_low": row.gold_gain_low, "bon/gold_gain_high": row.gold_gain_high})
     summary = fit_summary(curve, "bon")
     summary["bon/n_max"] = b.n_max
     summary["bon/gold_at_n_max"] = float(curve["gold"].iloc[-1])

@@ -59,7 +59,7 @@ def run(cfg: DictConfig, tracker) -> dict:
     (run_dir / "summary.md").write_text(table.to_markdown(index=False, floatfmt=".4g") if _has_tabulate()
                                         else table.to_string(index=False))
     from rlhf_scaling.analysis.figures import write_figures
-    from rlhf_scaling.analysis.load import load_local_runs
+    from rlhf_scaling.analysis.runs import load_local_runs
 
     print("figures:")
     figures = write_figures(load_local_runs(run_dir), run_dir / "figures", str(run_dir))

@@ -1,4 +1,5 @@
-"""Runs table, W&B loader parity, fits through the figure pipeline, deterministic figures."""
+"""Runs table written by the real tracker, fits through the figure pipeline, deterministic figures.
+(W&B loader parity is in test_runs.py.)"""
 
 import json
 
@@ -7,7 +8,7 @@ import pandas as pd
 import pytest
 
 from rlhf_scaling.analysis.figures import fitted_coefficients, write_figures
-from rlhf_scaling.analysis.load import load_local_runs, load_wandb_runs, summary_table
+from rlhf_scaling.analysis.runs import load_local_runs, summary_table
 from rlhf_scaling.analysis.report import write_report
 from rlhf_scaling.bon import kl_best_of_n
 from rlhf_scaling.curves import bon_form, rl_form
@@ -75,48 +76,6 @@ def test_figures_are_all_written_and_byte_identical_twice(runs, tmp_path):
     for p in first:
         assert p.read_bytes() == (tmp_path / "b" / p.name).read_bytes()
         assert (p.with_suffix(".pdf")).read_bytes() == (tmp_path / "b" / p.with_suffix(".pdf").name).read_bytes()
-
-
-class FakeRun:
-    """The attributes of wandb.apis.public.Run the loader uses, holding recorded API pages."""
-
-    def __init__(self, run_dir):
-        status = json.loads((run_dir / "status.json").read_text())
-        self.name, self.job_type, self.state = run_dir.name, status["stage"], "finished"
-        from rlhf_scaling.tracking import flatten_config
-
-        self.config = {k: {"value": v} for k, v in flatten_config(json.loads((run_dir / "config.json").read_text())).items()}
-        summary = run_dir / "summary.json"
-        self.summary = json.loads(summary.read_text()) if summary.is_file() else {}
-        self._rows = []
-        for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-            try:
-                self._rows.append({**json.loads(line), "_runtime": 1.0})
-            except json.JSONDecodeError:
-                pass
-
-    def scan_history(self):
-        return iter(self._rows)
-
-
-class FakeApi:
-    def __init__(self, root):
-        self.root = root
-
-    def runs(self, path, filters=None):
-        runs = [FakeRun(p.parent) for p in sorted(self.root.glob("*/config.json"))]
-        if filters and "config.rm.name" in filters:
-            runs = [r for r in runs if r.config["rm.name"]["value"] == filters["config.rm.name"]]
-        return runs
-
-
-def test_wandb_loader_gives_the_same_table(runs):
-    local = load_local_runs(runs)
-    remote = load_wandb_runs("me/rlhf-scaling", api=FakeApi(runs))
-    assert list(remote.columns) == list(local.columns)
-    pd.testing.assert_frame_equal(remote.reset_index(drop=True), local.reset_index(drop=True), check_dtype=False)
-    only = load_wandb_runs("me/rlhf-scaling", filters={"config.rm.name": "tiny-s"}, api=FakeApi(runs))
-    assert set(only["run_id"]) == {"rm_tiny-s", "bon_tiny-s", "ppo_tiny-s"}
 
 
 def test_report_writes_table_and_markdown(runs, tmp_path, capsys):

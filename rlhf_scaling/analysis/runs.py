@@ -1,0 +1,239 @@
+"""Fetch: one tidy runs table from local run records or from a W&B project (DESIGN §3, §5.10).
+
+A run is any folder holding config.json and metrics.jsonl, found recursively: a single job, a
+study's sub-job (sft/, data/, rm_<name>/, bon_<name>/, ppo_<name>/) or a Hydra sweep point. The
+table has one row per (run, logged record), sorted by (run_id, _step):
+
+    run_id         local: the run folder relative to the root; W&B: "<group>/<name>"
+    run_name       the folder name (= the W&B run name the tracker sets)
+    group          W&B group: config tracking.group, else config experiment
+    stage          sft | data | rm | bon | ppo | study (= W&B job_type)
+    status         completed | failed | interrupted | running | unknown
+    wandb_run_id   W&B's run id (local: from status.json; None when W&B was off)
+    _step          the record's step (W&B's _step; the tracker logs with step=_step)
+    <metric>       every metric key as logged (rm/val_accuracy, bon/gold, ppo/kl, ...)
+    config.<key>   the resolved config flattened with dots; list/dict values as sorted JSON text
+    summary.<key>  W&B summary semantics: the last logged value of every metric, overlaid by the
+                   final metrics the job reported (summary.json); scalars only
+
+Both sources give the same columns and values for the same runs: the local record is the source
+of truth (offline W&B runs cannot be read back), W&B is the way to read a cluster's runs remotely.
+This module reads files only; it does not import the tracker that writes them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional
+
+import pandas as pd
+
+META = ["run_id", "run_name", "group", "stage", "status", "wandb_run_id"]
+# W&B run states -> the local record's status words.
+WANDB_STATES = {"finished": "completed", "failed": "failed", "crashed": "failed", "killed": "interrupted",
+                "preempted": "interrupted", "preempting": "interrupted", "running": "running", "pending": "running"}
+# Config keys shown in the summary table whether or not they vary (when present).
+KEY_CONFIG = ["experiment", "policy.name", "rm.name", "rm.n_params", "seed",
+              "data.responses_per_prompt", "data.comparison_budget", "bon.n_max", "ppo.samples_per_prompt"]
+_JSON_FLOATS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+# ----------------------------------------------------------------------------- shared row layout
+
+
+def flatten(d: dict, prefix: str = "") -> Dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}. Keys already dotted (W&B's flat config) pass through; an
+    empty dict stays a value, as the tracker's flattening leaves it."""
+    out: Dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name))
+        else:
+            out[name] = value
+    return out
+
+
+def _cell(value: Any) -> Any:
+    """A table cell: lists and dicts as sorted JSON text (hashable, comparable across sources)."""
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value, sort_keys=True)
+    return value
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def _summary(records: List[dict], reported: dict) -> Dict[str, Any]:
+    """W&B summary semantics: last logged value per metric, then the job's reported summary on top."""
+    out: Dict[str, Any] = {}
+    for record in records:
+        out.update({k: v for k, v in record.items() if not k.startswith("_") and isinstance(v, (int, float))})
+    out.update({k: v for k, v in reported.items() if not k.startswith("_") and _scalar(v) and v is not None})
+    return out
+
+
+def _run_frame(meta: dict, config: dict, records: List[dict], reported_summary: dict) -> pd.DataFrame:
+    """The rows of one run in the table's layout (a run with no records still gets one row)."""
+    rows = [{k: v for k, v in r.items() if k == "_step" or not k.startswith("_")} for r in records]
+    body = pd.DataFrame(rows) if rows else pd.DataFrame({"_step": [math.nan]})
+    if "_step" not in body:
+        body["_step"] = range(len(body))
+    fixed = dict(meta)
+    fixed.update({f"config.{k}": _cell(v) for k, v in flatten(config).items()})
+    fixed.update({f"summary.{k}": v for k, v in _summary(records, reported_summary).items()})
+    head = pd.DataFrame({k: [v] * len(body) for k, v in fixed.items()}, index=body.index)
+    return pd.concat([head, body], axis=1)
+
+
+def _tidy(frames: List[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate runs; META, _step, then the other columns sorted; rows sorted by (run_id, _step)."""
+    if not frames:
+        return pd.DataFrame(columns=META + ["_step"])
+    df = pd.concat(frames, ignore_index=True, sort=False)
+    first = META + ["_step"]
+    df = df[first + sorted(c for c in df.columns if c not in first)]
+    return df.sort_values(["run_id", "_step"], kind="stable", na_position="first").reset_index(drop=True)
+
+
+def _group(config: dict) -> Optional[str]:
+    flat = flatten(config)
+    return flat.get("tracking.group") or flat.get("experiment")
+
+
+# ----------------------------------------------------------------------------- local run records
+
+
+def find_runs(root) -> List[Path]:
+    """Every run folder under root (root itself included), sorted."""
+    root = Path(root)
+    return sorted({p.parent for p in root.rglob("config.json") if (p.parent / "metrics.jsonl").is_file()})
+
+
+def read_metrics(path) -> List[dict]:
+    """The records of a metrics.jsonl. A line that does not parse (the last line of a killed job,
+    cut mid-write) is skipped with a warning, never fatal."""
+    records = []
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                warnings.warn(f"{path}:{number}: unreadable metrics record skipped (cut by a killed job?)",
+                              stacklevel=2)
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+    return records
+
+
+def _read_json(path: Path, default: dict) -> dict:
+    if not path.is_file():
+        return default
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+        return value if isinstance(value, dict) else default
+    except json.JSONDecodeError:
+        warnings.warn(f"{path}: unreadable, ignored", stacklevel=2)
+        return default
+
+
+def load_local_runs(root) -> pd.DataFrame:
+    """The runs table of every run record under `root` (a study, a sweep folder, or outputs/)."""
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"no such runs folder: {root}")
+    frames = []
+    for run in find_runs(root):
+        config = _read_json(run / "config.json", None)
+        if config is None:
+            warnings.warn(f"{run}: config.json unreadable, run skipped", stacklevel=2)
+            continue
+        status = _read_json(run / "status.json", {})
+        meta = {"run_id": run.relative_to(root).as_posix() if run != root else run.name,
+                "run_name": run.name, "group": _group(config),
+                "stage": status.get("stage") or flatten(config).get("stage.name"),
+                "status": status.get("status", "unknown"), "wandb_run_id": status.get("wandb_run_id")}
+        frames.append(_run_frame(meta, config, read_metrics(run / "metrics.jsonl"),
+                                 _read_json(run / "summary.json", {})))
+    return _tidy(frames)
+
+
+# ----------------------------------------------------------------------------- W&B
+
+
+def _wandb_value(value: Any) -> Any:
+    """W&B can hand back non-finite floats as the strings NaN / Infinity."""
+    return _JSON_FLOATS.get(value, value) if isinstance(value, str) else value
+
+
+def _wandb_config(raw: dict) -> dict:
+    """The run's config as logged: flat dotted keys (the tracker's way) or nested; the API's
+    {"value": ...} wrapping and W&B's own _-prefixed keys removed."""
+    config = {}
+    for key, value in dict(raw).items():
+        if str(key).startswith("_"):
+            continue
+        if isinstance(value, dict) and "value" in value and set(value) <= {"value", "desc"}:
+            value = value["value"]
+        config[key] = value
+    return config
+
+
+def _items(mapping) -> Iterable:
+    """Items of a dict or of W&B's HTTPSummary (which has .items() but is not a dict)."""
+    return mapping.items() if hasattr(mapping, "items") else dict(mapping).items()
+
+
+def load_wandb_runs(path: str, filters: Optional[dict] = None, api=None) -> pd.DataFrame:
+    """The runs table of a W&B project "entity/project", through the public API.
+
+    filters: W&B's MongoDB-style run filter, e.g. {"config.rm.name": "tiny-s"} or
+    {"group": "rm_size"}. Every history row is read with scan_history() (history() samples 500).
+    api: an object with .runs(path, filters=...) (injectable for tests); default wandb.Api().
+    """
+    if api is None:
+        import wandb
+
+        api = wandb.Api(timeout=60)
+    runs = list(api.runs(path, filters=filters or {}))
+    ids = [f"{r.group}/{r.name}" if getattr(r, "group", None) else str(r.name) for r in runs]
+    frames = []
+    for run, run_id in zip(runs, ids):
+        if ids.count(run_id) > 1:  # the same name twice in a group (a re-run without resume)
+            run_id = f"{run_id}:{run.id}"
+        config = _wandb_config(run.config)
+        records = [{k: _wandb_value(v) for k, v in row.items()} for row in run.scan_history()]
+        summary = {k: _wandb_value(v) for k, v in _items(run.summary)}
+        meta = {"run_id": run_id, "run_name": run.name, "group": getattr(run, "group", None),
+                "stage": run.job_type or flatten(config).get("stage.name"),
+                "status": WANDB_STATES.get(run.state, run.state), "wandb_run_id": getattr(run, "id", None)}
+        frames.append(_run_frame(meta, config, records, summary))
+    return _tidy(frames)
+
+
+# ----------------------------------------------------------------------------- per-run views
+
+
+def per_run(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: META, config.* and summary.* (constant within a run), sorted by run_id."""
+    cols = [c for c in df.columns if c in META or c.startswith(("config.", "summary."))]
+    return df[cols].drop_duplicates("run_id").sort_values("run_id", kind="stable").reset_index(drop=True)
+
+
+def summary_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: identity, the key config columns (KEY_CONFIG where present, plus every
+    other config key whose value differs between runs) and every summary metric."""
+    runs = per_run(df)
+    config_cols = [c for c in runs.columns if c.startswith("config.")]
+    varying = [c for c in config_cols if runs[c].astype(str).nunique() > 1]
+    key = [f"config.{k}" for k in KEY_CONFIG if f"config.{k}" in runs]
+    config_cols = key + sorted(c for c in varying if c not in key)
+    summary_cols = sorted(c for c in runs.columns if c.startswith("summary."))
+    return runs[["run_id", "run_name", "stage", "status"] + config_cols + summary_cols]

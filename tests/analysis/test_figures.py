@@ -1,0 +1,112 @@
+"""The figure pipeline: fits recover the generating Gao coefficients, every figure is written as
+PNG and PDF with a footer naming its source and run count, missing data skips a figure with a
+note, output is byte-identical across runs, and the report and the shared style file."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+
+from rlhf_scaling.analysis import figures, report, style
+from rlhf_scaling.analysis.figures import FIGURES, coefficient_scaling, fitted_coefficients, write_figures
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_fits_recover_the_generating_coefficients(runs_df, synthetic):
+    coef = fitted_coefficients(runs_df)
+    assert len(coef) == 3 + 3 + 4 + 3  # study BoN and PPO, diversity BoN, samples-per-prompt PPO
+    coef = coef[coef["group"] == "study"]
+    assert sorted(coef["kind"]) == ["bon"] * 3 + ["ppo"] * 3
+    for row in coef.itertuples():
+        n_params = synthetic.RM_SIZES[row.rm]
+        assert row.n_params == n_params  # from config rm.n_params, or the RM job's summary (tiny-m)
+        expected = (synthetic.coefficient(row.kind, "alpha", n_params), synthetic.coefficient(row.kind, "beta", n_params))
+        assert (row.alpha, row.beta) == pytest.approx(expected, abs=1e-9)
+    # Gao Fig. 3: coefficient = intercept + slope ln N, fitted within a sweep: the other sweeps
+    # each use one RM size, so only the study's fits exist.
+    scaling = coefficient_scaling(fitted_coefficients(runs_df))
+    assert len(scaling) == 4 and set(scaling["group"]) == {"study"}
+    for row in scaling.itertuples():
+        intercept, slope = synthetic.LAWS[(row.kind, row.coefficient)]
+        assert (row.slope, row.intercept) == pytest.approx((slope, intercept), abs=1e-9)
+
+
+@pytest.fixture(scope="module")
+def written(runs_df, runs_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("figures")
+    return out, write_figures(runs_df, out / "a", str(runs_root)), write_figures(runs_df, out / "b", str(runs_root))
+
+
+def test_every_figure_is_written_as_png_and_pdf(written):
+    out, first, _ = written
+    assert [p.name for p in first] == [f"{name}.png" for name in FIGURES]
+    for png in first:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"
+
+
+def test_figures_are_byte_identical_when_regenerated(written):
+    out, first, second = written
+    assert [p.name for p in second] == [p.name for p in first]
+    for png in first:
+        for path in (png, png.with_suffix(".pdf")):
+            assert path.read_bytes() == (out / "b" / path.name).read_bytes(), path.name
+
+
+def test_footer_names_the_source_and_the_runs_behind_each_figure(runs_df):
+    study = runs_df[runs_df["group"] == "study"]
+    fig = figures.fig_overoptimization(study, "multirun/study", "bon")
+    assert any(t.get_text().startswith("source: multirun/study  |  3 runs") for t in fig.texts)
+    fig = figures.fig_rm_accuracy(runs_df, "x")
+    # study RMs + data_size RMs (the artifact path tells repeated reports of one RM apart)
+    assert any("|  9 runs" in t.get_text() for t in fig.texts)
+    fig = figures.fig_diversity(runs_df, "x")
+    assert any("|  4 runs" in t.get_text() for t in fig.texts)
+
+
+def test_a_figure_without_data_is_skipped_with_a_note(runs_df, tmp_path, capsys):
+    rm_only = runs_df[runs_df["stage"] == "rm"]
+    written = write_figures(rm_only, tmp_path, "rm-only")
+    assert [p.name for p in written] == ["rm_accuracy.png"]
+    out = capsys.readouterr().out
+    for name in set(FIGURES) - {"rm_accuracy"}:
+        assert f"skipped {name}" in out
+    # one RM size: no Fig. 3; one value of K: no heatmap; one rollouts-per-prompt value: BoN panel only
+    study_one = runs_df[runs_df["run_id"].isin(["study/bon_tiny-s", "study/ppo_tiny-s"])]
+    names = [p.stem for p in write_figures(study_one, tmp_path / "one", "one")]
+    assert names == ["overoptimization_bon", "overoptimization_ppo", "samples_per_prompt", "ppo_training"]
+
+
+def test_command_line(runs_root, tmp_path, capsys):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        figures.main(["--runs", str(runs_root / "study"), "--out", str(tmp_path / "figs"),
+                      "--only", "overoptimization_bon", "coefficients_vs_rm_size"])
+    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == [
+        "coefficients_vs_rm_size.pdf", "coefficients_vs_rm_size.png", "overoptimization_bon.pdf",
+        "overoptimization_bon.png"]
+    assert "9 runs from" in capsys.readouterr().out
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(SystemExit, match="no run records"):
+        figures.main(["--runs", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")])
+
+
+def test_report_writes_table_csv_and_markdown(runs_root, tmp_path, capsys, synthetic):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = report.main(["--runs", str(runs_root), "--out", str(tmp_path)]) or tmp_path / "report.md"
+    text = path.read_text()
+    assert "![overoptimization_bon](figures/overoptimization_bon.png)" in text
+    assert "| run_id | run_name | stage | status |" in text and "coefficient ≈ slope·ln N" in text
+    csv = (tmp_path / "runs.csv").read_text().splitlines()
+    assert len(csv) == 1 + synthetic.N_RUNS
+    printed = capsys.readouterr().out
+    assert "study/ppo_tiny-m" in printed and "report:" in printed
+    assert all((tmp_path / "figures" / f"{name}.png").is_file() for name in FIGURES)
+
+
+def test_the_shared_mplstyle_file_matches_the_style_module():
+    path = REPO_ROOT / "analysis" / "style.mplstyle"
+    assert path.read_text() == style.mplstyle_text(), "regenerate: python -m rlhf_scaling.analysis.style " + str(path)
