@@ -12,12 +12,14 @@ R(S_i)  the gold score of the response whose proxy score is S_i
 
 Equations
 ---------
-KL of best-of-n against the init policy (Nakano et al. 2021, App. G; Gao et al. 2022, §2.2):
+KL of best-of-n against the init policy (Gao, Schulman & Hilton 2022, best-of-n method; the formula
+goes back to Stiennon et al. 2020 and Nakano et al. 2021):
     KL_bon(n) = log n − (n − 1)/n   nats.
-It is an upper bound on the true KL (tight for continuous reward distributions without ties).
+It is an upper bound on the true KL, exact when the proxy score has no atoms under the init policy
+(its density ratio is then n·F(S)^(n−1)); ties and repeated responses make the true KL smaller
+(Beirami et al. 2024).
 
-Unbiased best-of-n estimator (Nakano et al. 2021, App. I; Gao et al. 2022, §2.2; Coste et al. 2023,
-App. B): over a pool of N ≥ n samples, the mean over ALL C(N, n) size-n subsets of the gold score of
+Unbiased best-of-n estimator (Nakano et al. 2021, used by Gao et al. 2022; Coste et al. 2023, App. B): over a pool of N ≥ n samples, the mean over ALL C(N, n) size-n subsets of the gold score of
 the subset's proxy-argmax is
     R̂_n = Σ_{i=n..N} C(i − 1, n − 1) / C(N, n) · R(S_i),
 because the i-th smallest sample is the subset maximum exactly when it is in the subset and the other
@@ -42,17 +44,30 @@ ENSEMBLE_METHODS = ("mean", "min", "uwo")
 
 
 def _as_float_array(x, name: str) -> np.ndarray:
-    """numpy float64 copy of an array-like or torch tensor (detached, on CPU)."""
+    """numpy float64 array of an array-like or torch tensor (detached, on CPU)."""
     if hasattr(x, "detach"):  # torch.Tensor without importing torch here
-        x = x.detach().cpu().numpy()
-    return np.asarray(x, dtype=np.float64)
+        # .double() first: numpy has no bfloat16, the dtype RM scores often come in.
+        x = x.detach().double().cpu().numpy()
+    try:
+        return np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be numeric, got {type(x).__name__}: {err}") from None
+
+
+def _as_int(n, what: str) -> int:
+    """n as a Python int, or ValueError if it is not a whole number (NaN, inf, 2.5, "3", True)."""
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer, float, np.floating)):
+        raise ValueError(f"{what} must be an integer, got {n!r}")
+    if not np.isfinite(n) or int(n) != n:
+        raise ValueError(f"{what} must be an integer, got {n!r}")
+    return int(n)
 
 
 def kl_best_of_n(n: int) -> float:
     """KL_bon(n) = log n − (n−1)/n, in nats (Nakano et al. 2021, App. G). n=1 → 0."""
-    if int(n) != n or n < 1:
-        raise ValueError(f"kl_best_of_n: n must be an integer >= 1, got {n!r}")
-    n = int(n)
+    n = _as_int(n, "kl_best_of_n: n")
+    if n < 1:
+        raise ValueError(f"kl_best_of_n: n must be >= 1, got {n}")
     return float(np.log(n) - (n - 1) / n)
 
 
@@ -67,9 +82,9 @@ def bon_weights(N: int, n: int) -> np.ndarray:
     w[i−1] is the probability that the i-th smallest of N samples is the maximum of a uniformly random
     size-n subset (Nakano et al. 2021, App. I); zero for i < n. Computed in log space.
     """
-    if int(N) != N or int(n) != n or n < 1 or N < n:
-        raise ValueError(f"bon_weights: need integers 1 <= n <= N, got N={N!r}, n={n!r}")
-    N, n = int(N), int(n)
+    N, n = _as_int(N, "bon_weights: N"), _as_int(n, "bon_weights: n")
+    if n < 1 or N < n:
+        raise ValueError(f"bon_weights: need integers 1 <= n <= N, got N={N}, n={n}")
     i = np.arange(n, N + 1, dtype=np.float64)
     log_w = _log_binom(i - 1.0, np.float64(n - 1)) - _log_binom(np.float64(N), np.float64(n))
     w = np.zeros(N)
@@ -86,14 +101,17 @@ def _check_pool(proxy: np.ndarray, gold: np.ndarray, ndim: int) -> None:
         raise ValueError(f"expected {ndim}-D proxy/gold, got shape {proxy.shape}")
     if proxy.shape[-1] < 1:
         raise ValueError("empty pool: need at least one sample per prompt")
+    if ndim == 2 and proxy.shape[0] < 1:
+        raise ValueError("no prompts: need proxy/gold of shape (P>=1, N)")
     if not (np.all(np.isfinite(proxy)) and np.all(np.isfinite(gold))):
         raise ValueError("proxy and gold must be finite (found NaN or inf)")
 
 
 def _check_n(n, N: int) -> int:
-    if int(n) != n or n < 1 or n > N:
-        raise ValueError(f"best-of-n needs an integer n in [1, N={N}], got n={n!r}")
-    return int(n)
+    n = _as_int(n, "best-of-n: n")
+    if n < 1 or n > N:
+        raise ValueError(f"best-of-n needs an integer n in [1, N={N}], got n={n}")
+    return n
 
 
 def _descending_order(proxy: np.ndarray) -> np.ndarray:
@@ -116,7 +134,7 @@ def expected_best_of_n(proxy, gold, n: int) -> float:
 
     proxy, gold: shape (N,), scores of the same N responses (any reward units); N >= n.
     Returns Σ_i w_i · gold_sorted_i in gold units, where gold is permuted by THE SAME sort as proxy
-    (the bug in Coste et al.'s `ensemble_rm.py`). Ties: lower original index wins (module docstring).
+    (the pitfall DESIGN.md §2b records in Coste et al.'s `src/bon/ensemble_rm.py`). Ties: lower original index wins (module docstring).
     """
     proxy, gold = _as_float_array(proxy, "proxy"), _as_float_array(gold, "gold")
     _check_pool(proxy, gold, ndim=1)
@@ -145,7 +163,7 @@ def expected_best_of_n_batch(proxy, gold, n_grid: Sequence[int], per_prompt: boo
                              block: int = 256) -> np.ndarray:
     """Best-of-n estimator for P prompts and a whole n grid at once.
 
-    proxy, gold: shape (P, N). n_grid: G integers in [1, N].
+    proxy, gold: shape (P, N), P >= 1 prompts. n_grid: G integers in [1, N], any order, repeats allowed.
     Returns shape (G,), the mean over prompts, or (P, G) with per_prompt=True (to bootstrap over
     prompts). Each prompt is sorted once; each n has one weight vector shared by all prompts; the work
     is a matrix product (P, N) @ (N, G), done in blocks of `block` grid values so memory stays
@@ -158,7 +176,10 @@ def expected_best_of_n_batch(proxy, gold, n_grid: Sequence[int], per_prompt: boo
     proxy, gold = _as_float_array(proxy, "proxy"), _as_float_array(gold, "gold")
     _check_pool(proxy, gold, ndim=2)
     P, N = proxy.shape
-    grid = np.array([_check_n(n, N) for n in n_grid], dtype=np.int64)
+    n_grid = np.atleast_1d(np.asarray(n_grid))
+    if n_grid.ndim != 1:
+        raise ValueError(f"n_grid must be 1-D, got shape {n_grid.shape}")
+    grid = np.array([_check_n(n, N) for n in n_grid.tolist()], dtype=np.int64)
     if grid.size == 0:
         raise ValueError("n_grid is empty")
     # Sorted descending so that the rows with nonzero weight for n (ascending ranks n..N) are the

@@ -151,6 +151,7 @@ class PowerLaw:
     c: float = 0.0
 
     def predict(self, x) -> np.ndarray:
+        """y at x (> 0, any shape), same units as the fitted y."""
         return self.a * np.power(np.asarray(x, dtype=np.float64), -self.b) + self.c
 
 

@@ -31,8 +31,9 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-# Touvron et al. 2023 (§3.2.2 and its appendix ablation): the two margin tables of Llama 2, keyed
-# by the annotators' preference strength on their four-point scale.
+# Touvron et al. 2023 (§3.2.2; the two margin variants and their ablation are in Appendix A.3.3):
+# the margin tables of Llama 2, keyed by the annotators' preference strength on their four-point
+# scale ("negligibly better" is the paper's "negligibly better / unsure").
 LLAMA2_MARGINS = {
     "small": {"significantly_better": 1.0, "better": 2.0 / 3.0, "slightly_better": 1.0 / 3.0, "negligibly_better": 0.0},
     "large": {"significantly_better": 3.0, "better": 2.0, "slightly_better": 1.0, "negligibly_better": 0.0},
@@ -77,7 +78,16 @@ def kwise_loss(rewards: torch.Tensor, pairs: torch.Tensor, pair_mask: Optional[t
     """
     if pairs.dim() != 3 or pairs.shape[-1] != 2:
         raise ValueError(f"pairs must have shape (B, P, 2), got {tuple(pairs.shape)}")
-    # (B, K) gathered along K with (B, P) indices -> (B, P) rewards of winners and losers.
+    if rewards.dim() != 2 or rewards.shape[0] != pairs.shape[0]:
+        raise ValueError(f"rewards must have shape (B, K) with B = {pairs.shape[0]}, got {tuple(rewards.shape)}")
+    if pair_mask is not None:
+        pair_mask = pair_mask.bool()
+        # Padded pairs may hold any index (e.g. −1 as a fill value); point them at slot 0 so the
+        # gather below cannot go out of range. Their terms are discarded further down.
+        pairs = torch.where(pair_mask.unsqueeze(-1), pairs, torch.zeros_like(pairs))
+    # (B, K) gathered along K with (B, P) indices -> (B, P) rewards of winners and losers. Each
+    # response's reward is read by every pair it is in, so autograd sums its pair gradients into
+    # that single reward: one forward and one backward per response.
     r_w = torch.gather(rewards, 1, pairs[..., 0])
     r_l = torch.gather(rewards, 1, pairs[..., 1])
     diff = r_w - r_l
@@ -85,7 +95,6 @@ def kwise_loss(rewards: torch.Tensor, pairs: torch.Tensor, pair_mask: Optional[t
         diff = diff - margins
     if pair_mask is None:
         return -F.logsigmoid(diff).mean()
-    pair_mask = pair_mask.bool()
     n_real = pair_mask.sum()
     if int(n_real) == 0:
         raise ValueError("kwise_loss: pair_mask selects no pairs")

@@ -56,9 +56,10 @@ def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> to
     mean = masked_mean(x, mask)
     var = masked_mean((x - mean) ** 2, mask)
     if unbiased:
+        # n/(n−1) without a host sync (no Python `if` on a device tensor); for n ≤ 1 the biased
+        # variance is already 0, so clamping the denominator changes nothing.
         n = mask.sum().to(x.dtype)
-        if n > 1:
-            var = var * n / (n - 1)
+        var = var * n / (n - 1).clamp_min(1)
     return var
 
 
@@ -135,8 +136,9 @@ def kl_penalised_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logpr
     so the logged KL is the trained KL (the peers logged a different estimator than they
     penalised: TRL #1161, #925). Name the estimator in the metric (e.g. ppo/kl_k1).
     """
-    maskf = mask.to(logprobs.dtype)
-    kl = kl_per_token(logprobs, ref_logprobs, estimator) * maskf
+    # torch.where, not `* mask`: padding log-probs may be −inf/nan, and nan · 0 = nan.
+    kl = kl_per_token(logprobs, ref_logprobs, estimator)
+    kl = torch.where(mask.bool(), kl, torch.zeros_like(kl))
     rewards = -kl_coef * kl
     # The score lands on the last REAL token of each row (a PAD after EOS is the TRL #3750 bug).
     last = last_token_index(mask)
@@ -167,8 +169,9 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
     The loop runs over T (time), which is inherently sequential; B is vectorised.
     """
     maskf = mask.to(values.dtype)
-    rewards = rewards * maskf
-    values = values * maskf
+    # torch.where, not `* mask`: nan/inf on padding must not reach the real tokens via nan · 0.
+    rewards = torch.where(mask.bool(), rewards, torch.zeros_like(rewards))
+    values = torch.where(mask.bool(), values, torch.zeros_like(values))
     T = rewards.shape[1]
     advantages = torch.zeros_like(values)
     next_value = torch.zeros_like(values[:, 0])

@@ -1,14 +1,29 @@
 """The one logging call site of every stage: a local run record that is always complete,
 mirrored to Weights & Biases when asked.
 
-Local record in run_dir (the source of truth for analysis; wandb 0.31 has no reader for offline runs):
-  config.json   resolved config, secrets scrubbed        env.json     git sha, versions, host, Slurm ids
-  metrics.jsonl one object per log call, flushed         summary.json final metrics (merged)
-  status.json   running | completed | failed, error, W&B run id (atomic writes)
+Local record in run_dir (the source of truth for analysis; wandb 0.31 cannot read offline runs back):
+  config.json    the resolved config as given, secrets scrubbed
+  env.json       git sha + dirty flag, package versions, host, Slurm ids, start time, command line
+  metrics.jsonl  one {"_step", "_time", **metrics} object per log() call, flushed at once, so a
+                 killed job keeps everything logged so far (resume=True appends)
+  summary.json   final metrics, merged across summary() calls (and across resumes)
+  status.json    running | completed | failed | interrupted, the error, the W&B run id
+JSON files are replaced atomically (temp file + os.replace): a reader never sees half a file.
 
-W&B never blocks a job (DESIGN §2b, EasyR1 #69, open-instruct #864): any failure (no key, host
-unreachable, init timeout, log raising) is warned about once and the job continues local-only.
-Only rank 0 (env RANK, default 0) writes anything; other ranks' trackers are no-ops.
+W&B never stops a job and never costs a local metric (DESIGN §2b; EasyR1 #69, open-instruct #864):
+any failure (import error, no or bad key, unreachable host, init timeout, a raising log/summary/
+finish) is warned about once through `logging` and the job continues local-only. After a failed
+wandb.init, later trackers in the same process (the study's sub-jobs) skip W&B instead of each
+waiting out the init timeout again.
+
+Ranks: only rank 0 (env RANK; unset = 0) records. Trackers on other ranks create no folder, write
+no file and never import wandb; their methods are no-ops, so every rank can run the same code.
+
+Secrets: a value whose key looks secret (api_key, token, secret, password, ...; see `is_secret_key`)
+becomes "***", and so does any string holding the value of a secret-named environment variable
+(WANDB_API_KEY, HF_TOKEN, ...), in config.json, env.json (the command line too), status.json
+(error messages) and the config sent to W&B. W&B's own run metadata records sys.argv: pass keys
+through the environment, never on the command line.
 """
 
 from __future__ import annotations
@@ -16,88 +31,157 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import math
 import os
 import re
 import socket
 import subprocess
 import sys
 import time
+import traceback
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 log = logging.getLogger(__name__)
 
-SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|passwd|credential)", re.IGNORECASE)
-PACKAGES = ("torch", "transformers", "deepspeed", "hydra-core", "omegaconf", "wandb", "submitit", "rlhf-scaling")
-SLURM_VARS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_PROCID", "SLURM_NODELIST")
+MODES = ("disabled", "offline", "online")
+PACKAGES = ("torch", "transformers", "deepspeed", "hydra-core", "omegaconf", "wandb", "submitit", "numpy",
+            "rlhf-scaling")
+SLURM_VARS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_PROCID", "SLURM_JOB_NODELIST")
+MASK = "***"
+
+# Set by the first failed wandb.init of this process; later trackers then stay local-only at once.
+_wandb_unavailable: Optional[str] = None
 
 
-def flatten_config(d: dict, sep: str = ".", prefix: str = "") -> dict:
-    """{"a": {"b": 1}} -> {"a.b": 1}; lists stay values (W&B filters on flat keys)."""
+# ----------------------------------------------------------------------------- config helpers
+
+
+def flatten_config(d: Mapping, sep: str = ".", prefix: str = "") -> dict:
+    """{"rm_train": {"lr": 1e-3}} -> {"rm_train.lr": 1e-3}. Lists and empty dicts stay values.
+
+    W&B's run table filters and groups on top-level config keys, so the config goes there flat."""
     out = {}
     for key, value in d.items():
         name = f"{prefix}{sep}{key}" if prefix else str(key)
-        if isinstance(value, dict) and value:
+        if isinstance(value, Mapping) and value:
             out.update(flatten_config(value, sep, name))
         else:
             out[name] = value
     return out
 
 
-def _secret_values() -> list:
-    """Values of environment variables whose names look secret (long enough to be worth masking)."""
-    return [v for k, v in os.environ.items() if SECRET_KEY.search(k) and v and len(v) >= 4]
+# ----------------------------------------------------------------------------- secrets
+
+# A key is secret when one of its words is below, when it ends in "token" (HF_TOKEN, github_token,
+# use_auth_token; not max_new_tokens, pad_token_id, TOKENIZERS_PARALLELISM), or when it holds
+# api/access/private + key (WANDB_API_KEY, apiKey, AWS_SECRET_ACCESS_KEY).
+_SECRET_WORDS = {"secret", "secrets", "password", "passwd", "passphrase", "credential", "credentials", "apikey"}
+_KEY_QUALIFIERS = {"api", "access", "private", "auth"}
+# Tokenizer settings named "<x>_token" hold special tokens such as "</s>", not credentials.
+_SPECIAL_TOKENS = {"pad", "bos", "eos", "unk", "sep", "cls", "mask", "special", "start", "end", "stop"}
+_MIN_SECRET_LEN = 6  # shorter env values ("1", "true") would mask ordinary strings and protect nothing
+_KEY_VALUE = re.compile(r"([A-Za-z_][\w.\-]*)=(\S+)")  # "tracking.api_key=abc" in argv or messages
 
 
-def scrub(obj: Any, secrets: Optional[list] = None) -> Any:
-    """Replace secret-named keys' values and any occurrence of a secret env value by '***'."""
-    secrets = _secret_values() if secrets is None else secrets
-    if isinstance(obj, dict):
-        return {k: ("***" if SECRET_KEY.search(str(k)) and obj[k] not in (None, "") else scrub(v, secrets))
-                for k, v in obj.items()}
+def is_secret_key(key: Any) -> bool:
+    """Whether a config key or environment variable name names a credential (case-insensitive)."""
+    words = re.split(r"[^a-z0-9]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", str(key)).lower())
+    words = [w for w in words if w]
+    if not words:
+        return False
+    if _SECRET_WORDS.intersection(words):
+        return True
+    if words[-1] == "token":
+        return len(words) == 1 or words[-2] not in _SPECIAL_TOKENS
+    return any(a in _KEY_QUALIFIERS and b == "key" for a, b in zip(words, words[1:]))
+
+
+def secret_env_values() -> List[str]:
+    """Values of the set environment variables whose names look secret, longest first."""
+    values = {v for k, v in os.environ.items() if is_secret_key(k) and len(v) >= _MIN_SECRET_LEN}
+    return sorted(values, key=len, reverse=True)
+
+
+def scrub(obj: Any, secrets: Optional[Sequence[str]] = None) -> Any:
+    """A copy of `obj` (dicts, lists, strings, scalars) with secrets replaced by "***": the value of
+    every secret-named key (None and "" stay, they say "not set"), `key=value` pairs in strings whose
+    key is secret, and every occurrence of a secret environment variable's value."""
+    secrets = secret_env_values() if secrets is None else secrets
+    if isinstance(obj, Mapping):
+        return {k: (MASK if is_secret_key(k) and v not in (None, "") else scrub(v, secrets)) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [scrub(v, secrets) for v in obj]
     if isinstance(obj, str):
-        for s in secrets:
-            obj = obj.replace(s, "***")
-        return obj
+        for value in secrets:
+            obj = obj.replace(value, MASK)
+        return _KEY_VALUE.sub(lambda m: f"{m.group(1)}={MASK}" if is_secret_key(m.group(1).split(".")[-1])
+                              else m.group(0), obj)
     return obj
 
 
+# ----------------------------------------------------------------------------- local record helpers
+
+
 def _jsonable(value: Any) -> Any:
-    """numpy / torch scalars -> python; non-finite floats stay (JSON NaN/Infinity, pandas reads them)."""
+    """Python scalars pass; numpy/torch scalars -> .item(); containers recursively; the rest str().
+    Non-finite floats stay (written as NaN/Infinity, which json and pandas read back)."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
     if hasattr(value, "item") and callable(value.item):
         try:
             return value.item()
-        except (ValueError, RuntimeError):
-            return str(value)
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, Path):
-        return str(value)
+        except (ValueError, RuntimeError, TypeError):  # arrays of more than one element
+            pass
+    if hasattr(value, "tolist") and callable(value.tolist):
+        return value.tolist()
     return str(value)
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str), encoding="utf-8")
     os.replace(tmp, path)
 
 
-def environment() -> dict:
-    """Git sha (and dirty flag) of the package's checkout, versions, host, Slurm ids, command line."""
-    repo = Path(__file__).resolve().parent.parent
-    git = {}
+def _read_json(path: Path) -> dict:
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                               capture_output=True, text=True, timeout=5)
-        if sha.returncode == 0:
-            git = {"git_sha": sha.stdout.strip(), "git_dirty": bool(dirty.stdout.strip())}
-    except (OSError, subprocess.SubprocessError):
-        pass
+        value = json.loads(path.read_text(encoding="utf-8"))
+        return value if isinstance(value, dict) else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _git(cwd: Path) -> dict:
+    """sha, dirty flag (tracked files only) and root of the git checkout holding `cwd`, or {}."""
+    def run(*args: str) -> Optional[str]:
+        proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5)
+        return proc.stdout.strip() if proc.returncode == 0 else None
+
+    try:
+        sha = run("rev-parse", "HEAD")
+        if sha is None:
+            return {}
+        dirty = run("status", "--porcelain", "--untracked-files=no")
+        return {"git_sha": sha, "git_dirty": None if dirty is None else bool(dirty),
+                "git_root": run("rev-parse", "--show-toplevel")}
+    except (OSError, subprocess.SubprocessError):  # no git binary, or it hung
+        return {}
+
+
+def environment() -> dict:
+    """Where and with what this job runs: git state of the checkout holding the package (else of the
+    working directory), package versions, host, Slurm ids present, start time (UTC), command line."""
+    git = _git(Path(__file__).resolve().parent) or _git(Path.cwd())
     versions = {}
     for name in PACKAGES:
         try:
@@ -105,144 +189,194 @@ def environment() -> dict:
         except metadata.PackageNotFoundError:
             versions[name] = None
     return {
-        **git, "python": sys.version.split()[0], "versions": versions, "hostname": socket.gethostname(),
+        "git_sha": git.get("git_sha"), "git_dirty": git.get("git_dirty"), "git_root": git.get("git_root"),
+        "python": sys.version.split()[0], "versions": versions, "hostname": socket.gethostname(),
         "slurm": {k: os.environ[k] for k in SLURM_VARS if k in os.environ},
-        "started_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "argv": sys.argv,
+        "started_utc": _utc_now(), "cwd": os.getcwd(), "argv": list(sys.argv), "executable": sys.executable,
     }
 
 
-class RunTracker:
-    """Local run record + optional W&B mirror. Use as a context manager: an exception marks the run
-    failed (with the scrubbed error message) and is re-raised."""
+def _rank() -> int:
+    try:
+        return int(os.environ.get("RANK", "0") or 0)
+    except ValueError:
+        return 0
 
-    def __init__(self, run_dir, config: dict, *, stage: str, mode: str = "disabled", project: str = "rlhf-scaling",
-                 entity: Optional[str] = None, group: Optional[str] = None, tags: Sequence[str] = (),
-                 name: Optional[str] = None, resume: bool = False, init_timeout: float = 30.0):
+
+# ----------------------------------------------------------------------------- the tracker
+
+
+class RunTracker:
+    """Local run record + optional W&B mirror for one job (one stage).
+
+    mode: "disabled" (local record only; wandb is never imported), "offline" (W&B run files under
+    run_dir/wandb/, upload later with `wandb sync`), "online". group = the sweep or study,
+    job_type = `stage`; the config goes to W&B flat ("rm_train.lr").
+    resume=True appends to metrics.jsonl (steps continue after the last one recorded), keeps the
+    summary, and continues the W&B run whose id status.json holds (online only: W&B cannot resume
+    offline runs, so an offline resume starts a new offline run).
+    init_timeout: seconds wandb.init may take before the job goes on local-only (W&B's default is 90).
+
+    Use as a context manager: leaving it normally marks the run completed; an exception marks it
+    failed (KeyboardInterrupt: interrupted) with the scrubbed message, and is re-raised."""
+
+    def __init__(self, run_dir: Union[str, Path], config: dict, *, stage: str, mode: str = "disabled",
+                 project: str = "rlhf-scaling", entity: Optional[str] = None, group: Optional[str] = None,
+                 tags: Sequence[str] = (), name: Optional[str] = None, resume: bool = False,
+                 init_timeout: float = 30.0):
+        if mode not in MODES:
+            raise ValueError(f"tracking mode must be one of {MODES}, got {mode!r}")
         self.run_dir = Path(run_dir)
         self.stage = stage
-        self.active = int(os.environ.get("RANK", "0")) == 0
-        self._wandb = None
+        self.mode = mode
+        self.active = _rank() == 0
+        self.config = scrub(_jsonable(dict(config)))
+        self._run = None  # the wandb Run, while the mirror works
         self._warned = False
+        self._finished = False
         self._step = 0
         self._summary: Dict[str, Any] = {}
         if not self.active:
             return
+
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._metrics_path = self.run_dir / "metrics.jsonl"
-        previous = self._read_status() if resume else {}
+        previous = _read_json(self.run_dir / "status.json") if resume else {}
         if resume and self._metrics_path.is_file():
-            self._step = self._last_step() + 1
-            summary_path = self.run_dir / "summary.json"
-            if summary_path.is_file():
-                self._summary = json.loads(summary_path.read_text())
+            self._step = self._continue_metrics() + 1
+            self._summary = _read_json(self.run_dir / "summary.json")
         else:
-            self._metrics_path.write_text("")  # a fresh record: exists even if nothing gets logged
-        self.config = scrub(config)
+            self._metrics_path.write_text("", encoding="utf-8")  # a fresh record exists even if nothing is logged
         _write_json_atomic(self.run_dir / "config.json", self.config)
         _write_json_atomic(self.run_dir / "env.json", scrub(environment()))
-        self._status = {"status": "running", "stage": stage, "error": None,
-                        "wandb_run_id": previous.get("wandb_run_id")}
+        _write_json_atomic(self.run_dir / "summary.json", self._summary)
+        self._status = {"status": "running", "stage": stage, "error": None, "wandb_mode": mode,
+                        "wandb_run_id": previous.get("wandb_run_id"),
+                        "attempt": int(previous.get("attempt") or 0) + 1 if resume else 1,
+                        "started_utc": _utc_now(), "finished_utc": None}
+        _write_json_atomic(self.run_dir / "status.json", self._status)
         if mode != "disabled":
             self._start_wandb(mode, project, entity, group, list(tags), name, resume, init_timeout)
-        _write_json_atomic(self.run_dir / "status.json", self._status)
 
-    # ------------------------------------------------------------------ local record
+    # ------------------------------------------------------------------ local record (+ mirror)
 
-    def _read_status(self) -> dict:
-        path = self.run_dir / "status.json"
-        try:
-            return json.loads(path.read_text()) if path.is_file() else {}
-        except json.JSONDecodeError:
-            return {}
+    def define_step(self, prefix: str, step_key: str) -> None:
+        """Plot `prefix`* metrics against `step_key` in W&B, e.g. ("ppo/", "ppo/step"). The local
+        record keeps every key of every call anyway; this only shapes W&B's charts."""
+        if self._run is not None:
+            self._mirror(lambda: (self._run.define_metric(step_key),
+                                  self._run.define_metric(prefix + "*", step_metric=step_key)))
 
-    def _last_step(self) -> int:
-        last = -1
-        with open(self._metrics_path, encoding="utf-8") as fh:
-            for line in fh:
-                try:
-                    last = max(last, int(json.loads(line).get("_step", last)))
-                except (json.JSONDecodeError, TypeError, ValueError):
-                    continue  # a line cut by a kill
-        return last
+    def log(self, metrics: Dict[str, Union[float, int]], step: Optional[int] = None) -> None:
+        """Append {"_step", "_time", **metrics} to metrics.jsonl (flushed), then mirror the numbers.
 
-    def log(self, metrics: Dict[str, Any], step: Optional[int] = None) -> None:
-        """Append one record to metrics.jsonl (flushed), then mirror to W&B."""
+        step: this record's step (default: one more than the last); steps should increase, as W&B
+        drops records whose step goes back."""
         if not self.active:
             return
         if step is not None:
             self._step = int(step)
-        record = {"_step": self._step, "_time": time.time(), **{k: _jsonable(v) for k, v in metrics.items()}}
+        record = {"_step": self._step, "_time": time.time()}
+        record.update({str(k): _jsonable(v) for k, v in metrics.items() if str(k) not in ("_step", "_time")})
         with open(self._metrics_path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
             fh.flush()
-        if self._wandb is not None:
-            self._safely(lambda: self._wandb.log({k: v for k, v in record.items() if not k.startswith("_")
-                                                  and isinstance(v, (int, float))}, step=self._step))
+        if self._run is not None:
+            numbers = {k: v for k, v in record.items() if not k.startswith("_") and isinstance(v, (int, float))}
+            self._mirror(lambda: self._run.log(numbers, step=record["_step"]))
         self._step += 1
 
-    def define_step(self, prefix: str, step_key: str) -> None:
-        """Plot `prefix*` metrics against `step_key` in W&B (the local record keeps every key anyway)."""
-        if self._wandb is not None:
-            self._safely(lambda: (self._wandb.define_metric(step_key),
-                                  self._wandb.define_metric(prefix + "*", step_metric=step_key)))
-
     def summary(self, **values) -> None:
+        """Merge final values into summary.json (and the W&B run summary)."""
         if not self.active:
             return
         self._summary.update({k: _jsonable(v) for k, v in values.items()})
         _write_json_atomic(self.run_dir / "summary.json", self._summary)
-        if self._wandb is not None:
-            self._safely(lambda: self._wandb.summary.update(
-                {k: v for k, v in self._summary.items() if isinstance(v, (int, float, str))}))
+        if self._run is not None:
+            shown = {k: v for k, v in self._summary.items() if isinstance(v, (int, float, str))}
+            self._mirror(lambda: self._run.summary.update(shown))
 
     def finish(self, status: str = "completed", error: Optional[str] = None) -> None:
-        if not self.active:
+        """Write the final status (once; later calls are ignored) and finish the W&B run."""
+        if not self.active or self._finished:
             return
-        self._status.update(status=status, error=scrub(error) if error else None)
+        self._finished = True
+        self._status.update(status=status, error=scrub(error) if error else None, finished_utc=_utc_now())
         _write_json_atomic(self.run_dir / "status.json", self._status)
-        if self._wandb is not None:
-            self._safely(lambda: self._wandb.finish(exit_code=0 if status == "completed" else 1))
-            self._wandb = None
+        if self._run is not None:
+            self._mirror(lambda: self._run.finish(exit_code=0 if status == "completed" else 1))
+            self._run = None
 
     def __enter__(self) -> "RunTracker":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc is None:
+        if exc is None or (isinstance(exc, SystemExit) and exc.code in (0, None)):
             self.finish("completed")
         else:
-            self.finish("interrupted" if isinstance(exc, (KeyboardInterrupt, InterruptedError)) else "failed",
-                        f"{exc_type.__name__}: {exc}")
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            if self.active and not self._finished:
+                self._status["traceback"] = scrub("".join(traceback.format_exception(exc_type, exc, tb))[-4000:])
+            self.finish(status, f"{exc_type.__name__}: {exc}")
         return False
 
-    # ------------------------------------------------------------------ W&B mirror
+    def _continue_metrics(self) -> int:
+        """The last step recorded; ends the file with a newline, so a line cut by a kill stays one
+        unreadable line (skipped by readers) instead of swallowing the next record."""
+        last = -1
+        with open(self._metrics_path, "rb") as fh:
+            data = fh.read()
+        for line in data.decode("utf-8", errors="replace").splitlines():
+            try:
+                last = max(last, int(json.loads(line)["_step"]))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue
+        if data and not data.endswith(b"\n"):
+            with open(self._metrics_path, "a", encoding="utf-8") as fh:
+                fh.write("\n")
+        return last
+
+    # ------------------------------------------------------------------ W&B mirror (boilerplate)
 
     def _start_wandb(self, mode, project, entity, group, tags, name, resume, init_timeout) -> None:
+        global _wandb_unavailable
+        if _wandb_unavailable is not None:
+            log.info("W&B skipped for %s: it failed earlier in this process (%s)", self.run_dir, _wandb_unavailable)
+            return
+        run_id = self._status["wandb_run_id"] if resume and mode == "online" else None
         try:
             import wandb
 
-            run_id = self._status.get("wandb_run_id") if resume else None
-            self._wandb = wandb.init(
-                mode="offline" if mode == "offline" else "online", project=project, entity=entity, group=group,
-                job_type=self.stage, name=name, tags=tags, dir=str(self.run_dir),
-                config=flatten_config(self.config), id=run_id, resume="allow" if run_id else None,
-                settings=wandb.Settings(init_timeout=init_timeout, silent=True),
+            self._run = wandb.init(
+                mode=mode, project=project, entity=entity, group=group, job_type=self.stage, name=name,
+                tags=tags, dir=str(self.run_dir), config=flatten_config(self.config),
+                id=run_id, resume="allow" if run_id else None,
+                # create_new: a study opens sub-job trackers while its own run is active; W&B's
+                # default would hand back (and later finish) the study's run.
+                settings=wandb.Settings(init_timeout=init_timeout, reinit="create_new"),
             )
-            self._status["wandb_run_id"] = getattr(self._wandb, "id", None)
+            self._status["wandb_run_id"] = self._run.id
         except Exception as err:  # noqa: BLE001 -- W&B must never stop a job
+            _wandb_unavailable = scrub(f"{type(err).__name__}: {err}")
+            self._run = None
             self._warn(err)
-            self._wandb = None
+        _write_json_atomic(self.run_dir / "status.json", self._status)
 
-    def _safely(self, fn) -> None:
+    def _mirror(self, fn) -> None:
+        """Run one W&B call; on any error warn once and continue local-only."""
         try:
             fn()
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:  # noqa: BLE001 -- W&B must never stop a job
             self._warn(err)
-            self._wandb = None
+            run, self._run = self._run, None
+            try:
+                if run is not None:
+                    run.finish(exit_code=1)
+            except Exception:  # noqa: BLE001
+                pass
 
     def _warn(self, err: Exception) -> None:
         if not self._warned:
-            log.warning("W&B unavailable, continuing with the local record only (%s)",
-                        scrub(f"{type(err).__name__}: {err}"))
             self._warned = True
+            log.warning("W&B unavailable, continuing with the local record only in %s (%s)", self.run_dir,
+                        scrub(f"{type(err).__name__}: {err}"))

@@ -28,9 +28,16 @@ def test_kl_best_of_n_worked_values(n, expected):
     assert kl_best_of_n(n) == pytest.approx(expected, abs=5e-4 if n >= 1000 else 1e-12)
 
 
-def test_kl_best_of_n_rejects_n_below_one():
+@pytest.mark.parametrize("n", [0, -3, 2.5, float("nan"), float("inf"), "4", True])
+def test_kl_best_of_n_rejects_non_positive_or_non_integer_n(n):
     with pytest.raises(ValueError):
-        kl_best_of_n(0)
+        kl_best_of_n(n)
+
+
+def test_kl_best_of_n_rounds_to_design_values():
+    # DESIGN.md §2 quotes these to 3 decimal places.
+    assert round(kl_best_of_n(1000), 3) == 5.909 and round(kl_best_of_n(12500), 3) == 8.434
+    assert kl_best_of_n(np.int64(1000)) == kl_best_of_n(1000.0) == kl_best_of_n(1000)
 
 
 # ---- weights ----------------------------------------------------------------------------------
@@ -51,7 +58,7 @@ def test_bon_weights_finite_and_normalised_at_large_N(n):
     assert w[-1] == pytest.approx(n / 12600, rel=1e-9)  # P(the top sample is in the subset)
 
 
-@pytest.mark.parametrize("N, n", [(3, 4), (5, 0)])
+@pytest.mark.parametrize("N, n", [(3, 4), (5, 0), (5, 2.5), (float("inf"), 2)])
 def test_bon_weights_reject_bad_sizes(N, n):
     with pytest.raises(ValueError):
         bon_weights(N, n)
@@ -116,6 +123,10 @@ def test_accepts_torch_tensors():
     torch = pytest.importorskip("torch")
     proxy, gold = torch.tensor([0.1, 0.9, 0.5]), torch.tensor([1.0, 2.0, 3.0])
     assert expected_best_of_n(proxy, gold, 3) == 2.0
+    # bfloat16 (common for RM scores) has no numpy dtype; requires_grad tensors must be detached.
+    proxy_bf16 = proxy.to(torch.bfloat16).requires_grad_()
+    assert expected_best_of_n(proxy_bf16, gold.to(torch.bfloat16), 3) == 2.0
+    np.testing.assert_allclose(expected_best_of_n_batch(proxy_bf16[None], gold[None], [1, 3]), [2.0, 2.0], rtol=1e-12)
 
 
 @pytest.mark.parametrize(
@@ -127,6 +138,9 @@ def test_accepts_torch_tensors():
         ([1.0, np.nan], [1.0, 2.0], 1),  # NaN proxy
         ([1.0, 2.0], [np.nan, 2.0], 1),  # NaN gold
         ([[1.0, 2.0]], [[1.0, 2.0]], 1),  # 2-D pool for the 1-D function
+        ([], [], 1),  # empty pool
+        ([1.0, 2.0], [1.0, 2.0], 1.5),  # non-integer n
+        (["a", "b"], [1.0, 2.0], 1),  # non-numeric scores
     ],
 )
 def test_estimator_rejects_bad_inputs(proxy, gold, n):
@@ -169,6 +183,24 @@ def test_batch_large_N_matches_single_pool():
     np.testing.assert_allclose(expected_best_of_n_batch(proxy, gold, grid, per_prompt=True), loop, rtol=1e-12, atol=1e-12)
 
 
+def test_batch_accepts_scalar_and_array_grids():
+    rng = np.random.default_rng(6)
+    proxy, gold = rng.normal(size=(4, 9)), rng.normal(size=(4, 9))
+    full = expected_best_of_n_batch(proxy, gold, range(1, 10))
+    np.testing.assert_allclose(expected_best_of_n_batch(proxy, gold, 3), full[[2]], rtol=1e-12)
+    np.testing.assert_allclose(expected_best_of_n_batch(proxy, gold, np.array([9, 3, 3])), full[[8, 2, 2]], rtol=1e-12)
+
+
+def test_batch_with_ties_equals_brute_force():
+    # Direct check (not only through the scalar form): quantised proxy, ties in every row.
+    rng = np.random.default_rng(7)
+    proxy = rng.integers(0, 3, size=(3, 7)).astype(float)
+    gold = rng.normal(size=(3, 7))
+    got = expected_best_of_n_batch(proxy, gold, range(1, 8), per_prompt=True)
+    brute = [[brute_force_best_of_n(proxy[p], gold[p], n) for n in range(1, 8)] for p in range(3)]
+    np.testing.assert_allclose(got, brute, rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize(
     "proxy, gold, grid",
     [
@@ -178,6 +210,9 @@ def test_batch_large_N_matches_single_pool():
         (np.zeros((2, 3)), np.zeros((2, 3)), [0]),
         (np.zeros((2, 3)), np.zeros((2, 3)), []),
         (np.full((2, 3), np.nan), np.zeros((2, 3)), [1]),
+        (np.zeros((2, 3)), np.full((2, 3), np.inf), [1]),
+        (np.zeros((0, 3)), np.zeros((0, 3)), [1]),  # no prompts
+        (np.zeros((2, 3)), np.zeros((2, 3)), [[1, 2]]),  # 2-D grid
     ],
 )
 def test_batch_rejects_bad_inputs(proxy, gold, grid):
@@ -207,3 +242,18 @@ def test_uwo_uses_population_variance():
 def test_combine_ensemble_rejects_unknown_method():
     with pytest.raises(ValueError, match="unknown"):
         combine_ensemble(np.zeros((2, 3)), "max")
+
+
+@pytest.mark.parametrize("scores", [np.float64(1.0), np.zeros((0, 3))])
+def test_combine_ensemble_rejects_scores_without_members(scores):
+    with pytest.raises(ValueError):
+        combine_ensemble(scores, "mean")
+
+
+def test_combine_ensemble_single_member_and_1d():
+    # One member: mean = min = the member, and its population variance is 0 (ddof=1 would give NaN).
+    member = np.array([[0.5, -1.0, 2.0]])
+    for how in ("mean", "min", "uwo"):
+        np.testing.assert_array_equal(combine_ensemble(member, how), member[0])
+    # Shape (M,): one sample scored by M members -> a 0-d result.
+    assert float(combine_ensemble(np.array([1.0, 2.0, 6.0]), "min")) == 1.0

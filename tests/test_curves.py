@@ -58,6 +58,8 @@ def test_fit_has_no_intercept():
         ([0.1, 0.2, 0.3], [1.0, np.inf, 3.0], "bon"),  # inf
         ([-0.1, 0.2, 0.3], [1.0, 2.0, 3.0], "bon"),  # negative sqrt(KL)
         ([0.5, 0.5, 0.5], [1.0, 1.0, 1.0], "bon"),  # one distinct d: rank-deficient
+        ([0.0, 0.0, 0.5], [0.0, 0.0, 0.2], "rl"),  # d = 0 dropped for rl (log 0): one usable point left
+        ([0.0, 1.0, 1.0], [0.0, 0.3, 0.3], "rl"),  # only d = 1, where d log d = 0: beta undetermined
         ([0.1, 0.2], [1.0, 2.0], "ppo"),  # unknown form
     ],
 )
@@ -145,7 +147,10 @@ def test_power_law_is_frozen():
     "x, y, floor",
     [([1.0, 2.0, 3.0], [1.0, -1.0, 0.5], False),  # y <= 0 without floor
      ([1.0, 2.0], [2.0, 1.0], True),  # too few points for three parameters
-     ([-1.0, 2.0], [2.0, 1.0], False)],  # x <= 0
+     ([-1.0, 2.0], [2.0, 1.0], False),  # x <= 0
+     ([1.0, 2.0, 3.0], [2.0, 2.0, 2.0], True),  # constant y: floor not identifiable
+     ([1.0, 2.0, 3.0], [2.0, np.nan, 1.0], False),  # NaN
+     ([1.0, 2.0, 3.0], [2.0, 1.0], False)],  # different lengths
 )
 def test_fit_power_law_rejects_bad_inputs(x, y, floor):
     with pytest.raises(ValueError):

@@ -126,6 +126,49 @@ def test_kwise_ignores_padding_even_if_non_finite():
     assert torch.isfinite(rewards.grad).all() and rewards.grad[0, 2] == 0
 
 
+def test_kwise_accepts_any_fill_value_in_padded_pairs():
+    rewards = torch.tensor([[LN3, 0.0, 0.0]])
+    pairs = torch.tensor([[[0, 1], [-1, -1], [7, 9]]])  # padding filled with out-of-range indices
+    mask = torch.tensor([[True, False, False]])
+    assert kwise_loss(rewards, pairs, mask).item() == pytest.approx(math.log(4 / 3))
+
+
+def test_kwise_gradient_by_hand_each_reward_once():
+    # Rewards (ln 3, 0, 0), pairs (0,1), (0,2), (1,2), N = 3 pairs. For one pair with gap d,
+    # ∂[−log σ(d)]/∂d = −(1 − σ(d)): −1/4 at d = ln 3, −1/2 at d = 0; divided by N = 3.
+    #   ∂L/∂r0 = −1/12 − 1/12 = −1/6;   ∂L/∂r1 = +1/12 − 1/6 = −1/12;   ∂L/∂r2 = +1/12 + 1/6 = 1/4.
+    rewards = torch.tensor([[LN3, 0.0, 0.0]], requires_grad=True)
+    pairs = torch.tensor([[[0, 1], [0, 2], [1, 2]]])
+    kwise_loss(rewards, pairs).backward()
+    assert torch.allclose(rewards.grad, torch.tensor([[-1 / 6, -1 / 12, 1 / 4]]), atol=1e-6)
+
+
+@pytest.mark.parametrize("K", [3, 4, 8])
+def test_kwise_gradient_equals_brute_force_sum_over_pairs(K):
+    # Each response's ONE reward receives the sum of the gradients of every pair it is in; the
+    # brute force gives every pair its own copy of both rewards and sums those copies' grads back.
+    gen = torch.Generator().manual_seed(100 + K)
+    rewards, pairs, mask, margins, chosen = _random_groups(5, K, gen)
+    rewards.requires_grad_(True)
+    kwise_loss(rewards, pairs, mask, margins).backward()
+    n = sum(len(c) for c in chosen)
+    expected = torch.zeros_like(rewards)
+    for b, c in enumerate(chosen):
+        for i, (w, l) in enumerate(c):
+            rw = rewards[b, w].detach().clone().requires_grad_(True)
+            rl = rewards[b, l].detach().clone().requires_grad_(True)
+            (-torch.nn.functional.logsigmoid(rw - rl - margins[b, i]) / n).backward()
+            expected[b, w] += rw.grad
+            expected[b, l] += rl.grad
+    assert torch.allclose(rewards.grad, expected, atol=1e-6)
+    # Slots never used by a real pair get no gradient.
+    used = torch.zeros_like(rewards, dtype=torch.bool)
+    for b, c in enumerate(chosen):
+        for w, l in c:
+            used[b, w] = used[b, l] = True
+    assert (rewards.grad[~used] == 0).all()
+
+
 class CountingScorer(torch.nn.Module):
     """A tiny reward model that records how many sequences (rows) it has scored."""
 
@@ -144,10 +187,15 @@ def test_kwise_needs_k_forwards_per_prompt_not_k_k_minus_1():
     scorer = CountingScorer(D)
     responses = torch.randn(B, K, D)
     pairs = torch.tensor(list(itertools.combinations(range(K), 2))).expand(B, -1, -1)  # all C(K,2)
-    rewards = scorer(responses.reshape(B * K, D)).view(B, K)
+    flat = scorer(responses.reshape(B * K, D))  # (B·K,) ONE forward for all responses
+    backward_calls = []
+    flat.register_hook(lambda g: backward_calls.append(g.shape))
+    rewards = flat.view(B, K)
     loss = kwise_loss(rewards, pairs)
     loss.backward()
     assert scorer.rows_seen == B * K
+    # The scorer's output receives its gradient once (accumulated over pairs), for B·K rows.
+    assert backward_calls == [torch.Size([B * K])]
     assert scorer.rows_seen != B * K * (K - 1)
     assert scorer.head.weight.grad is not None and scorer.head.weight.grad.abs().sum() > 0
     # Same loss as scoring every pair separately (which would cost 2 forwards per pair).

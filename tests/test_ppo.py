@@ -72,6 +72,17 @@ def test_kl_penalised_rewards_hand_example():
 
 
 @pytest.mark.parametrize("estimator", ["k1", "k3"])
+def test_non_finite_padding_does_not_leak(estimator):
+    # Padding log-probs of −inf / nan (e.g. a masked-out PAD logit) must not reach real tokens.
+    logp = torch.tensor([[-1.0, -2.0, -0.5, float("-inf")], [-0.3, -0.7, float("nan"), float("nan")]])
+    ref = torch.tensor([[-1.5, -1.0, -0.5, 0.0], [-0.3, -1.7, float("nan"), -1.0]])
+    rewards, kl = kl_penalised_rewards(torch.tensor([1.0, 2.0]), logp, ref, MASK, 0.1, estimator)
+    assert torch.isfinite(rewards).all() and torch.isfinite(kl).all()
+    assert (kl[~MASK.bool()] == 0).all() and (rewards[~MASK.bool()] == 0).all()
+    assert torch.isfinite(sequence_kl(kl, MASK)).all()
+
+
+@pytest.mark.parametrize("estimator", ["k1", "k3"])
 def test_returned_kl_is_the_penalised_kl(estimator):
     gen = torch.Generator().manual_seed(1)
     logp, ref = -3 * torch.rand(2, 4, generator=gen), -3 * torch.rand(2, 4, generator=gen)
@@ -119,6 +130,15 @@ def test_gae_discounted_by_hand():
     #        A2 = 1.5; A1 = 1.75 + 0.25·1.5 = 2.125; A0 = 1 + 0.25·2.125 = 1.53125.
     # Row 1: δ1 = 2 + 0 − 1 = 1 (no bootstrap from padding); δ0 = 1 + 0.5·1 − 0.5 = 1;
     #        A1 = 1; A0 = 1 + 0.25·1 = 1.25.
+    assert close(adv, [[1.53125, 2.125, 1.5], [1.25, 1.0, 0.0]])
+    assert close(ret, [[2.03125, 3.125, 3.0], [1.75, 2.0, 0.0]])
+
+
+def test_gae_ignores_non_finite_padding():
+    rewards = GAE_REWARDS.clone()
+    values = GAE_VALUES.clone()
+    rewards[1, 2], values[1, 2] = float("nan"), float("inf")
+    adv, ret = gae(rewards, values, GAE_MASK, gamma=0.5, lam=0.5)
     assert close(adv, [[1.53125, 2.125, 1.5], [1.25, 1.0, 0.0]])
     assert close(ret, [[2.03125, 3.125, 3.0], [1.75, 2.0, 0.0]])
 
