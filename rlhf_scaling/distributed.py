@@ -11,12 +11,15 @@ DeepSpeed numbers are filled here from the stage's own settings (one source of t
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime
 import os
 import re
+import socket
 import subprocess
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Iterator, Mapping, Optional
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,8 @@ class DistEnv:
 
 
 def first_host(nodelist: str) -> str:
-    """First host of a Slurm nodelist: "gpu[03-05,7],cpu1" -> "gpu03"; "node1,node2" -> "node1"."""
+    """First host of a Slurm nodelist: "gpu[03-05,7],cpu1" -> "gpu03"; "node1,node2" -> "node1";
+    "node[1-2]-ib" -> "node1-ib"."""
     nodelist = nodelist.strip()
     try:  # scontrol knows every form Slurm writes
         out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, timeout=10)
@@ -41,14 +45,15 @@ def first_host(nodelist: str) -> str:
             return out.stdout.split()[0]
     except (OSError, subprocess.SubprocessError):
         pass
-    match = re.match(r"^([^,\[]+)(?:\[([^\]]+)\])?", nodelist)
+    # Our fallback: the first entry is `prefix[ranges]suffix` or a plain name; the first host is
+    # the prefix, the first number of the first range (zero padding kept), the suffix.
+    match = re.match(r"^([^,\[]+)(?:\[([^\]]+)\]([^,]*))?", nodelist)
     if not match:
         raise ValueError(f"cannot parse SLURM_JOB_NODELIST={nodelist!r}")
-    prefix, ranges = match.group(1), match.group(2)
+    prefix, ranges, suffix = match.group(1), match.group(2), match.group(3) or ""
     if not ranges:
         return prefix
-    first = ranges.split(",")[0].split("-")[0]
-    return prefix + first
+    return prefix + ranges.split(",")[0].split("-")[0] + suffix
 
 
 def dist_env_from_environ(environ: Mapping[str, str] = os.environ) -> DistEnv:
@@ -64,19 +69,36 @@ def dist_env_from_environ(environ: Mapping[str, str] = os.environ) -> DistEnv:
     return DistEnv()
 
 
-def init_distributed(env: DistEnv, backend: Optional[str] = None, timeout_s: int = 600) -> None:
+def free_port() -> int:
+    """A TCP port nobody listens on right now (for one-process groups and tests)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_distributed(env: DistEnv, backend: Optional[str] = None, timeout_s: int = 600, *,
+                     single_process: bool = False) -> bool:
     """Export the variables torch needs and join the process group (gloo on CPU, nccl on CUDA).
 
-    A rank that cannot reach the others fails after `timeout_s` with the address it tried,
-    rather than hanging the job (peer hangs: DeepSpeedExamples #381, OpenRLHF #737).
+    One process (world_size 1) needs no group and this is a no-op, unless `single_process`:
+    DeepSpeed wants a group even alone (it would otherwise go looking for MPI); that group
+    rendezvous on a free local port unless MASTER_PORT is set, so two one-process jobs on a node
+    do not collide on 29500.
+    A rank that cannot reach the others fails after `timeout_s` with the address it tried, rather
+    than hanging the job (peer hangs: DeepSpeedExamples #381, OpenRLHF #737, #898).
+    Returns whether a process group is up.
     """
     import torch
     import torch.distributed as dist
 
+    if dist.is_initialized():
+        return True
+    if env.world_size == 1 and not single_process:
+        return False
+    if env.world_size == 1 and "MASTER_PORT" not in os.environ:
+        env = dataclasses.replace(env, master_addr="127.0.0.1", master_port=free_port())
     os.environ.update(RANK=str(env.rank), LOCAL_RANK=str(env.local_rank), WORLD_SIZE=str(env.world_size),
                       MASTER_ADDR=env.master_addr, MASTER_PORT=str(env.master_port))
-    if dist.is_initialized():
-        return
     backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
     if backend == "nccl":
         torch.cuda.set_device(env.local_rank)
@@ -84,17 +106,27 @@ def init_distributed(env: DistEnv, backend: Optional[str] = None, timeout_s: int
         dist.init_process_group(backend, rank=env.rank, world_size=env.world_size,
                                 timeout=datetime.timedelta(seconds=timeout_s))
     except Exception as err:  # noqa: BLE001 -- re-raised with where we tried to meet
-        raise RuntimeError(f"rank {env.rank}/{env.world_size} could not join {env.master_addr}:{env.master_port} "
-                           f"within {timeout_s}s ({type(err).__name__}: {err})") from err
+        raise RuntimeError(
+            f"rank {env.rank}/{env.world_size} could not join the process group at {env.master_addr}:"
+            f"{env.master_port} within {timeout_s}s ({type(err).__name__}: {err}). Check that every rank "
+            f"was started (srun/torchrun), that the first host is reachable from this one and the port is "
+            f"free.") from err
+    return True
 
 
 def deepspeed_config(ds, *, micro_batch_per_gpu: int, grad_accum: int, world_size: int, max_grad_norm: float,
                      precision: str) -> dict:
     """A complete DeepSpeed config from the DeepSpeed profile and the stage's own settings.
 
-    train_batch_size = micro_batch_per_gpu x grad_accum x world_size; clipping and bf16 come from
-    the stage. No optimizer/scheduler block: the stage passes its own torch optimizer and LR
-    schedule, which also avoids DeepSpeed's fused_adam / cpu_adam JIT builds.
+    Every number is filled here (HF's "auto" is resolved only by its Trainer):
+      train_batch_size = micro_batch_per_gpu x grad_accum x world_size (DeepSpeed asserts this);
+      gradient_clipping = the stage's max_grad_norm (0 = off); bf16 when the profile or the stage
+      asks for it. No optimizer/scheduler block: the stage passes its own torch optimizer and LR
+      schedule, which also avoids DeepSpeed's fused_adam / cpu_adam JIT builds.
+    Optimizer offload with a client optimizer: DeepSpeed refuses anything but its DeepSpeedCPUAdam
+    unless `zero_force_ds_cpu_optimizer` is false. We set it false, so torch's AdamW steps the fp32
+    master weights on the CPU: identical maths, no JIT build, slower than DeepSpeedCPUAdam on big
+    models (a throughput cost only where offload is used).
     """
     zero = {"stage": ds.zero_stage, "overlap_comm": False, "contiguous_gradients": True}
     if ds.offload_optimizer:
@@ -110,7 +142,111 @@ def deepspeed_config(ds, *, micro_batch_per_gpu: int, grad_accum: int, world_siz
         "gradient_clipping": float(max_grad_norm or 0.0),
         "bf16": {"enabled": bool(ds.bf16 or precision == "bf16")},
         "zero_optimization": zero,
-        "zero_allow_untested_optimizer": True,
+        "zero_allow_untested_optimizer": True,  # torch AdamW is "untested" to DeepSpeed, and fine
+        "zero_force_ds_cpu_optimizer": False,
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
+
+
+# ----------------------------------------------------------------------------- DeepSpeed engine and weights
+
+
+@contextlib.contextmanager
+def zero3_construction(ds_config: dict, loads_pretrained: bool = False) -> Iterator[None]:
+    """Build a model whose parameters are partitioned as they are created (ZeRO-3 only).
+
+    Each module's parameters are sharded across the ranks as soon as its __init__ returns, so a
+    model too large for one device never exists whole; `from_pretrained` inside this context
+    loads the checkpoint into the shards when `loads_pretrained` keeps an HfDeepSpeedConfig alive
+    (DESIGN §6; transformers needs `accelerate` installed for that).
+    Anything that reads or re-initialises a parameter afterwards must do so inside `gathered`:
+    outside it the tensors are empty placeholders (OpenRLHF #186, TRL #3097). A no-op for ZeRO-0/2.
+    """
+    if ds_config["zero_optimization"]["stage"] != 3:
+        yield
+        return
+    import importlib.util
+
+    import deepspeed
+
+    hf_ds = None
+    if loads_pretrained:
+        # Check first: HfDeepSpeedConfig registers itself before it fails on a missing accelerate,
+        # and a half-built one then breaks every later from_pretrained.
+        if importlib.util.find_spec("accelerate") is None:
+            raise RuntimeError("loading pretrained weights into ZeRO-3 shards needs transformers' DeepSpeed "
+                               "integration, which needs `pip install accelerate`")
+        from transformers.integrations import HfDeepSpeedConfig
+
+        hf_ds = HfDeepSpeedConfig(ds_config)  # transformers holds only a weakref: keep it alive here
+    _join_for_deepspeed()  # zero.Init reads the world size from deepspeed.comm
+    with deepspeed.zero.Init(config_dict_or_path=ds_config):
+        yield
+    del hf_ds  # models built later (e.g. for writing on rank 0) are whole again
+
+
+def gathered(params, modifier_rank: Optional[int] = None):
+    """Context in which ZeRO-3-partitioned `params` are whole on every rank (writes on
+    `modifier_rank` are broadcast back into the shards on exit); a no-op for unpartitioned ones."""
+    params = [p for p in params if hasattr(p, "ds_id")]
+    if not params:
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(params, modifier_rank=modifier_rank)
+
+
+def wrap_with_deepspeed(model, optimizer, scheduler, ds_config: dict, env: Optional[DistEnv] = None):
+    """deepspeed.initialize with our own torch optimizer and LR schedule; returns the engine.
+
+    engine.backward divides the loss by gradient_accumulation_steps and engine.step steps the
+    optimizer, clips and steps the schedule at accumulation boundaries only; gradients are
+    averaged over the ranks. The process group is joined first if the launcher has not (one
+    process included, which DeepSpeed requires).
+    """
+    import deepspeed
+
+    _join_for_deepspeed(env)
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
+                                           config=ds_config)
+    return engine
+
+
+def _join_for_deepspeed(env: Optional[DistEnv] = None) -> None:
+    """Our process group (one process included: DeepSpeed wants one), then deepspeed.comm on top of it."""
+    import deepspeed
+    import torch.distributed as dist
+
+    init_distributed(env or dist_env_from_environ(), single_process=True)
+    deepspeed.init_distributed(dist_backend=dist.get_backend())
+
+
+def full_fp32_state_dict(model) -> Optional[dict]:
+    """The consolidated fp32 state dict of a DeepSpeed-wrapped `model` on rank 0, None elsewhere.
+
+    Parameters come from the optimizer's fp32 master weights (under bf16 the module itself only
+    holds bf16 copies), assembled from the shards of every rank; buffers are not sharded and come
+    from the module (upcast to fp32 when bf16 cast them down). A collective: EVERY rank must call it.
+    The result has the same keys, shapes and dtypes as the unwrapped model's state_dict, so the
+    files written from it are identical in format to a single-process run's.
+    """
+    import torch
+    import torch.distributed as dist
+    from deepspeed.utils import safe_get_full_fp32_param
+
+    main = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    names = {id(p): n for n, p in model.named_parameters()}
+    state = {}
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        if id(tensor) in names:
+            full = safe_get_full_fp32_param(tensor)
+            if full is None:  # not managed by a ZeRO/bf16 optimizer: the module holds the fp32 value
+                with gathered([tensor]):
+                    full = tensor.detach().float().clone()
+        else:
+            full = tensor.detach().clone()
+            full = full.float() if full.is_floating_point() else full
+        if main:
+            state[name] = full.cpu()
+    return state if main else None

@@ -22,10 +22,12 @@ from typing import List, Optional
 import torch
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
+from transformers import AutoModel
 
 from rlhf_scaling.artifacts import building
 from rlhf_scaling.checkpoint import load_checkpoint, save_checkpoint
-from rlhf_scaling.distributed import DistEnv, deepspeed_config, dist_env_from_environ
+from rlhf_scaling.distributed import (DistEnv, deepspeed_config, dist_env_from_environ, full_fp32_state_dict, gathered,
+                                      wrap_with_deepspeed, zero3_construction)
 from rlhf_scaling.data.rm_batches import EncodedGroup, collate, encode_groups, expand_pairs
 from rlhf_scaling.losses import expected_calibration_error, kwise_loss, length_correlation, pair_accuracy
 from rlhf_scaling.models import RewardModel, build_reward_model, count_parameters, save_reward_model
@@ -82,13 +84,23 @@ def evaluate(model: RewardModel, groups: List[EncodedGroup], pad_id: int, device
 
 def train_member(model: RewardModel, train: List[EncodedGroup], eval_groups: List[EncodedGroup], *, cfg: DictConfig,
                  member: int, pad_id: int, device, ckpt_dir: Path, tracker, stop_at_step: Optional[int] = None,
-                 env: DistEnv = DistEnv()) -> dict:
+                 env: DistEnv = DistEnv(), ds_config: Optional[dict] = None) -> dict:
     """Train one RM; resumes from `ckpt_dir` if a checkpoint is there.
 
-    With deepspeed.enabled the model trains through a DeepSpeed engine over env.world_size ranks:
-    rm_train.batch_size stays the GLOBAL micro-batch (each rank takes every world_size-th unit of
-    it), so the optimizer sees the same batches as one process; DeepSpeed does the accumulation,
-    the clipping (from rm_train.max_grad_norm) and its own sharded checkpoints.
+    With a `ds_config` (deepspeed.enabled) the model trains through a DeepSpeed engine over
+    env.world_size data-parallel ranks with the SAME optimizer steps as one process:
+      - rm_train.batch_size is the GLOBAL micro-batch (units: prompts for kwise, pairs for
+        bt/margin), split across ranks (rank r takes units r, r + W, r + 2W, ... of it), and one
+        optimizer step still consumes batch_size x grad_accum units in total, whatever W is;
+      - each rank's loss is its share of the micro-batch's mean over pairs (its pairs' loss sum
+        / the micro-batch's pair count x W), so DeepSpeed's average over ranks is exactly the
+        one-process loss even when the ranks' shares differ (the last, partial micro-batch); a
+        rank with no unit runs one with weight 0 (under ZeRO-3 every rank must forward);
+      - engine.backward divides by grad_accum and engine.step steps the optimizer, clips (at
+        rm_train.max_grad_norm) and steps the LR schedule at accumulation boundaries only, so
+        the loss is NOT divided by grad_accum here (unlike the one-process branch);
+      - checkpoints are DeepSpeed's own (sharded optimizer state, exact resume) in `ckpt_dir`,
+        which every rank writes, so it must be on a filesystem shared by the nodes.
     stop_at_step: return after that many optimizer steps (with a checkpoint), as a preemption
     would; used by the resume tests. Returns the final eval metrics.
     """
@@ -100,18 +112,13 @@ def train_member(model: RewardModel, train: List[EncodedGroup], eval_groups: Lis
         model.parameters(), lr=t.lr, weight_decay=t.weight_decay, schedule=t.lr_schedule,
         warmup_ratio=t.warmup_ratio, total_steps=total_steps)
     engine, step = None, 0
-    if cfg.deepspeed.enabled:
-        import deepspeed
-
-        if t.batch_size % env.world_size:
-            raise ValueError(f"rm_train.batch_size={t.batch_size} must be divisible by the {env.world_size} ranks")
-        ds_config = deepspeed_config(cfg.deepspeed, micro_batch_per_gpu=t.batch_size // env.world_size,
-                                     grad_accum=t.grad_accum, world_size=env.world_size,
-                                     max_grad_norm=t.max_grad_norm, precision=t.precision)
-        engine, optimizer, _, scheduler = deepspeed.initialize(model=model, optimizer=optimizer,
-                                                               lr_scheduler=scheduler, config=ds_config)
+    if ds_config is not None:
+        engine = wrap_with_deepspeed(model, optimizer, scheduler, ds_config, env)
+        scheduler = engine.lr_scheduler
         if (ckpt_dir / "latest").is_file():
-            _, client = engine.load_checkpoint(str(ckpt_dir))
+            path, client = engine.load_checkpoint(str(ckpt_dir))
+            if path is None:
+                raise RuntimeError(f"could not load the DeepSpeed checkpoint in {ckpt_dir}")
             step = int(client["step"])
     else:
         state = load_checkpoint(ckpt_dir, model)
@@ -131,18 +138,20 @@ def train_member(model: RewardModel, train: List[EncodedGroup], eval_groups: Lis
         order = torch.randperm(len(train), generator=gen).tolist()
         first = (step - epoch * steps_per_epoch) * t.grad_accum  # micro-batches already done this epoch
         for micro in range(first, steps_per_epoch * t.grad_accum):
-            idx = order[micro * t.batch_size:(micro + 1) * t.batch_size][env.rank::env.world_size]
-            batch = collate([train[i] for i in idx], pad_id).to(device)
+            idx = order[micro * t.batch_size:(micro + 1) * t.batch_size]
             if engine is not None:
-                loss = group_loss(engine, batch, use_margin)
+                mine, weight = _rank_share(train, idx, env)
+                batch = collate([train[i] for i in mine], pad_id).to(device)
+                loss = group_loss(engine, batch, use_margin) * weight
                 check_finite(loss, f"rm member {member}", step)
-                engine.backward(loss)  # scales by 1/grad_accum itself
+                engine.backward(loss)  # divides by grad_accum itself; gradients averaged over ranks
                 engine.step()  # optimizer, clipping and LR schedule at accumulation boundaries only
-                loss = _mean_over_ranks(loss.detach()) / t.grad_accum
+                loss = _mean_over_ranks(loss.detach()) / t.grad_accum  # the one-process micro-batch loss / accum
                 if (micro + 1) % t.grad_accum:
                     continue
-                grad_norm = engine.get_global_grad_norm() or 0.0
+                grad_norm = engine.get_global_grad_norm() or 0.0  # before clipping, like clip_grad_norm_
             else:
+                batch = collate([train[i] for i in idx], pad_id).to(device)
                 with autocast(t.precision, device):
                     loss = group_loss(model, batch, use_margin) / t.grad_accum
                 check_finite(loss, f"rm member {member}", step)
@@ -163,7 +172,7 @@ def train_member(model: RewardModel, train: List[EncodedGroup], eval_groups: Lis
             tracker.log(metrics)
             if step % t.checkpoint_every == 0 or step == stop_at_step:
                 if engine is not None:
-                    engine.save_checkpoint(str(ckpt_dir), client_state={"step": step})
+                    _save_deepspeed_checkpoint(engine, ckpt_dir, step, env)
                 else:
                     save_checkpoint(ckpt_dir, model, {"optimizer": optimizer.state_dict(),
                                                       "scheduler": scheduler.state_dict(), "step": step})
@@ -176,6 +185,21 @@ def train_member(model: RewardModel, train: List[EncodedGroup], eval_groups: Lis
     return evaluate(engine or model, eval_groups, pad_id, device)
 
 
+# ----------------------------------------------------------------------------- data parallelism (DeepSpeed)
+# Boilerplate around the algorithm: which units a rank trains on, checkpoints, and the ZeRO-3
+# build/save rules. None of it runs without deepspeed.enabled.
+
+
+def _rank_share(train: List[EncodedGroup], idx: List[int], env: DistEnv):
+    """This rank's units of the global micro-batch `idx`, and the weight that turns the mean loss over
+    its pairs into its share of the micro-batch's mean: (its pairs / all pairs) x world_size."""
+    mine = idx[env.rank::env.world_size]
+    total = sum(len(train[i].pairs) for i in idx)
+    if not mine:  # fewer units than ranks (the last micro-batch): forward one unit that counts for nothing
+        return idx[:1], 0.0
+    return mine, sum(len(train[i].pairs) for i in mine) / total * env.world_size
+
+
 def _mean_over_ranks(x: torch.Tensor) -> torch.Tensor:
     """The global mean of a per-rank scalar (what one process would have computed), for logging."""
     import torch.distributed as dist
@@ -185,6 +209,71 @@ def _mean_over_ranks(x: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(x)
         x /= dist.get_world_size()
     return x
+
+
+def _save_deepspeed_checkpoint(engine, ckpt_dir: Path, step: int, env: DistEnv) -> None:
+    """DeepSpeed's sharded checkpoint (every rank writes its part); older tags go once the new one
+    and its `latest` pointer are written, so a kill mid-save leaves the previous checkpoint."""
+    tag = f"step{step}"
+    engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state={"step": step})
+    _barrier()
+    if env.is_main:
+        for old in ckpt_dir.glob("step*"):
+            if old.name != tag and old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+
+
+def _deepspeed_settings(cfg: DictConfig, env: DistEnv) -> dict:
+    """The DeepSpeed config of this RM run; rm_train.batch_size is the global micro-batch."""
+    t = cfg.rm_train
+    if t.batch_size % env.world_size:
+        raise ValueError(f"rm_train.batch_size={t.batch_size} (the global micro-batch) must be divisible by the "
+                         f"{env.world_size} ranks")
+    return deepspeed_config(cfg.deepspeed, micro_batch_per_gpu=t.batch_size // env.world_size,
+                            grad_accum=t.grad_accum, world_size=env.world_size, max_grad_norm=t.max_grad_norm,
+                            precision=t.precision)
+
+
+def _build_member(cfg: DictConfig, tok, device, ds_config: Optional[dict]) -> RewardModel:
+    """The RM to train, seeded by the caller.
+
+    Under ZeRO-3 a pretrained backbone is loaded straight into shards (zero.Init) and the fresh
+    head, created inside it too, is initialised again while gathered: RewardModel.__init__ wrote
+    its init into empty shards (OpenRLHF #186). Random-init (tiny) specs are built whole, as in one
+    process, and deepspeed.initialize shards them: under zero.Init transformers' weight init would
+    also hit empty shards and training would start from PyTorch's default init instead (measured:
+    19 of 30 tensors differ), breaking the equality with one process.
+    """
+    zero3 = ds_config is not None and ds_config["zero_optimization"]["stage"] == 3
+    if not zero3 or cfg.rm.source == "tiny":
+        return build_reward_model(cfg.rm, tok).to(device)
+    try:
+        with zero3_construction(ds_config, loads_pretrained=True):
+            model = build_reward_model(cfg.rm, tok)
+    except RuntimeError as err:  # transformers' ZeRO-3 loading needs accelerate
+        log.warning("%s; building the RM whole on every rank and sharding it afterwards (more CPU memory)", err)
+        return build_reward_model(cfg.rm, tok).to(device)
+    hidden = model.backbone.config.hidden_size
+    with gathered(model.head.parameters(), modifier_rank=0):
+        torch.nn.init.normal_(model.head.weight, std=1.0 / (hidden + 1) ** 0.5)  # as RewardModel.__init__
+        torch.nn.init.zeros_(model.head.bias)
+    return model
+
+
+def _save_member(model: RewardModel, member_dir: Path, final: dict, member: int, env: DistEnv) -> Optional[dict]:
+    """Write a DeepSpeed-trained member as ONE consolidated fp32 safetensors file (the same keys,
+    shapes and dtypes as a one-process run), from the fp32 master weights gathered onto rank 0.
+    A collective; returns the metadata written (rank 0) or None."""
+    state = full_fp32_state_dict(model)
+    if not env.is_main:
+        return None
+    state["offset"] = torch.tensor(float(final["rm/val_reward_mean"]))  # re-centred, as model.offset.fill_ does
+    with torch.device("meta"):  # a shell for the gathered tensors: no init, no RNG draw, no memory
+        whole = RewardModel(AutoModel.from_config(model.backbone.config))
+    whole.load_state_dict(state, strict=True, assign=True)
+    meta = {**final, "rm/n_params": count_parameters(whole), "rm/member": member}
+    save_reward_model(whole, member_dir, meta)
+    return meta
 
 
 def run(cfg: DictConfig, tracker, stop_at_step: Optional[int] = None) -> dict:
@@ -207,10 +296,12 @@ def run(cfg: DictConfig, tracker, stop_at_step: Optional[int] = None) -> dict:
             log.warning("%d responses longer than task.max_response_tokens=%d were truncated",
                         cut_train + cut_eval, cfg.task.max_response_tokens)
         env = dist_env_from_environ() if cfg.deepspeed.enabled else DistEnv()
-        # Rank 0 owns the artifact (lock, final rename); every rank writes its DeepSpeed shards into
-        # the same partial folder, which is why it has a fixed name.
+        ds_config = _deepspeed_settings(cfg, env) if cfg.deepspeed.enabled else None
+        # Rank 0 owns the artifact (lock, final rename) and decides whether it is built here; every
+        # rank writes its DeepSpeed checkpoint shards into the same partial folder (fixed name).
         with (building(artifact) if env.is_main else _shared_partial(artifact)) as out:
-            if out is not None:
+            if _rank0_says(out is not None, env):
+                out = artifact.partial
                 members = []
                 for m in range(t.ensemble_size):
                     member_dir = out / f"member_{m}"
@@ -218,25 +309,26 @@ def run(cfg: DictConfig, tracker, stop_at_step: Optional[int] = None) -> dict:
                         members.append(json.loads((member_dir / "reward_model.json").read_text()))
                         continue
                     seed_everything(cfg.seed + t.seed + 1000 * m)
-                    model = build_reward_model(cfg.rm, tok).to(device)
+                    model = _build_member(cfg, tok, device, ds_config)
                     final = train_member(model, train, evals, cfg=cfg, member=m, pad_id=tok.pad_token_id,
                                          device=device, ckpt_dir=out / f"member_{m}.ckpt", tracker=tracker,
-                                         stop_at_step=stop_at_step, env=env)
+                                         stop_at_step=stop_at_step, env=env, ds_config=ds_config)
                     if not final:
                         raise InterruptedError(f"rm training stopped at step {stop_at_step} (checkpoint kept)")
-                    with _full_weights(model, cfg):
+                    if ds_config is None:
                         # Re-centre: the init policy's samples (the eval responses) get mean reward 0 (Gao et al.).
                         model.offset.fill_(final["rm/val_reward_mean"])
                         meta = {**final, "rm/n_params": count_parameters(model), "rm/member": m}
-                        if env.is_main:
-                            save_reward_model(model, member_dir, meta)
-                    _barrier()
+                        save_reward_model(model, member_dir, meta)
+                    else:
+                        meta = _save_member(model, member_dir, final, m, env)
+                        _barrier()
                     if env.is_main:
                         shutil.rmtree(out / f"member_{m}.ckpt", ignore_errors=True)  # the member is final now
                     members.append(meta)
-                summary = {k: sum(mm[k] for mm in members) / len(members) for k in members[0] if k != "rm/member"}
-                summary["rm/n_params"] = members[0]["rm/n_params"]
                 if env.is_main:
+                    summary = {k: sum(mm[k] for mm in members) / len(members) for k in members[0] if k != "rm/member"}
+                    summary["rm/n_params"] = members[0]["rm/n_params"]
                     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
         _barrier()  # followers read the artifact only after rank 0 renamed it into place
     summary = json.loads((artifact.path / "metrics.json").read_text())
@@ -247,18 +339,20 @@ def run(cfg: DictConfig, tracker, stop_at_step: Optional[int] = None) -> dict:
 
 @contextlib.contextmanager
 def _shared_partial(artifact):
-    """A non-main rank's view of the artifact being built by rank 0."""
-    artifact.partial.mkdir(parents=True, exist_ok=True)
+    """A non-main rank's view of the artifact: rank 0 creates (or skips) the partial folder."""
     yield artifact.partial
 
 
-def _full_weights(model, cfg):
-    """Under ZeRO-3, gather the sharded parameters on every rank (to save or count them)."""
-    if cfg.deepspeed.enabled and cfg.deepspeed.zero_stage == 3:
-        import deepspeed
+def _rank0_says(value: bool, env: DistEnv) -> bool:
+    """Rank 0's `value` on every rank, e.g. whether it holds the build (another job may have built
+    the artifact while rank 0 waited for the lock; then no rank may start training collectives)."""
+    import torch.distributed as dist
 
-        return deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=0)
-    return contextlib.nullcontext()
+    if env.world_size == 1 or not (dist.is_available() and dist.is_initialized()):
+        return value
+    flag = [value]
+    dist.broadcast_object_list(flag, src=0)
+    return bool(flag[0])
 
 
 def _barrier() -> None:
