@@ -197,6 +197,26 @@ def gathered(params, modifier_rank: Optional[int] = None):
     return deepspeed.zero.GatheredParameters(params, modifier_rank=modifier_rank)
 
 
+@contextlib.contextmanager
+def whole_for_generation(engine) -> Iterator[None]:
+    """Context in which a ZeRO-3 engine's module runs as a plain local model: every parameter
+    gathered whole on every rank, ZeRO-3's per-module hooks removed (re-registered on exit).
+
+    Why: under the hooks each forward all-gathers each layer, so ranks that stop sampling at
+    different lengths would wait forever on each other's collectives; gathering once per rollout
+    phase also replaces one all-gather per layer per generated token. Costs the memory of the
+    whole module on every rank while generating. Uses DeepSpeed's own unwrap_model_for_generation.
+    A no-op without an engine or below ZeRO-3 (the weights are whole there already).
+    """
+    if engine is None or engine.zero_optimization_stage() != 3:
+        yield
+        return
+    from deepspeed.runtime.zero.stage3 import unwrap_model_for_generation
+
+    with unwrap_model_for_generation(engine):
+        yield
+
+
 def wrap_with_deepspeed(model, optimizer, scheduler, ds_config: dict, env: Optional[DistEnv] = None):
     """deepspeed.initialize with our own torch optimizer and LR schedule; returns the engine.
 
@@ -250,3 +270,107 @@ def full_fp32_state_dict(model) -> Optional[dict]:
         if main:
             state[name] = full.cpu()
     return state if main else None
+
+
+# ----------------------------------------------------------------------------- collectives the stages share
+# Each is the identity (and needs no process group) in one process, so a recipe calls them unconditionally.
+
+
+def _group_size() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def barrier() -> None:
+    import torch.distributed as dist
+
+    if _group_size() > 1:
+        dist.barrier()
+
+
+def mean_over_ranks(x):
+    """The mean over ranks of a per-rank tensor (what one process would have computed from equal shares)."""
+    import torch.distributed as dist
+
+    if _group_size() > 1:
+        x = x.clone()
+        dist.all_reduce(x)
+        x /= dist.get_world_size()
+    return x
+
+
+def sum_over_ranks(x):
+    """The sum over ranks of a per-rank tensor."""
+    import torch.distributed as dist
+
+    if _group_size() > 1:
+        x = x.clone()
+        dist.all_reduce(x)
+    return x
+
+
+def cat_over_ranks(x):
+    """(B, ...) per rank -> (W·B, ...) on every rank, rank 0's rows first; every rank must pass the same B."""
+    import torch
+    import torch.distributed as dist
+
+    if _group_size() == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
+
+
+def from_rank0(value):
+    """Rank 0's `value` (any picklable object) on every rank: e.g. a path every rank must share
+    when the ranks composed their configs at slightly different times, or whether rank 0 builds."""
+    import torch.distributed as dist
+
+    if _group_size() == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def save_deepspeed_checkpoint(engine, ckpt_dir, step: int, client_state: dict, env: DistEnv,
+                              per_rank: Optional[dict] = None) -> None:
+    """DeepSpeed's sharded checkpoint in ckpt_dir/step<step> (every rank writes its part, so
+    ckpt_dir must be on a filesystem the nodes share). `per_rank` (e.g. RNG states) goes to
+    rank<r>.pt in the tag folder BEFORE DeepSpeed moves its `latest` pointer there. Older tags are
+    deleted once the new one is complete, so a kill mid-save leaves the previous checkpoint."""
+    import shutil
+    from pathlib import Path
+
+    import torch
+
+    ckpt_dir, tag = Path(ckpt_dir), f"step{step}"
+    if per_rank is not None:
+        (ckpt_dir / tag).mkdir(parents=True, exist_ok=True)
+        torch.save(per_rank, ckpt_dir / tag / f"rank{env.rank}.pt")
+    engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state={**client_state, "step": step})
+    barrier()
+    if env.is_main:
+        for old in ckpt_dir.glob("step*"):
+            if old.name != tag and old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+
+
+def load_deepspeed_checkpoint(engine, ckpt_dir, env: DistEnv) -> Optional[tuple]:
+    """(client_state, per_rank or None) of the latest complete DeepSpeed checkpoint in ckpt_dir, loaded
+    into `engine` (weights, optimizer, schedule), or None when there is none yet."""
+    from pathlib import Path
+
+    import torch
+
+    ckpt_dir = Path(ckpt_dir)
+    if not (ckpt_dir / "latest").is_file():
+        return None
+    path, client = engine.load_checkpoint(str(ckpt_dir))
+    if path is None:
+        raise RuntimeError(f"could not load the DeepSpeed checkpoint in {ckpt_dir}")
+    tag = (ckpt_dir / "latest").read_text().strip()
+    mine = ckpt_dir / tag / f"rank{env.rank}.pt"
+    per_rank = torch.load(mine, weights_only=True) if mine.is_file() else None  # never unpickle objects
+    return client, per_rank

@@ -233,15 +233,19 @@ def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Te
     return loss, clip_fraction
 
 
-def entropy_from_logits(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean per-token entropy of the policy over real tokens, in nats (scalar).
+def entropy_per_token(logits: torch.Tensor) -> torch.Tensor:
+    """(B, T, V) logits -> (B, T) entropy of the policy at each position, in nats, not masked.
 
-    logits: (B, T, V); mask: (B, T).  H = logsumexp(z) − Σ_v softmax(z)_v z_v.
+    H = logsumexp(z) − Σ_v softmax(z)_v z_v (computed in fp32).
     """
     logits = logits.float()
     p = F.softmax(logits, dim=-1)
-    ent = torch.logsumexp(logits, dim=-1) - (p * logits).sum(dim=-1)
-    return masked_mean(ent, mask)
+    return torch.logsumexp(logits, dim=-1) - (p * logits).sum(dim=-1)
+
+
+def entropy_from_logits(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean per-token entropy of the policy over real tokens, in nats (scalar). logits: (B, T, V); mask: (B, T)."""
+    return masked_mean(entropy_per_token(logits), mask)
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,17 +7,31 @@ Recipe (Ziegler et al. 2019; Ouyang et al. 2022; maths in rlhf_scaling/ppo.py):
   from the init policy -> ppo.ppo_epochs of clipped policy and value updates over minibatches ->
   β update (fixed or adaptive).
 Every iteration logs proxy reward, gold reward, KL (nats per sequence, the estimator trained
-with) and sqrt(KL), so overoptimization shows as proxy rising while gold turns down.
+with) and sqrt(KL), so overoptimization shows as proxy rising while gold turns down; and the
+iteration's time split (generation, scoring, experience forwards, training) and rollout tokens.
 
 Checkpoints (policy, critic, optimizer, β, RNG, step) go to <run dir>/checkpoint; a job started
-again in the same run folder resumes there and produces the same curves (tested).
+again in the same run folder resumes there and produces the same curves (tested). The trained
+policy is written as one consolidated safetensors model to <run dir>/policy.
+
+DeepSpeed (deepspeed.enabled, W ranks): policy and critic train as ONE engine (ZeRO-2/3, bf16 from
+the profile); ppo.prompts_per_step x samples_per_prompt rollouts and ppo.minibatch_size are GLOBAL
+and split evenly over the ranks. Under ZeRO-3 generation runs with the engine's weights gathered
+whole on every rank and ZeRO's hooks off for the duration of `sample` (one all-gather per
+iteration instead of one per layer per generated token; ranks may then stop generating at
+different lengths without deadlocking ZeRO's per-layer collectives). Batch statistics (reward and advantage whitening, the KL
+controller's input, every logged metric) are taken over all ranks' rollouts, as one process would;
+the gradient is the mean of the ranks' minibatch losses, each a mean over its own tokens (the
+usual data-parallel approximation of the global token mean). The frozen reference policy and the
+proxy RMs are replicated on every rank (inference only; bf16 when the profile trains in bf16).
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import random
+import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -29,14 +43,20 @@ from tqdm.auto import tqdm
 from rlhf_scaling import ppo as P
 from rlhf_scaling.bon import combine_ensemble
 from rlhf_scaling.checkpoint import load_checkpoint, save_checkpoint
+from rlhf_scaling.config import ConfigError
 from rlhf_scaling.curves import fit_overoptimization, peak
-from rlhf_scaling.models import load_policy, position_ids_from_mask
+from rlhf_scaling.distributed import (DistEnv, barrier, cat_over_ranks, deepspeed_config, dist_env_from_environ,
+                                      from_rank0, full_fp32_state_dict, load_deepspeed_checkpoint, mean_over_ranks,
+                                      save_deepspeed_checkpoint, sum_over_ranks, whole_for_generation,
+                                      wrap_with_deepspeed)
+from rlhf_scaling.models import load_policy, position_ids_from_mask, save_policy
 from rlhf_scaling.sampling import sample
 from rlhf_scaling.scoring import load_ensemble, score_texts
 from rlhf_scaling.stages.common import build_command, policy_init_path, rm_artifact, setup_task
 from rlhf_scaling.training import check_finite, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
+RANK_SEED_STRIDE = 1_000_003  # rank r samples from seed + r·stride: ranks draw different rollouts
 
 
 class Critic(nn.Module):
@@ -50,10 +70,10 @@ class Critic(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def forward(self, input_ids, attention_mask):
-        """(B, L) -> (B, L) values."""
+        """(B, L) -> (B, L) values, fp32."""
         h = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
                           position_ids=position_ids_from_mask(attention_mask)).last_hidden_state
-        return self.head(h).squeeze(-1)
+        return self.head(h).squeeze(-1).float()
 
 
 def response_logits(model, input_ids, attention_mask, n_prompt: int, temperature: float) -> torch.Tensor:
@@ -68,95 +88,221 @@ def rollout_prompts(setup, step: int, n: int, seed: int):
     return setup.prompts(n, seed=seed * 1_000_003 + step)
 
 
+def rank_batch(p, env: DistEnv) -> tuple[int, int]:
+    """(rollouts, minibatch) of one rank: the global ppo.prompts_per_step x samples_per_prompt and
+    ppo.minibatch_size split evenly over env.world_size ranks (an uneven split would leave ranks
+    with different numbers of optimizer steps, which ZeRO's collectives cannot do)."""
+    n_rollouts = p.prompts_per_step * p.samples_per_prompt
+    for name, value in (("ppo.prompts_per_step x ppo.samples_per_prompt", n_rollouts),
+                        ("ppo.minibatch_size", p.minibatch_size)):
+        if value % env.world_size:
+            raise ConfigError(f"{name} = {value} must be divisible by the {env.world_size} ranks")
+    return n_rollouts // env.world_size, p.minibatch_size // env.world_size
+
+
+def whiten_over_ranks(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """P.whiten with the mean and (unbiased) variance taken over every rank's masked entries.
+
+    x, mask: (B, T) on each rank. Two passes (mean, then squared deviations) as P.whiten does.
+    """
+    x = torch.where(mask.bool(), x, torch.zeros_like(x))
+    count = sum_over_ranks(mask.sum().to(x.dtype))
+    mean = sum_over_ranks(x.sum()) / count.clamp_min(1)
+    dev = torch.where(mask.bool(), (x - mean) ** 2, torch.zeros_like(x))
+    var = sum_over_ranks(dev.sum()) / (count - 1).clamp_min(1)
+    return torch.where(mask.bool(), (x - mean) * torch.rsqrt(var + eps), torch.zeros_like(x))
+
+
+def masked_mean_over_ranks(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """P.masked_mean over every rank's masked entries (scalar)."""
+    total = sum_over_ranks(torch.stack([torch.where(mask.bool(), x, torch.zeros_like(x)).sum(),
+                                        mask.sum().to(x.dtype)]))
+    return total[0] / total[1].clamp_min(1)
+
+
 def run(cfg: DictConfig, tracker) -> dict:
-    """Train the policy; write ppo_curve.csv in the run folder; returns the RL-form fit summary."""
+    """Train the policy; write ppo_curve.csv and policy/ in the run folder; returns the RL-form fit summary."""
     p = cfg.ppo
+    env = dist_env_from_environ() if cfg.deepspeed.enabled else DistEnv()
+    local_n, local_mb = rank_batch(p, env)
     device = resolve_device(cfg.device)
     setup = setup_task(cfg, device=str(device))
     tok = setup.tokenizer
     rm_dir = rm_artifact(cfg).require(build_command("rm", cfg))
-    seed_everything(cfg.seed + p.seed)
+    seed_everything(cfg.seed + p.seed + RANK_SEED_STRIDE * env.rank)
     init_path = policy_init_path(cfg)
     policy = load_policy(init_path).to(device)
-    reference = load_policy(init_path).to(device).eval().requires_grad_(False)
     critic = Critic(policy).to(device)
-    proxies = load_ensemble(rm_dir, device)
     trainable = nn.ModuleDict({"policy": policy, "critic": critic})
     optimizer = torch.optim.Adam(trainable.parameters(), lr=p.lr, eps=1e-5)
+    engine, dtype = None, torch.float32
+    if cfg.deepspeed.enabled:
+        ds_config = deepspeed_config(cfg.deepspeed, micro_batch_per_gpu=local_mb, grad_accum=1,
+                                     world_size=env.world_size, max_grad_norm=p.max_grad_norm, precision="fp32")
+        engine = wrap_with_deepspeed(trainable, optimizer, None, ds_config, env)
+        policy, critic = engine.module["policy"], engine.module["critic"]
+        dtype = torch.bfloat16 if ds_config["bf16"]["enabled"] else torch.float32
+    # The reference in the policy's compute dtype: a bf16 policy against an fp32 reference would
+    # start with a KL made of rounding alone.
+    reference = load_policy(init_path).to(device, dtype).eval().requires_grad_(False)
+    proxies = load_ensemble(rm_dir, device)
     kl_ctl = P.AdaptiveKLController(p.kl_coef, p.target_kl, p.kl_horizon) if p.adaptive_kl else P.FixedKLController(p.kl_coef)
 
-    ckpt_dir = tracker.run_dir / "checkpoint"
-    start = 0
-    state = load_checkpoint(ckpt_dir, trainable)
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        kl_ctl.load_state_dict(state["kl_ctl"])
-        torch.set_rng_state(state["rng"])
-        start = int(state["step"])
-        log.info("PPO resumed at iteration %d from %s", start, ckpt_dir)
+    # Every rank's shards go to rank 0's run folder (ranks may have composed slightly different ones).
+    ckpt_dir = Path(from_rank0(str(tracker.run_dir / "checkpoint")))
+    start = _resume(ckpt_dir, trainable, optimizer, engine, kl_ctl, env)
     tracker.define_step("ppo/", "ppo/step")
-    n_rollouts = p.prompts_per_step * p.samples_per_prompt
     bar = tqdm(range(start, p.steps), initial=start, total=p.steps, desc=f"ppo vs {cfg.rm.name}",
-               disable=not cfg.progress, leave=False)
+               disable=not cfg.progress or not env.is_main, leave=False)
     for step in bar:
-        # ---- rollouts and their scores
+        clock = [time.perf_counter()]
+        # ---- rollouts (this rank's share of the iteration's prompts)
         prompts = [q for q in rollout_prompts(setup, step, p.prompts_per_step, cfg.seed + p.seed)
-                   for _ in range(p.samples_per_prompt)]
-        ro = sample(policy, tok, prompts, max_new_tokens=cfg.task.max_response_tokens, temperature=p.temperature)
+                   for _ in range(p.samples_per_prompt)][env.rank * local_n:(env.rank + 1) * local_n]
+        with whole_for_generation(engine):  # ZeRO-3: gathered once, no per-layer collectives
+            ro = sample(policy, tok, prompts, max_new_tokens=cfg.task.max_response_tokens, temperature=p.temperature)
+        clock.append(time.perf_counter())
         ids = torch.cat([ro.prompt_ids, ro.response_ids], dim=1).to(device)
         mask = torch.cat([ro.prompt_mask, ro.response_mask], dim=1).to(device)
         r_ids, r_mask, n_prompt = ro.response_ids.to(device), ro.response_mask.to(device).float(), ro.prompt_ids.shape[1]
+        # ---- scores: proxy (trained on) and gold (logged only)
         with torch.no_grad():
             member_scores = score_texts(proxies, tok, prompts, ro.texts, max_response_tokens=cfg.task.max_response_tokens)
             proxy = torch.as_tensor(combine_ensemble(member_scores.numpy(), cfg.bon.ensemble, cfg.bon.uwo_lambda),
                                     dtype=torch.float32, device=device)
-            gold = setup.gold.score(prompts, ro.texts)
+            gold = torch.as_tensor(setup.gold.score(prompts, ro.texts), dtype=torch.float32, device=device)
+        clock.append(time.perf_counter())
+        # ---- experience: log-probs, reference log-probs, values, KL-penalised rewards, GAE
+        with torch.no_grad():
             logits = response_logits(policy, ids, mask, n_prompt, p.temperature)
             old_logprobs = P.logprobs_from_logits(logits, r_ids)
-            entropy = P.entropy_from_logits(logits, r_mask)
+            entropy = masked_mean_over_ranks(P.entropy_per_token(logits), r_mask)
             ref_logprobs = P.logprobs_from_logits(response_logits(reference, ids, mask, n_prompt, p.temperature), r_ids)
             old_values = critic(ids, mask)[:, n_prompt - 1:-1] * r_mask
-            scores = (proxy - proxy.mean()) / (proxy.std() + 1e-8) if p.whiten_rewards else proxy
+            all_proxy = cat_over_ranks(proxy)
+            scores = (proxy - all_proxy.mean()) / (all_proxy.std() + 1e-8) if p.whiten_rewards else proxy
             rewards, kl = P.kl_penalised_rewards(scores, old_logprobs, ref_logprobs, r_mask, kl_ctl.value, p.kl_estimator)
             advantages, returns = P.gae(rewards, old_values, r_mask, p.gamma, p.lam)
-            advantages = P.whiten(advantages, r_mask)
+            advantages = whiten_over_ranks(advantages, r_mask)
         seq_kl = P.sequence_kl(kl, r_mask)  # nats per sequence, the estimator the penalty used
+        clock.append(time.perf_counter())
         # ---- PPO updates
         stats = []
         for _ in range(p.ppo_epochs):
-            for mb in torch.randperm(n_rollouts).split(p.minibatch_size):
+            for mb in torch.randperm(local_n).split(local_mb):
                 new_logprobs = P.logprobs_from_logits(response_logits(policy, ids[mb], mask[mb], n_prompt, p.temperature), r_ids[mb])
                 values = critic(ids[mb], mask[mb])[:, n_prompt - 1:-1]
                 pg_loss, pg_clip, approx_kl = P.policy_loss(new_logprobs, old_logprobs[mb], advantages[mb], r_mask[mb], p.clip_range)
                 vf_loss, vf_clip = P.value_loss(values, old_values[mb], returns[mb], r_mask[mb], p.clip_range_value)
                 loss = pg_loss + p.vf_coef * vf_loss
-                check_finite(loss, "ppo", step)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(trainable.parameters(), p.max_grad_norm or float("inf"))
-                optimizer.step()
-                stats.append([pg_loss.item(), vf_loss.item(), float(pg_clip), float(vf_clip), float(approx_kl)])
+                check_finite(mean_over_ranks(loss.detach()), "ppo", step)  # every rank stops together
+                if engine is not None:
+                    engine.backward(loss)  # gradients averaged over ranks
+                    engine.step()  # clipping at ppo.max_grad_norm (gradient_clipping) and Adam
+                else:
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    nn.utils.clip_grad_norm_(trainable.parameters(), p.max_grad_norm or float("inf"))
+                    optimizer.step()
+                stats.append(torch.stack([pg_loss.detach(), vf_loss.detach(), pg_clip, vf_clip, approx_kl]))
+        clock.append(time.perf_counter())
+        all_seq_kl = cat_over_ranks(seq_kl)
         beta_used = kl_ctl.value
-        kl_ctl.update(float(seq_kl.mean()), n_rollouts)
-        # ---- log
+        kl_ctl.update(float(all_seq_kl.mean()), p.prompts_per_step * p.samples_per_prompt)
+        # ---- log (every value over all ranks' rollouts)
         if step % p.log_every == 0 or step == p.steps - 1:
-            pg, vf, pg_clip, vf_clip, approx_kl = np.mean(stats, axis=0)
-            k1 = P.sequence_kl(P.kl_per_token(old_logprobs, ref_logprobs, "k1"), r_mask).mean().item()
-            mean_kl = seq_kl.mean().item()
+            pg, vf, pg_clip, vf_clip, approx_kl = mean_over_ranks(torch.stack(stats).mean(0).float()).tolist()
+            k1 = cat_over_ranks(P.sequence_kl(P.kl_per_token(old_logprobs, ref_logprobs, "k1"), r_mask))
+            all_gold, lengths = cat_over_ranks(gold), cat_over_ranks(ro.lengths.float().to(device))
+            ended = cat_over_ranks(ro.ended.float().to(device))
+            generate_s, score_s, forward_s, train_s = np.diff(clock)
+            mean_kl = all_seq_kl.mean().item()
             tracker.log({
-                "ppo/step": step, "ppo/proxy": proxy.mean().item(), "ppo/gold": gold.mean().item(),
-                "ppo/kl": mean_kl, "ppo/sqrt_kl": max(mean_kl, 0.0) ** 0.5, "ppo/kl_k1": k1,
-                "ppo/kl_coef": beta_used, "ppo/response_length": ro.lengths.float().mean().item(),
-                "ppo/ended_fraction": ro.ended.float().mean().item(), "ppo/entropy": entropy.item(),
+                "ppo/step": step, "ppo/proxy": all_proxy.mean().item(), "ppo/gold": all_gold.mean().item(),
+                "ppo/kl": mean_kl, "ppo/sqrt_kl": max(mean_kl, 0.0) ** 0.5, "ppo/kl_k1": k1.mean().item(),
+                "ppo/kl_coef": beta_used, "ppo/response_length": lengths.mean().item(),
+                "ppo/ended_fraction": ended.mean().item(), "ppo/entropy": entropy.item(),
                 "ppo/policy_loss": pg, "ppo/value_loss": vf, "ppo/clip_frac": pg_clip, "ppo/value_clip_frac": vf_clip,
-                "ppo/approx_kl": approx_kl, "ppo/rollouts": (step + 1) * n_rollouts,
+                "ppo/approx_kl": approx_kl, "ppo/rollouts": (step + 1) * p.prompts_per_step * p.samples_per_prompt,
+                # Wall time of this iteration's phases on rank 0, and the tokens generated by all ranks.
+                "ppo/time_generate_s": generate_s, "ppo/time_score_s": score_s, "ppo/time_forward_s": forward_s,
+                "ppo/time_train_s": train_s, "ppo/rollout_tokens": lengths.sum().item(),
+                "ppo/rollout_tokens_per_s": lengths.sum().item() / (clock[-1] - clock[0]),
             })
-            bar.set_postfix(proxy=f"{proxy.mean().item():.2f}", gold=f"{gold.mean().item():.2f}", kl=f"{mean_kl:.2f}")
+            bar.set_postfix(proxy=f"{all_proxy.mean().item():.2f}", gold=f"{all_gold.mean().item():.2f}", kl=f"{mean_kl:.2f}")
         if (step + 1) % p.checkpoint_every == 0 or step == p.steps - 1:
-            save_checkpoint(ckpt_dir, trainable, {"optimizer": optimizer.state_dict(), "kl_ctl": kl_ctl.state_dict(),
-                                                  "rng": torch.get_rng_state(), "step": step + 1})
+            _save(ckpt_dir, trainable, optimizer, engine, kl_ctl, step + 1, env)
     bar.close()
-    return fit_summary(tracker.run_dir)
+    _save_policy(engine, trainable, tok, Path(from_rank0(str(tracker.run_dir / "policy"))), env)
+    return fit_summary(tracker.run_dir) if env.is_main else {}
+
+
+# ----------------------------------------------------------------------------- checkpoints (boilerplate)
+
+
+def _rng_state() -> dict:
+    """This process's RNG streams: CPU, and CUDA where sampling runs on a GPU."""
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def _save(ckpt_dir: Path, trainable, optimizer, engine, kl_ctl, step: int, env: DistEnv) -> None:
+    """A resumable checkpoint after `step` iterations: ours (safetensors + weights-only state) in one
+    process, DeepSpeed's sharded one with each rank's RNG under DeepSpeed."""
+    if engine is not None:
+        save_deepspeed_checkpoint(engine, ckpt_dir, step, {"kl_ctl": kl_ctl.state_dict()}, env, per_rank=_rng_state())
+    else:
+        save_checkpoint(ckpt_dir, trainable, {"optimizer": optimizer.state_dict(), "kl_ctl": kl_ctl.state_dict(),
+                                              "rng": _rng_state(), "step": step})
+
+
+def _resume(ckpt_dir: Path, trainable, optimizer, engine, kl_ctl, env: DistEnv) -> int:
+    """Load the last checkpoint in ckpt_dir, if any; returns the iteration to start at."""
+    if engine is not None:
+        resumed = load_deepspeed_checkpoint(engine, ckpt_dir, env)
+        if resumed is None:
+            return 0
+        state, rng = {**resumed[0]}, resumed[1]
+        if rng is None:
+            raise RuntimeError(f"{ckpt_dir}: the checkpoint has no RNG state for rank {env.rank} "
+                               f"(was it written by a run with a different number of ranks?)")
+    else:
+        state = load_checkpoint(ckpt_dir, trainable)
+        if state is None:
+            return 0
+        optimizer.load_state_dict(state["optimizer"])
+        rng = state["rng"]
+    kl_ctl.load_state_dict(state["kl_ctl"])
+    _set_rng_state(rng)
+    log.info("PPO resumed at iteration %d from %s", int(state["step"]), ckpt_dir)
+    return int(state["step"])
+
+
+def _save_policy(engine, trainable, tokenizer, out: Path, env: DistEnv) -> None:
+    """The trained policy as one consolidated fp32 safetensors model (loads with load_policy /
+    model source=pretrained), whatever the ZeRO stage: under DeepSpeed gathered from the fp32
+    master weights of every rank onto rank 0 (a collective: every rank calls it)."""
+    policy = trainable["policy"]
+    if engine is not None:
+        state = full_fp32_state_dict(engine.module)
+        if env.is_main:
+            prefix = "policy."
+            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            with torch.device("meta"):  # a shell for the gathered tensors: no init, no memory
+                policy = type(policy)(copy.deepcopy(policy.config))
+            policy.load_state_dict(state, strict=True, assign=True)
+            policy.config.torch_dtype = torch.float32
+    if env.is_main:
+        save_policy(policy, tokenizer, out)
+    barrier()
 
 
 def fit_summary(run_dir) -> dict:

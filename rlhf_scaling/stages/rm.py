@@ -26,8 +26,10 @@ from transformers import AutoModel
 
 from rlhf_scaling.artifacts import building
 from rlhf_scaling.checkpoint import load_checkpoint, save_checkpoint
-from rlhf_scaling.distributed import (DistEnv, deepspeed_config, dist_env_from_environ, full_fp32_state_dict, gathered,
-                                      wrap_with_deepspeed, zero3_construction)
+from rlhf_scaling.config import ConfigError
+from rlhf_scaling.distributed import (DistEnv, barrier, deepspeed_config, dist_env_from_environ, from_rank0,
+                                      full_fp32_state_dict, gathered, load_deepspeed_checkpoint, mean_over_ranks,
+                                      save_deepspeed_checkpoint, wrap_with_deepspeed, zero3_construction)
 from rlhf_scaling.data.rm_batches import EncodedGroup, collate, encode_groups, expand_pairs
 from rlhf_scaling.losses import expected_calibration_error, kwise_loss, length_correlation, pair_accuracy
 from rlhf_scaling.models import RewardModel, build_reward_model, count_parameters, save_reward_model
@@ -115,11 +117,9 @@ def train_member(model: RewardModel, train: List[EncodedGroup], eval_groups: Lis
     if ds_config is not None:
         engine = wrap_with_deepspeed(model, optimizer, scheduler, ds_config, env)
         scheduler = engine.lr_scheduler
-        if (ckpt_dir / "latest").is_file():
-            path, client = engine.load_checkpoint(str(ckpt_dir))
-            if path is None:
-                raise RuntimeError(f"could not load the DeepSpeed checkpoint in {ckpt_dir}")
-            step = int(client["step"])
+        resumed = load_deepspeed_checkpoint(engine, ckpt_dir, env)
+        if resumed is not None:
+            step = int(resumed[0]["step"])
     else:
         state = load_checkpoint(ckpt_dir, model)
         if state is not None:
@@ -146,7 +146,7 @@ def train_member(model: RewardModel, train: List[EncodedGroup], eval_groups: Lis
                 check_finite(loss, f"rm member {member}", step)
                 engine.backward(loss)  # divides by grad_accum itself; gradients averaged over ranks
                 engine.step()  # optimizer, clipping and LR schedule at accumulation boundaries only
-                loss = _mean_over_ranks(loss.detach()) / t.grad_accum  # the one-process micro-batch loss / accum
+                loss = mean_over_ranks(loss.detach()) / t.grad_accum  # the one-process micro-batch loss / accum
                 if (micro + 1) % t.grad_accum:
                     continue
                 grad_norm = engine.get_global_grad_norm() or 0.0  # before clipping, like clip_grad_norm_
@@ -172,7 +172,7 @@ def train_member(model: RewardModel, train: List[EncodedGroup], eval_groups: Lis
             tracker.log(metrics)
             if step % t.checkpoint_every == 0 or step == stop_at_step:
                 if engine is not None:
-                    _save_deepspeed_checkpoint(engine, ckpt_dir, step, env)
+                    save_deepspeed_checkpoint(engine, ckpt_dir, step, {}, env)
                 else:
                     save_checkpoint(ckpt_dir, model, {"optimizer": optimizer.state_dict(),
                                                       "scheduler": scheduler.state_dict(), "step": step})
@@ -200,34 +200,11 @@ def _rank_share(train: List[EncodedGroup], idx: List[int], env: DistEnv):
     return mine, sum(len(train[i].pairs) for i in mine) / total * env.world_size
 
 
-def _mean_over_ranks(x: torch.Tensor) -> torch.Tensor:
-    """The global mean of a per-rank scalar (what one process would have computed), for logging."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        x = x.clone()
-        dist.all_reduce(x)
-        x /= dist.get_world_size()
-    return x
-
-
-def _save_deepspeed_checkpoint(engine, ckpt_dir: Path, step: int, env: DistEnv) -> None:
-    """DeepSpeed's sharded checkpoint (every rank writes its part); older tags go once the new one
-    and its `latest` pointer are written, so a kill mid-save leaves the previous checkpoint."""
-    tag = f"step{step}"
-    engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state={"step": step})
-    _barrier()
-    if env.is_main:
-        for old in ckpt_dir.glob("step*"):
-            if old.name != tag and old.is_dir():
-                shutil.rmtree(old, ignore_errors=True)
-
-
 def _deepspeed_settings(cfg: DictConfig, env: DistEnv) -> dict:
     """The DeepSpeed config of this RM run; rm_train.batch_size is the global micro-batch."""
     t = cfg.rm_train
     if t.batch_size % env.world_size:
-        raise ValueError(f"rm_train.batch_size={t.batch_size} (the global micro-batch) must be divisible by the "
+        raise ConfigError(f"rm_train.batch_size={t.batch_size} (the global micro-batch) must be divisible by the "
                          f"{env.world_size} ranks")
     return deepspeed_config(cfg.deepspeed, micro_batch_per_gpu=t.batch_size // env.world_size,
                             grad_accum=t.grad_accum, world_size=env.world_size, max_grad_norm=t.max_grad_norm,
@@ -300,7 +277,7 @@ def run(cfg: DictConfig, tracker, stop_at_step: Optional[int] = None) -> dict:
         # Rank 0 owns the artifact (lock, final rename) and decides whether it is built here; every
         # rank writes its DeepSpeed checkpoint shards into the same partial folder (fixed name).
         with (building(artifact) if env.is_main else _shared_partial(artifact)) as out:
-            if _rank0_says(out is not None, env):
+            if bool(from_rank0(out is not None)):
                 out = artifact.partial
                 members = []
                 for m in range(t.ensemble_size):
@@ -322,7 +299,7 @@ def run(cfg: DictConfig, tracker, stop_at_step: Optional[int] = None) -> dict:
                         save_reward_model(model, member_dir, meta)
                     else:
                         meta = _save_member(model, member_dir, final, m, env)
-                        _barrier()
+                        barrier()
                     if env.is_main:
                         shutil.rmtree(out / f"member_{m}.ckpt", ignore_errors=True)  # the member is final now
                     members.append(meta)
@@ -330,7 +307,7 @@ def run(cfg: DictConfig, tracker, stop_at_step: Optional[int] = None) -> dict:
                     summary = {k: sum(mm[k] for mm in members) / len(members) for k in members[0] if k != "rm/member"}
                     summary["rm/n_params"] = members[0]["rm/n_params"]
                     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
-        _barrier()  # followers read the artifact only after rank 0 renamed it into place
+        barrier()  # followers read the artifact only after rank 0 renamed it into place
     summary = json.loads((artifact.path / "metrics.json").read_text())
     log.info("proxy RM %s: val accuracy %.3f, loss %.3f -> %s", cfg.rm.name, summary["rm/val_accuracy"],
              summary["rm/val_loss"], artifact.path)
@@ -341,22 +318,3 @@ def run(cfg: DictConfig, tracker, stop_at_step: Optional[int] = None) -> dict:
 def _shared_partial(artifact):
     """A non-main rank's view of the artifact: rank 0 creates (or skips) the partial folder."""
     yield artifact.partial
-
-
-def _rank0_says(value: bool, env: DistEnv) -> bool:
-    """Rank 0's `value` on every rank, e.g. whether it holds the build (another job may have built
-    the artifact while rank 0 waited for the lock; then no rank may start training collectives)."""
-    import torch.distributed as dist
-
-    if env.world_size == 1 or not (dist.is_available() and dist.is_initialized()):
-        return value
-    flag = [value]
-    dist.broadcast_object_list(flag, src=0)
-    return bool(flag[0])
-
-
-def _barrier() -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
