@@ -201,7 +201,7 @@ class SlurmConfig:
     mem_gb: Optional[int] = 8  # per node
     timeout_min: int = 60
     array_parallelism: int = 64  # array jobs running at once
-    max_num_timeout: int = 0  # automatic requeues on timeout/preemption (resume is tested)
+    max_num_timeout: int = 3  # requeues after the time limit; preemptions requeue regardless (rlhf_scaling/preemption.py)
     setup: List[str] = field(default_factory=list)  # shell lines before srun
 
 

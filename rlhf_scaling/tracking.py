@@ -218,7 +218,7 @@ class RunTracker:
     init_timeout: seconds wandb.init may take before the job goes on local-only (W&B's default is 90).
 
     Use as a context manager: leaving it normally marks the run completed; an exception marks it
-    failed (KeyboardInterrupt: interrupted) with the scrubbed message, and is re-raised."""
+    failed (KeyboardInterrupt, or SystemExit ≠ 0 from a preemption stop: interrupted) with the scrubbed message, and is re-raised."""
 
     def __init__(self, run_dir: Union[str, Path], config: dict, *, stage: str, mode: str = "disabled",
                  project: str = "rlhf-scaling", entity: Optional[str] = None, group: Optional[str] = None,
@@ -314,7 +314,8 @@ class RunTracker:
         if exc is None or (isinstance(exc, SystemExit) and exc.code in (0, None)):
             self.finish("completed")
         else:
-            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            # SystemExit inside a job is a preemption stop (rlhf_scaling/preemption.py): resumable.
+            status = "interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "failed"
             if self.active and not self._finished:
                 self._status["traceback"] = scrub("".join(traceback.format_exception(exc_type, exc, tb))[-4000:])
             self.finish(status, f"{exc_type.__name__}: {exc}")

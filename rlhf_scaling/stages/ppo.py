@@ -10,8 +10,9 @@ Every iteration logs proxy reward, gold reward, KL (nats per sequence, the estim
 with) and sqrt(KL), so overoptimization shows as proxy rising while gold turns down; and the
 iteration's time split (generation, scoring, experience forwards, training) and rollout tokens.
 
-Checkpoints (policy, critic, optimizer, β, RNG, step) go to <run dir>/checkpoint; a job started
-again in the same run folder resumes there and produces the same curves (tested). The trained
+Checkpoints (policy, critic, optimizer, β, RNG, step) go to <run dir>/checkpoint every
+ppo.checkpoint_every iterations and at a preemption signal (rlhf_scaling/preemption.py); a job
+started again in the same run folder resumes there and produces the same curves (tested). The trained
 policy is written as one consolidated safetensors model to <run dir>/policy.
 
 DeepSpeed (deepspeed.enabled, W ranks): policy and critic train as ONE engine (ZeRO-2/3, bf16 from
@@ -50,6 +51,7 @@ from rlhf_scaling.distributed import (DistEnv, barrier, cat_over_ranks, deepspee
                                       save_deepspeed_checkpoint, sum_over_ranks, whole_for_generation,
                                       wrap_with_deepspeed)
 from rlhf_scaling.models import load_policy, position_ids_from_mask, save_policy
+from rlhf_scaling.preemption import Preemption
 from rlhf_scaling.sampling import sample
 from rlhf_scaling.scoring import load_ensemble, score_texts
 from rlhf_scaling.stages.common import build_command, policy_init_path, rm_artifact, setup_task
@@ -154,84 +156,89 @@ def run(cfg: DictConfig, tracker) -> dict:
     tracker.define_step("ppo/", "ppo/step")
     bar = tqdm(range(start, p.steps), initial=start, total=p.steps, desc=f"ppo vs {cfg.rm.name}",
                disable=not cfg.progress or not env.is_main, leave=False)
-    for step in bar:
-        clock = [time.perf_counter()]
-        # ---- rollouts (this rank's share of the iteration's prompts)
-        prompts = [q for q in rollout_prompts(setup, step, p.prompts_per_step, cfg.seed + p.seed)
-                   for _ in range(p.samples_per_prompt)][env.rank * local_n:(env.rank + 1) * local_n]
-        with whole_for_generation(engine):  # ZeRO-3: gathered once, no per-layer collectives
-            ro = sample(policy, tok, prompts, max_new_tokens=cfg.task.max_response_tokens, temperature=p.temperature)
-        clock.append(time.perf_counter())
-        ids = torch.cat([ro.prompt_ids, ro.response_ids], dim=1).to(device)
-        mask = torch.cat([ro.prompt_mask, ro.response_mask], dim=1).to(device)
-        r_ids, r_mask, n_prompt = ro.response_ids.to(device), ro.response_mask.to(device).float(), ro.prompt_ids.shape[1]
-        # ---- scores: proxy (trained on) and gold (logged only)
-        with torch.no_grad():
-            member_scores = score_texts(proxies, tok, prompts, ro.texts, max_response_tokens=cfg.task.max_response_tokens)
-            proxy = torch.as_tensor(combine_ensemble(member_scores.numpy(), cfg.bon.ensemble, cfg.bon.uwo_lambda),
-                                    dtype=torch.float32, device=device)
-            gold = torch.as_tensor(setup.gold.score(prompts, ro.texts), dtype=torch.float32, device=device)
-        clock.append(time.perf_counter())
-        # ---- experience: log-probs, reference log-probs, values, KL-penalised rewards, GAE
-        with torch.no_grad():
-            logits = response_logits(policy, ids, mask, n_prompt, p.temperature)
-            old_logprobs = P.logprobs_from_logits(logits, r_ids)
-            entropy = masked_mean_over_ranks(P.entropy_per_token(logits), r_mask)
-            ref_logprobs = P.logprobs_from_logits(response_logits(reference, ids, mask, n_prompt, p.temperature), r_ids)
-            old_values = critic(ids, mask)[:, n_prompt - 1:-1] * r_mask
-            all_proxy = cat_over_ranks(proxy)
-            scores = (proxy - all_proxy.mean()) / (all_proxy.std() + 1e-8) if p.whiten_rewards else proxy
-            rewards, kl = P.kl_penalised_rewards(scores, old_logprobs, ref_logprobs, r_mask, kl_ctl.value, p.kl_estimator)
-            advantages, returns = P.gae(rewards, old_values, r_mask, p.gamma, p.lam)
-            advantages = whiten_over_ranks(advantages, r_mask)
-        seq_kl = P.sequence_kl(kl, r_mask)  # nats per sequence, the estimator the penalty used
-        clock.append(time.perf_counter())
-        # ---- PPO updates
-        stats = []
-        for _ in range(p.ppo_epochs):
-            for mb in torch.randperm(local_n).split(local_mb):
-                new_logprobs = P.logprobs_from_logits(response_logits(policy, ids[mb], mask[mb], n_prompt, p.temperature), r_ids[mb])
-                values = critic(ids[mb], mask[mb])[:, n_prompt - 1:-1]
-                pg_loss, pg_clip, approx_kl = P.policy_loss(new_logprobs, old_logprobs[mb], advantages[mb], r_mask[mb], p.clip_range)
-                vf_loss, vf_clip = P.value_loss(values, old_values[mb], returns[mb], r_mask[mb], p.clip_range_value)
-                loss = pg_loss + p.vf_coef * vf_loss
-                check_finite(mean_over_ranks(loss.detach()), "ppo", step)  # every rank stops together
-                if engine is not None:
-                    engine.backward(loss)  # gradients averaged over ranks
-                    engine.step()  # clipping at ppo.max_grad_norm (gradient_clipping) and Adam
-                else:
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    nn.utils.clip_grad_norm_(trainable.parameters(), p.max_grad_norm or float("inf"))
-                    optimizer.step()
-                stats.append(torch.stack([pg_loss.detach(), vf_loss.detach(), pg_clip, vf_clip, approx_kl]))
-        clock.append(time.perf_counter())
-        all_seq_kl = cat_over_ranks(seq_kl)
-        beta_used = kl_ctl.value
-        kl_ctl.update(float(all_seq_kl.mean()), p.prompts_per_step * p.samples_per_prompt)
-        # ---- log (every value over all ranks' rollouts)
-        if step % p.log_every == 0 or step == p.steps - 1:
-            pg, vf, pg_clip, vf_clip, approx_kl = mean_over_ranks(torch.stack(stats).mean(0).float()).tolist()
-            k1 = cat_over_ranks(P.sequence_kl(P.kl_per_token(old_logprobs, ref_logprobs, "k1"), r_mask))
-            all_gold, lengths = cat_over_ranks(gold), cat_over_ranks(ro.lengths.float().to(device))
-            ended = cat_over_ranks(ro.ended.float().to(device))
-            generate_s, score_s, forward_s, train_s = np.diff(clock)
-            mean_kl = all_seq_kl.mean().item()
-            tracker.log({
-                "ppo/step": step, "ppo/proxy": all_proxy.mean().item(), "ppo/gold": all_gold.mean().item(),
-                "ppo/kl": mean_kl, "ppo/sqrt_kl": max(mean_kl, 0.0) ** 0.5, "ppo/kl_k1": k1.mean().item(),
-                "ppo/kl_coef": beta_used, "ppo/response_length": lengths.mean().item(),
-                "ppo/ended_fraction": ended.mean().item(), "ppo/entropy": entropy.item(),
-                "ppo/policy_loss": pg, "ppo/value_loss": vf, "ppo/clip_frac": pg_clip, "ppo/value_clip_frac": vf_clip,
-                "ppo/approx_kl": approx_kl, "ppo/rollouts": (step + 1) * p.prompts_per_step * p.samples_per_prompt,
-                # Wall time of this iteration's phases on rank 0, and the tokens generated by all ranks.
-                "ppo/time_generate_s": generate_s, "ppo/time_score_s": score_s, "ppo/time_forward_s": forward_s,
-                "ppo/time_train_s": train_s, "ppo/rollout_tokens": lengths.sum().item(),
-                "ppo/rollout_tokens_per_s": lengths.sum().item() / (clock[-1] - clock[0]),
-            })
-            bar.set_postfix(proxy=f"{all_proxy.mean().item():.2f}", gold=f"{all_gold.mean().item():.2f}", kl=f"{mean_kl:.2f}")
-        if (step + 1) % p.checkpoint_every == 0 or step == p.steps - 1:
-            _save(ckpt_dir, trainable, optimizer, engine, kl_ctl, step + 1, env)
+    with Preemption() as preemption:
+        for step in bar:
+            clock = [time.perf_counter()]
+            # ---- rollouts (this rank's share of the iteration's prompts)
+            prompts = [q for q in rollout_prompts(setup, step, p.prompts_per_step, cfg.seed + p.seed)
+                       for _ in range(p.samples_per_prompt)][env.rank * local_n:(env.rank + 1) * local_n]
+            with whole_for_generation(engine):  # ZeRO-3: gathered once, no per-layer collectives
+                ro = sample(policy, tok, prompts, max_new_tokens=cfg.task.max_response_tokens, temperature=p.temperature)
+            clock.append(time.perf_counter())
+            ids = torch.cat([ro.prompt_ids, ro.response_ids], dim=1).to(device)
+            mask = torch.cat([ro.prompt_mask, ro.response_mask], dim=1).to(device)
+            r_ids, r_mask, n_prompt = ro.response_ids.to(device), ro.response_mask.to(device).float(), ro.prompt_ids.shape[1]
+            # ---- scores: proxy (trained on) and gold (logged only)
+            with torch.no_grad():
+                member_scores = score_texts(proxies, tok, prompts, ro.texts, max_response_tokens=cfg.task.max_response_tokens)
+                proxy = torch.as_tensor(combine_ensemble(member_scores.numpy(), cfg.bon.ensemble, cfg.bon.uwo_lambda),
+                                        dtype=torch.float32, device=device)
+                gold = torch.as_tensor(setup.gold.score(prompts, ro.texts), dtype=torch.float32, device=device)
+            clock.append(time.perf_counter())
+            # ---- experience: log-probs, reference log-probs, values, KL-penalised rewards, GAE
+            with torch.no_grad():
+                logits = response_logits(policy, ids, mask, n_prompt, p.temperature)
+                old_logprobs = P.logprobs_from_logits(logits, r_ids)
+                entropy = masked_mean_over_ranks(P.entropy_per_token(logits), r_mask)
+                ref_logprobs = P.logprobs_from_logits(response_logits(reference, ids, mask, n_prompt, p.temperature), r_ids)
+                old_values = critic(ids, mask)[:, n_prompt - 1:-1] * r_mask
+                all_proxy = cat_over_ranks(proxy)
+                scores = (proxy - all_proxy.mean()) / (all_proxy.std() + 1e-8) if p.whiten_rewards else proxy
+                rewards, kl = P.kl_penalised_rewards(scores, old_logprobs, ref_logprobs, r_mask, kl_ctl.value, p.kl_estimator)
+                advantages, returns = P.gae(rewards, old_values, r_mask, p.gamma, p.lam)
+                advantages = whiten_over_ranks(advantages, r_mask)
+            seq_kl = P.sequence_kl(kl, r_mask)  # nats per sequence, the estimator the penalty used
+            clock.append(time.perf_counter())
+            # ---- PPO updates
+            stats = []
+            for _ in range(p.ppo_epochs):
+                for mb in torch.randperm(local_n).split(local_mb):
+                    new_logprobs = P.logprobs_from_logits(response_logits(policy, ids[mb], mask[mb], n_prompt, p.temperature), r_ids[mb])
+                    values = critic(ids[mb], mask[mb])[:, n_prompt - 1:-1]
+                    pg_loss, pg_clip, approx_kl = P.policy_loss(new_logprobs, old_logprobs[mb], advantages[mb], r_mask[mb], p.clip_range)
+                    vf_loss, vf_clip = P.value_loss(values, old_values[mb], returns[mb], r_mask[mb], p.clip_range_value)
+                    loss = pg_loss + p.vf_coef * vf_loss
+                    check_finite(mean_over_ranks(loss.detach()), "ppo", step)  # every rank stops together
+                    if engine is not None:
+                        engine.backward(loss)  # gradients averaged over ranks
+                        engine.step()  # clipping at ppo.max_grad_norm (gradient_clipping) and Adam
+                    else:
+                        optimizer.zero_grad(set_to_none=True)
+                        loss.backward()
+                        nn.utils.clip_grad_norm_(trainable.parameters(), p.max_grad_norm or float("inf"))
+                        optimizer.step()
+                    stats.append(torch.stack([pg_loss.detach(), vf_loss.detach(), pg_clip, vf_clip, approx_kl]))
+            clock.append(time.perf_counter())
+            all_seq_kl = cat_over_ranks(seq_kl)
+            beta_used = kl_ctl.value
+            kl_ctl.update(float(all_seq_kl.mean()), p.prompts_per_step * p.samples_per_prompt)
+            # ---- log (every value over all ranks' rollouts)
+            if step % p.log_every == 0 or step == p.steps - 1:
+                pg, vf, pg_clip, vf_clip, approx_kl = mean_over_ranks(torch.stack(stats).mean(0).float()).tolist()
+                k1 = cat_over_ranks(P.sequence_kl(P.kl_per_token(old_logprobs, ref_logprobs, "k1"), r_mask))
+                all_gold, lengths = cat_over_ranks(gold), cat_over_ranks(ro.lengths.float().to(device))
+                ended = cat_over_ranks(ro.ended.float().to(device))
+                generate_s, score_s, forward_s, train_s = np.diff(clock)
+                mean_kl = all_seq_kl.mean().item()
+                tracker.log({
+                    "ppo/step": step, "ppo/proxy": all_proxy.mean().item(), "ppo/gold": all_gold.mean().item(),
+                    "ppo/kl": mean_kl, "ppo/sqrt_kl": max(mean_kl, 0.0) ** 0.5, "ppo/kl_k1": k1.mean().item(),
+                    "ppo/kl_coef": beta_used, "ppo/response_length": lengths.mean().item(),
+                    "ppo/ended_fraction": ended.mean().item(), "ppo/entropy": entropy.item(),
+                    "ppo/policy_loss": pg, "ppo/value_loss": vf, "ppo/clip_frac": pg_clip, "ppo/value_clip_frac": vf_clip,
+                    "ppo/approx_kl": approx_kl, "ppo/rollouts": (step + 1) * p.prompts_per_step * p.samples_per_prompt,
+                    # Wall time of this iteration's phases on rank 0, and the tokens generated by all ranks.
+                    "ppo/time_generate_s": generate_s, "ppo/time_score_s": score_s, "ppo/time_forward_s": forward_s,
+                    "ppo/time_train_s": train_s, "ppo/rollout_tokens": lengths.sum().item(),
+                    "ppo/rollout_tokens_per_s": lengths.sum().item() / (clock[-1] - clock[0]),
+                })
+                bar.set_postfix(proxy=f"{all_proxy.mean().item():.2f}", gold=f"{all_gold.mean().item():.2f}", kl=f"{mean_kl:.2f}")
+            saved = (step + 1) % p.checkpoint_every == 0 or step == p.steps - 1
+            if saved:
+                _save(ckpt_dir, trainable, optimizer, engine, kl_ctl, step + 1, env)
+            # Preempted (SIGUSR2 from Slurm / submitit): checkpoint here, then requeue and stop.
+            preemption.checkpoint_if_signalled(
+                lambda: saved or _save(ckpt_dir, trainable, optimizer, engine, kl_ctl, step + 1, env))
     bar.close()
     _save_policy(engine, trainable, tok, Path(from_rank0(str(tracker.run_dir / "policy"))), env)
     return fit_summary(tracker.run_dir) if env.is_main else {}
@@ -310,7 +317,7 @@ def fit_summary(run_dir) -> dict:
     from the run's own metrics.jsonl (so a resumed run fits its whole curve); writes ppo_curve.csv."""
     rows = pd.read_json(run_dir / "metrics.jsonl", lines=True)
     curve = rows.dropna(subset=["ppo/gold"]).drop_duplicates("ppo/step", keep="last").sort_values("ppo/step")
-    curve = curve[["ppo/step", "ppo/proxy", "ppo/gold", "ppo/kl", "ppo/sqrt_kl"]]
+    curve = curve[["ppo/step", "ppo/proxy", "ppo/gold", "ppo/kl", "ppo/sqrt_kl"]].astype({"ppo/step": int})
     curve.to_csv(run_dir / "ppo_curve.csv", index=False)
     base = curve.iloc[0]
     d = curve["ppo/sqrt_kl"].to_numpy()

@@ -33,6 +33,7 @@ from rlhf_scaling.distributed import (DistEnv, barrier, deepspeed_config, dist_e
 from rlhf_scaling.data.rm_batches import EncodedGroup, collate, encode_groups, expand_pairs
 from rlhf_scaling.losses import expected_calibration_error, kwise_loss, length_correlation, pair_accuracy
 from rlhf_scaling.models import RewardModel, build_reward_model, count_parameters, save_reward_model
+from rlhf_scaling.preemption import Preemption
 from rlhf_scaling.stages.common import rm_artifact, setup_task
 from rlhf_scaling.stages.data import load_data
 from rlhf_scaling.training import autocast, check_finite, optimizer_and_schedule, resolve_device, seed_everything
@@ -132,55 +133,63 @@ def train_member(model: RewardModel, train: List[EncodedGroup], eval_groups: Lis
     bar = tqdm(total=total_steps, initial=step, desc=f"rm {cfg.rm.name} m{member}",
                disable=not cfg.progress or not env.is_main, leave=False)
     model.train()
-    while step < total_steps:
-        epoch = step // steps_per_epoch
-        gen = torch.Generator().manual_seed(cfg.seed + t.seed + 1000 * member + epoch)
-        order = torch.randperm(len(train), generator=gen).tolist()
-        first = (step - epoch * steps_per_epoch) * t.grad_accum  # micro-batches already done this epoch
-        for micro in range(first, steps_per_epoch * t.grad_accum):
-            idx = order[micro * t.batch_size:(micro + 1) * t.batch_size]
-            if engine is not None:
-                mine, weight = _rank_share(train, idx, env)
-                batch = collate([train[i] for i in mine], pad_id).to(device)
-                loss = group_loss(engine, batch, use_margin) * weight
-                check_finite(loss, f"rm member {member}", step)
-                engine.backward(loss)  # divides by grad_accum itself; gradients averaged over ranks
-                engine.step()  # optimizer, clipping and LR schedule at accumulation boundaries only
-                loss = mean_over_ranks(loss.detach()) / t.grad_accum  # the one-process micro-batch loss / accum
-                if (micro + 1) % t.grad_accum:
-                    continue
-                grad_norm = engine.get_global_grad_norm() or 0.0  # before clipping, like clip_grad_norm_
-            else:
-                batch = collate([train[i] for i in idx], pad_id).to(device)
-                with autocast(t.precision, device):
-                    loss = group_loss(model, batch, use_margin) / t.grad_accum
-                check_finite(loss, f"rm member {member}", step)
-                loss.backward()
-                if (micro + 1) % t.grad_accum:
-                    continue
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm or float("inf"))
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            step += 1
-            bar.update(1)
-            metrics = {"rm/step": step, "rm/member": member, "rm/loss": loss.item() * t.grad_accum,
-                       "rm/lr": scheduler.get_last_lr()[0], "rm/grad_norm": float(grad_norm), "rm/epoch": epoch}
-            if step % t.eval_every == 0 or step == total_steps:
-                metrics.update(evaluate(engine or model, eval_groups, pad_id, device))
-                bar.set_postfix(acc=f"{metrics['rm/val_accuracy']:.3f}")
-            tracker.log(metrics)
-            if step % t.checkpoint_every == 0 or step == stop_at_step:
+
+    def checkpoint(at: int) -> None:
+        if engine is not None:
+            save_deepspeed_checkpoint(engine, ckpt_dir, at, {}, env)
+        else:
+            save_checkpoint(ckpt_dir, model, {"optimizer": optimizer.state_dict(),
+                                              "scheduler": scheduler.state_dict(), "step": at})
+
+    with Preemption() as preemption:
+        while step < total_steps:
+            epoch = step // steps_per_epoch
+            gen = torch.Generator().manual_seed(cfg.seed + t.seed + 1000 * member + epoch)
+            order = torch.randperm(len(train), generator=gen).tolist()
+            first = (step - epoch * steps_per_epoch) * t.grad_accum  # micro-batches already done this epoch
+            for micro in range(first, steps_per_epoch * t.grad_accum):
+                idx = order[micro * t.batch_size:(micro + 1) * t.batch_size]
                 if engine is not None:
-                    save_deepspeed_checkpoint(engine, ckpt_dir, step, {}, env)
+                    mine, weight = _rank_share(train, idx, env)
+                    batch = collate([train[i] for i in mine], pad_id).to(device)
+                    loss = group_loss(engine, batch, use_margin) * weight
+                    check_finite(loss, f"rm member {member}", step)
+                    engine.backward(loss)  # divides by grad_accum itself; gradients averaged over ranks
+                    engine.step()  # optimizer, clipping and LR schedule at accumulation boundaries only
+                    loss = mean_over_ranks(loss.detach()) / t.grad_accum  # the one-process micro-batch loss / accum
+                    if (micro + 1) % t.grad_accum:
+                        continue
+                    grad_norm = engine.get_global_grad_norm() or 0.0  # before clipping, like clip_grad_norm_
                 else:
-                    save_checkpoint(ckpt_dir, model, {"optimizer": optimizer.state_dict(),
-                                                      "scheduler": scheduler.state_dict(), "step": step})
-            if step == stop_at_step or step == total_steps:
-                break
-        if stop_at_step is not None and step >= stop_at_step and step < total_steps:
-            bar.close()
-            return {}
+                    batch = collate([train[i] for i in idx], pad_id).to(device)
+                    with autocast(t.precision, device):
+                        loss = group_loss(model, batch, use_margin) / t.grad_accum
+                    check_finite(loss, f"rm member {member}", step)
+                    loss.backward()
+                    if (micro + 1) % t.grad_accum:
+                        continue
+                    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm or float("inf"))
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                step += 1
+                bar.update(1)
+                metrics = {"rm/step": step, "rm/member": member, "rm/loss": loss.item() * t.grad_accum,
+                           "rm/lr": scheduler.get_last_lr()[0], "rm/grad_norm": float(grad_norm), "rm/epoch": epoch}
+                if step % t.eval_every == 0 or step == total_steps:
+                    metrics.update(evaluate(engine or model, eval_groups, pad_id, device))
+                    bar.set_postfix(acc=f"{metrics['rm/val_accuracy']:.3f}")
+                tracker.log(metrics)
+                saved = step % t.checkpoint_every == 0 or step == stop_at_step
+                if saved:
+                    checkpoint(step)
+                # Preempted (SIGUSR2 from Slurm / submitit): checkpoint here, then requeue and stop.
+                preemption.checkpoint_if_signalled(lambda: saved or checkpoint(step))
+                if step == stop_at_step or step == total_steps:
+                    break
+            if stop_at_step is not None and step >= stop_at_step and step < total_steps:
+                bar.close()
+                return {}
     bar.close()
     return evaluate(engine or model, eval_groups, pad_id, device)
 
