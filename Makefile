@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: setup study test test-fast figures clean
+.PHONY: setup study test test-fast test-load figures clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -28,6 +28,11 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow and not slurm and not distributed"
+
+# The 200-job Slurm sweep (several minutes on 2 cores).
+test-load: setup
+	bash slurm/local_cluster.sh start
+	$(BIN)/python -m pytest -q -m load
 
 figures: setup
 	$(BIN)/rlhf-scaling-figures --runs outputs --out figures
