@@ -79,10 +79,15 @@ class Critic(nn.Module):
 
 
 def response_logits(model, input_ids, attention_mask, n_prompt: int, temperature: float) -> torch.Tensor:
-    """Logits (B, T, V) that predict the T response tokens of [prompt (n_prompt) | response (T)]."""
+    """Logits (B, T, V) that predict the T response tokens of [prompt (n_prompt) | response (T)].
+
+    Only the last T + 1 positions go through the LM head (logits_to_keep): with a 50k vocabulary
+    the head is a large share of the forward, and the prompt's logits are never used.
+    """
+    n_response = input_ids.shape[1] - n_prompt
     logits = model(input_ids=input_ids, attention_mask=attention_mask,
-                   position_ids=position_ids_from_mask(attention_mask)).logits
-    return logits[:, n_prompt - 1:-1] / temperature
+                   position_ids=position_ids_from_mask(attention_mask), logits_to_keep=n_response + 1).logits
+    return logits[:, :-1] / temperature
 
 
 def rollout_prompts(setup, step: int, n: int, seed: int):
@@ -136,7 +141,9 @@ def run(cfg: DictConfig, tracker) -> dict:
     policy = load_policy(init_path).to(device)
     critic = Critic(policy).to(device)
     trainable = nn.ModuleDict({"policy": policy, "critic": critic})
-    optimizer = torch.optim.Adam(trainable.parameters(), lr=p.lr, eps=1e-5)
+    # fused: one kernel over all parameters instead of a Python loop per tensor (measured ~0.23 s
+    # per step at the Pythia-160M shape on CPU unfused, benchmarks/RESULTS.md).
+    optimizer = torch.optim.Adam(trainable.parameters(), lr=p.lr, eps=1e-5, fused=True)
     engine, dtype = None, torch.float32
     if cfg.deepspeed.enabled:
         ds_config = deepspeed_config(cfg.deepspeed, micro_batch_per_gpu=local_mb, grad_accum=1,
