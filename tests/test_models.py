@@ -86,3 +86,27 @@ def test_missing_model_path_is_a_clear_error(tok, tmp_path):
     spec = OmegaConf.merge(TINY, {"source": "pretrained", "name_or_path": str(tmp_path / "nope")})
     with pytest.raises(FileNotFoundError, match="nope"):
         build_policy(spec, tok)
+
+
+def test_remote_code_in_a_model_folder_never_runs_unless_the_config_says_so(tok, tmp_path):
+    """A model folder whose config points at its own Python code (auto_map): loading it with the
+    default spec (trust_remote_code false) refuses, and the code is never imported."""
+    import json
+
+    torch.manual_seed(3)
+    save_policy(build_policy(TINY, tok), tok, tmp_path / "evil")
+    marker = tmp_path / "code_ran"
+    (tmp_path / "evil" / "modeling_evil.py").write_text(
+        f"open({str(marker)!r}, 'w').write('ran')\n"
+        "from transformers import GPTNeoXConfig, GPTNeoXForCausalLM\n"
+        "class EvilConfig(GPTNeoXConfig):\n    model_type = 'evil'\n"
+        "class EvilModel(GPTNeoXForCausalLM):\n    config_class = EvilConfig\n")
+    config = json.loads((tmp_path / "evil" / "config.json").read_text())
+    config.update(model_type="evil", auto_map={"AutoConfig": "modeling_evil.EvilConfig",
+                                               "AutoModelForCausalLM": "modeling_evil.EvilModel"})
+    (tmp_path / "evil" / "config.json").write_text(json.dumps(config))
+    spec = OmegaConf.merge(TINY, {"source": "pretrained", "name_or_path": str(tmp_path / "evil")})
+    assert spec.trust_remote_code is False
+    with pytest.raises(Exception, match="trust_remote_code"):
+        build_policy(spec, tok)
+    assert not marker.exists()
