@@ -43,7 +43,10 @@ def autocast(precision: str, device: torch.device):
     return contextlib.nullcontext()
 
 
-def check_finite(loss: torch.Tensor, where: str, step: int) -> None:
-    """Stop with a clear message on NaN/inf instead of training on garbage."""
-    if not torch.isfinite(loss).all():
-        raise FloatingPointError(f"{where}: loss is {loss.item()} at step {step}; stopping (last good checkpoint kept)")
+def check_finite(value, where: str, step: int, what: str = "loss") -> None:
+    """Stop with a clear message on NaN/inf instead of training on garbage. `value`: a tensor or a
+    float; `what` names it in the message (the loss, or the gradient norm: a finite loss can still
+    have a non-finite gradient, which would poison the weights at the optimizer step)."""
+    value = torch.as_tensor(value)
+    if not torch.isfinite(value).all():
+        raise FloatingPointError(f"{where}: {what} is {value.item()} at step {step}; stopping (last good checkpoint kept)")

@@ -209,10 +209,13 @@ def run(cfg: DictConfig, tracker) -> dict:
                     if engine is not None:
                         engine.backward(loss)  # gradients averaged over ranks
                         engine.step()  # clipping at ppo.max_grad_norm (gradient_clipping) and Adam
+                        # The step is taken inside engine.step: stop before any checkpoint can hold its weights.
+                        check_finite(engine.get_global_grad_norm() or 0.0, "ppo", step, "gradient norm")
                     else:
                         optimizer.zero_grad(set_to_none=True)
                         loss.backward()
-                        nn.utils.clip_grad_norm_(trainable.parameters(), p.max_grad_norm or float("inf"))
+                        grad_norm = nn.utils.clip_grad_norm_(trainable.parameters(), p.max_grad_norm or float("inf"))
+                        check_finite(grad_norm, "ppo", step, "gradient norm")  # before the weights move
                         optimizer.step()
                     stats.append(torch.stack([pg_loss.detach(), vf_loss.detach(), pg_clip, vf_clip, approx_kl]))
             clock.append(time.perf_counter())

@@ -160,6 +160,8 @@ def train_member(model: RewardModel, train: List[EncodedGroup], eval_groups: Lis
                     if (micro + 1) % t.grad_accum:
                         continue
                     grad_norm = engine.get_global_grad_norm() or 0.0  # before clipping, like clip_grad_norm_
+                    # The step is taken inside engine.step: stop before any checkpoint can hold its weights.
+                    check_finite(grad_norm, f"rm member {member}", step + 1, "gradient norm")
                 else:
                     batch = collate([train[i] for i in idx], pad_id).to(device)
                     with autocast(t.precision, device):
@@ -169,6 +171,7 @@ def train_member(model: RewardModel, train: List[EncodedGroup], eval_groups: Lis
                     if (micro + 1) % t.grad_accum:
                         continue
                     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm or float("inf"))
+                    check_finite(grad_norm, f"rm member {member}", step + 1, "gradient norm")  # before the weights move
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)

@@ -67,7 +67,8 @@ def run(cfg: DictConfig, tracker) -> dict:
             check_finite(loss, "sft", step)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+            grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+            check_finite(grad_norm, "sft", step, "gradient norm")  # before the weights move
             optimizer.step()
             scheduler.step()
             if step % 20 == 0 or step == s.steps - 1:
