@@ -16,7 +16,8 @@ class Rollouts:
 
     prompt_ids, prompt_mask:     (B, Lq) left-padded prompt tokens and 0/1 mask.
     response_ids, response_mask: (B, T) right-padded response tokens; the mask covers the tokens
-                                 up to and including the first EOS (or all T if none was sampled).
+                                 up to and including the first EOS (or all max_new_tokens if none
+                                 was sampled); T = the longest response in the batch.
     texts:  B decoded responses without EOS.   ended: (B,) bool, True where an EOS was sampled.
     """
 
@@ -73,6 +74,10 @@ def sample(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int, tem
     r_ids = torch.cat([c[2] for c in chunks])
     r_mask, ended = response_mask_from_ids(r_ids, tokenizer.eos_token_id)
     r_ids = r_ids.masked_fill(r_mask == 0, tokenizer.pad_token_id)
+    # Columns past the longest response are padding in every row: dropping them leaves every real
+    # token's logits unchanged (causal attention) and saves PPO's forwards and backwards that width.
+    width = max(int(r_mask.sum(dim=1).max()), 1)
+    r_ids, r_mask = r_ids[:, :width], r_mask[:, :width]
     texts = decode_responses(tokenizer, r_ids, r_mask)
     return Rollouts(p_ids, p_mask, r_ids, r_mask, texts, ended)
 
