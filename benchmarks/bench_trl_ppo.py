@@ -108,8 +108,9 @@ def run_ours(args) -> dict:
 
     torch.set_num_threads(args.threads)
     base_rss = rss_mb()
-    cfg = compose(overrides(args))
-    run_dir = Path(tempfile.mkdtemp(dir=args.store, prefix="ours_"))
+    # ours_padded: the same stage with PPO's forwards over the padded batch (before packing).
+    cfg = compose(overrides(args) + (["ppo.padding_free=false"] if args.role == "ours_padded" else []))
+    run_dir = Path(tempfile.mkdtemp(dir=args.store, prefix=f"{args.role}_"))
     with open_tracker(cfg, run_dir, "ppo") as tracker:
         ppo.run(cfg, tracker)
     recs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -285,12 +286,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--sft-steps", type=int, default=300)
     parser.add_argument("--comparisons", type=int, default=192)
-    parser.add_argument("--role", choices=["main", "prepare", "ours", "trl"], default="main")
+    parser.add_argument("--compare-padded", action="store_true",
+                        help="also time ours with ppo.padding_free=false (padded forwards) in the same run")
+    parser.add_argument("--role", choices=["main", "prepare", "ours", "ours_padded", "trl"], default="main")
     parser.add_argument("--store", type=Path, default=None)
     args = parser.parse_args()
     args.passthrough = [a for a in sys.argv[1:]]
     if args.role != "main":
-        fn = {"prepare": prepare, "ours": run_ours, "trl": run_trl}[args.role]
+        fn = {"prepare": prepare, "ours": run_ours, "ours_padded": run_ours, "trl": run_trl}[args.role]
         out = fn(args)
         if out is not None:
             print(json.dumps(out))
@@ -308,9 +311,10 @@ def main() -> None:
     subprocess.run([sys.executable, __file__, "--role", "prepare", "--store", str(args.store), *args.passthrough],
                    check=True)
     print(f"upstream artifacts: {time.perf_counter() - start:.0f} s", flush=True)
-    runs = {"ours": [], "trl": []}
+    roles = ("ours", "trl", *(("ours_padded",) if args.compare_padded else ()))
+    runs = {role: [] for role in roles}
     for r in range(args.rounds):
-        for role in (("ours", "trl") if r % 2 == 0 else ("trl", "ours")):
+        for role in (roles if r % 2 == 0 else roles[::-1]):
             start = time.perf_counter()
             runs[role].append(child(role, args))
             print(f"  round {r} {role}: {time.perf_counter() - start:.0f} s, "
@@ -325,7 +329,10 @@ def main() -> None:
     print("| side | s / iteration | rollout tokens / iteration | rollout tokens/s | generate s | score s | "
           "experience forwards s | train s | peak RSS MiB (after imports) |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for role, label in (("ours", "ours"), ("trl", f"TRL {trl.__version__} PPOTrainer")):
+    labels = {"ours": "ours", "trl": f"TRL {trl.__version__} PPOTrainer", "ours_padded": "ours, ppo.padding_free=false"}
+    for role, label in labels.items():
+        if role not in res:
+            continue
         m = res[role]
         print(f"| {label} | {m['wall']:.3f} | {m['tokens']:.0f} | {m['tokens_per_s']:.0f} | {m['generate']:.3f} | "
               f"{m['score']:.3f} | {m['forward']:.3f} | {m['train']:.3f} | {m['peak_rss_mb']:.0f} "
@@ -334,6 +341,8 @@ def main() -> None:
     ratio_tok = res["ours"]["tokens_per_s"] / res["trl"]["tokens_per_s"]
     print(f"\nours vs TRL: {ratio_it:.2f}x iterations/s, {ratio_tok:.2f}x rollout tokens/s "
           f"(target >= 1.5x: {'met' if ratio_it >= 1.5 else 'not met'})")
+    if "ours_padded" in res:
+        print(f"padding-free vs padded forwards (ours): {res['ours_padded']['wall'] / res['ours']['wall']:.2f}x iterations/s")
     print(json.dumps(res))
 
 

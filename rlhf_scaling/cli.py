@@ -39,7 +39,16 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
 def run_stage(cfg: DictConfig, run_dir: Path) -> dict:
     """Validate the config, then run `cfg.stage.name`'s recipe with a tracker in `run_dir`."""
     validate(cfg)
+    from omegaconf import OmegaConf
+
     from rlhf_scaling.stages.common import open_tracker
+    from rlhf_scaling.tracking import completed_summary
+
+    if cfg.stage.skip_completed:  # a resubmitted sweep: this job already ran to completion here
+        done = completed_summary(run_dir, OmegaConf.to_container(cfg, resolve=True))
+        if done is not None:
+            log.info("%s: already completed with this config, not run again (stage.skip_completed=false reruns)", run_dir)
+            return done
 
     if cfg.deepspeed.enabled:  # join the ranks before the tracker reads RANK (rank 0 records)
         from rlhf_scaling.distributed import dist_env_from_environ, init_distributed
@@ -60,8 +69,9 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict:
 def _user_errors() -> tuple:
     """Errors caused by the input (config, data, paths), reported in one line without a traceback."""
     from rlhf_scaling.artifacts import MissingArtifact
+    from rlhf_scaling.models import CheckpointMismatch
 
-    errors = [ConfigError, MissingArtifact, FileNotFoundError]
+    errors = [ConfigError, MissingArtifact, FileNotFoundError, CheckpointMismatch]
     try:
         from rlhf_scaling.data.loaders import DataError
 
@@ -78,11 +88,26 @@ def _main(cfg: DictConfig) -> dict:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    _scrub_hydra_record(run_dir)
     try:
         return run_stage(cfg, run_dir)
     except _user_errors() as err:
-        print(f"error: {err}", file=sys.stderr)
+        from rlhf_scaling.tracking import scrub
+
+        print(f"error: {scrub(str(err))}", file=sys.stderr)  # a path or value may carry a secret
         sys.exit(2)
+
+
+def _scrub_hydra_record(run_dir: Path) -> None:
+    """Hydra's own copy of the config and overrides (<run>/.hydra/*.yaml), secrets masked as in
+    our record: an override like `+x=$WANDB_API_KEY` would otherwise sit there in clear."""
+    from rlhf_scaling.tracking import scrub
+
+    for path in (run_dir / ".hydra").glob("*.yaml"):
+        text = path.read_text(encoding="utf-8")
+        clean = scrub(text)
+        if clean != text:
+            path.write_text(clean, encoding="utf-8")
 
 
 def main() -> None:

@@ -155,6 +155,7 @@ class PPOConfig:
     max_grad_norm: float = 1.0
     whiten_rewards: bool = False  # normalise scores per batch before adding the KL penalty
     temperature: float = 1.0
+    padding_free: bool = True  # pack rollouts end to end in every PPO forward (no compute on padding; rlhf_scaling/packing.py)
     log_every: int = 1  # iterations between logged metrics
     checkpoint_every: int = 20  # iterations between resumable checkpoints
     seed: int = 0
@@ -173,6 +174,7 @@ class StudyConfig:
 class StageConfig:
     name: str = "study"  # sft | data | rm | bon | ppo | study
     build_upstream: bool = False  # build missing upstream artifacts (SFT, data, RM) first instead of failing; sweeps set it
+    skip_completed: bool = True  # a run folder that records a completed run of this same config is not run again
 
 
 @dataclass
@@ -316,7 +318,15 @@ def _get(cfg, dotted: str):
     return node
 
 
+def _check_name(key: str, name: str) -> None:
+    """Names become folder names (artifacts, study sub-runs): one plain path component only, so a
+    config can never write outside the artifact store or the run folder."""
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0") or name.startswith("~"):
+        raise ConfigError(f"{key}: {name!r} must be a plain name (no '/', '\\', '..', '~'); it names folders")
+
+
 def _check_model(key: str, spec: ModelSpec) -> None:
+    _check_name(f"{key}.name", spec.name)
     if spec.source == "pretrained" and not spec.name_or_path:
         raise ConfigError(f"{key}.name_or_path: required when {key}.source=pretrained")
     if spec.source == "tiny":
@@ -352,7 +362,9 @@ def validate(cfg) -> None:
     _check_model("policy", cfg.policy)
     _check_model("rm", cfg.rm)
     for name, spec in cfg.study.rm_models.items():
+        _check_name(f"study.rm_models.{name} (its key names the study's sub-run folders)", name)
         _check_model(f"study.rm_models.{name}", spec)
+    _check_name("experiment", cfg.experiment)
 
     k = cfg.data.responses_per_prompt
     if k < 2:

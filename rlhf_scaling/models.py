@@ -163,16 +163,21 @@ def load_reward_model(directory: Path) -> RewardModel:
     return model
 
 
+class CheckpointMismatch(ValueError):
+    """A checkpoint whose keys or shapes do not fit the model it is loaded into (a user error:
+    the wrong folder, or a config that changed the shape)."""
+
+
 def load_state_strict(model: nn.Module, state: dict, where: str) -> None:
     """load_state_dict that names the first missing/unexpected/mis-shaped key in a one-line error."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected:
-        raise ValueError(f"{where}: checkpoint keys do not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise CheckpointMismatch(f"{where}: checkpoint keys do not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
     for key, value in state.items():
         if tuple(value.shape) != tuple(own[key].shape):
-            raise ValueError(f"{where}: {key} has shape {tuple(value.shape)} in the checkpoint, {tuple(own[key].shape)} in the model")
+            raise CheckpointMismatch(f"{where}: {key} has shape {tuple(value.shape)} in the checkpoint, {tuple(own[key].shape)} in the model")
     model.load_state_dict(state)
 
 

@@ -157,6 +157,25 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
+# Sections that say how a run is watched, not what it computes: a resubmission may change them.
+_NOT_COMPARED = ("tracking", "progress")
+
+
+def completed_summary(run_dir: Path, config: Mapping) -> Optional[dict]:
+    """The summary of a run already completed in `run_dir` with this same config (resolved, as the
+    tracker would record it; tracking and progress settings aside), or None: the test a job uses
+    to skip work that a resubmitted sweep has already done."""
+    run_dir = Path(run_dir)
+    if _read_json(run_dir / "status.json").get("status") != "completed":
+        return None
+    recorded = _read_json(run_dir / "config.json")
+    current = scrub(_jsonable(dict(config)))
+    if any(recorded.get(k) != v for k, v in current.items() if k not in _NOT_COMPARED) or \
+            set(recorded) - set(current) - set(_NOT_COMPARED):
+        return None
+    return _read_json(run_dir / "summary.json")
+
+
 def _utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 

@@ -1,5 +1,6 @@
 """Composition of every config group option, and validation errors that name the key."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -108,3 +109,37 @@ def test_every_sweep_composes_and_every_point_validates(sweep):
     for point in itertools.product(*grid):
         cfg = compose([f"+sweep={sweep}", *point])
         assert cfg.stage.build_upstream and cfg.experiment == sweep
+
+
+@pytest.mark.parametrize("args, key", [
+    (["model@rm=tiny-s", "rm.name=../../escaped"], "rm.name"),
+    (["model@policy=tiny-s", "policy.name=/tmp/abs"], "policy.name"),
+    (["experiment=.."], "experiment"),
+])
+def test_names_that_would_leave_the_store_are_one_line_errors_before_any_write(tmp_path, args, key):
+    """Model names become artifact and run folder names: a '..' or '/' in one must never write
+    outside the artifact store; the CLI says so in one line (exit 2) and builds nothing."""
+    store = tmp_path / "store" / "artifacts"
+    proc = subprocess.run([sys.executable, "-m", "rlhf_scaling.cli", "stage=rm", "stage.build_upstream=true",
+                           f"artifacts_dir={store}", f"hydra.run.dir={tmp_path}/store/run", *args],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith(f"error: {key}:") and "plain name" in line
+    assert not store.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]  # nothing escaped next to it
+
+
+def test_cli_error_line_and_hydra_record_never_show_a_secret(tmp_path):
+    """A secret from the environment that reaches a path or override is masked in the one-line
+    error and in Hydra's own .hydra/ copy of the overrides, as in our records."""
+    secret = "hf_thisisasecrettokenvalue123"
+    env = {**os.environ, "HF_TOKEN": secret}
+    proc = subprocess.run([sys.executable, "-m", "rlhf_scaling.cli", "stage=data", f"artifacts_dir={tmp_path}/a",
+                           f"hydra.run.dir={tmp_path}/run", "model@policy=local",
+                           f"policy.name_or_path={tmp_path}/models/{secret}"],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "error:" in proc.stderr and secret not in proc.stderr and "***" in proc.stderr
+    hydra_record = "".join(p.read_text() for p in (tmp_path / "run" / ".hydra").glob("*.yaml"))
+    assert "policy.name_or_path=" in hydra_record and secret not in hydra_record

@@ -183,11 +183,11 @@ from rlhf_scaling.stages.common import open_tracker
 
 cfg = compose(sys.argv[3:])
 init_distributed(dist_env_from_environ())
-with open_tracker(cfg, Path(sys.argv[1]), "rm", resume=True) as tracker:
-    try:
+try:  # the InterruptedError passes through the tracker, which records the run as not completed
+    with open_tracker(cfg, Path(sys.argv[1]), "rm", resume=True) as tracker:
         rm.run(cfg, tracker, stop_at_step=int(sys.argv[2]))
-    except InterruptedError:
-        sys.exit(0)
+except InterruptedError:
+    sys.exit(0)
 sys.exit("the run was not interrupted")
 """
 

@@ -230,6 +230,12 @@ def parse_ultrafeedback_record(record) -> PreferenceGroup:
         high = _number(record["score_chosen"], "score_chosen", "bad_margin")
         low = _number(record["score_rejected"], "score_rejected", "bad_margin")
         margin = high - low
+        # A tie states no preference, and a lower chosen score contradicts the label: both are
+        # labelling errors to report, not comparisons to train on.
+        if margin == 0:
+            raise _Bad("tie", f"score_chosen = score_rejected = {high}: a tie has no preferred response")
+        if margin < 0:
+            raise _Bad("contradictory_scores", f"score_chosen {high} < score_rejected {low}")
     return _pairwise(prompt, chosen, rejected, margin)
 
 

@@ -14,6 +14,7 @@ from typing import List, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from rlhf_scaling.config import ConfigError
 from rlhf_scaling.artifacts import Artifact, make_artifact
 from rlhf_scaling.data.synthetic import SyntheticTask, build_tokenizer, make_task, sample_prompts
 from rlhf_scaling.gold import ModelGold, SyntheticGold
@@ -51,11 +52,11 @@ def setup_task(cfg: DictConfig, device: str = "cpu") -> TaskSetup:
     elif task is not None:
         tokenizer = build_tokenizer(task)
     else:
-        raise ValueError(f"policy.source=tiny needs task.name=synthetic (its tokenizer); "
+        raise ConfigError(f"policy.source=tiny needs task.name=synthetic (its tokenizer); "
                          f"task.name={cfg.task.name} needs a pretrained policy and its tokenizer")
     if cfg.gold.kind == "synthetic":
         if task is None:
-            raise ValueError("gold.kind=synthetic needs task.name=synthetic")
+            raise ConfigError("gold.kind=synthetic needs task.name=synthetic")
         gold = SyntheticGold(task)
     else:
         gold = ModelGold(cfg.gold.name_or_path, batch_size=cfg.gold.batch_size, device=device,

@@ -51,6 +51,7 @@ from rlhf_scaling.distributed import (DistEnv, barrier, cat_over_ranks, deepspee
                                       save_deepspeed_checkpoint, sum_over_ranks, whole_for_generation,
                                       wrap_with_deepspeed)
 from rlhf_scaling.models import load_policy, position_ids_from_mask, save_policy
+from rlhf_scaling.packing import packed_hidden_states
 from rlhf_scaling.preemption import Preemption
 from rlhf_scaling.sampling import sample
 from rlhf_scaling.scoring import load_ensemble, score_texts
@@ -71,23 +72,58 @@ class Critic(nn.Module):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
-    def forward(self, input_ids, attention_mask):
-        """(B, L) -> (B, L) values, fp32."""
+    def forward(self, input_ids, attention_mask, n_prompt: int, padding_free: bool = True):
+        """(B, L) [prompt (n_prompt) | response (T)] -> (B, T) fp32 values V(s_t) of the states
+        before each response token; 0 on response padding when padding_free."""
+        if padding_free:
+            b, t = response_coordinates(attention_mask, n_prompt)
+            h = packed_hidden_states(self.backbone, input_ids, attention_mask, b, n_prompt - 1 + t)
+            return scatter_response(self.head(h).squeeze(-1).float(), b, t, attention_mask, n_prompt)
         h = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
                           position_ids=position_ids_from_mask(attention_mask)).last_hidden_state
-        return self.head(h).squeeze(-1).float()
+        return self.head(h[:, n_prompt - 1:-1]).squeeze(-1).float()
 
 
-def response_logits(model, input_ids, attention_mask, n_prompt: int, temperature: float) -> torch.Tensor:
+def response_coordinates(attention_mask: torch.Tensor, n_prompt: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rollout b, response position t), each (M,), of the M real response tokens of a (B, L) batch."""
+    return attention_mask[:, n_prompt:].nonzero(as_tuple=True)
+
+
+def scatter_response(x: torch.Tensor, b: torch.Tensor, t: torch.Tensor, attention_mask: torch.Tensor,
+                     n_prompt: int) -> torch.Tensor:
+    """(M, ...) values at the real response tokens (b, t) of a (B, L) batch -> (B, T, ...), zeros
+    on padding (differentiable)."""
+    B, L = attention_mask.shape
+    return x.new_zeros((B, L - n_prompt, *x.shape[1:])).index_put((b, t), x)
+
+
+def response_logits(model, input_ids, attention_mask, n_prompt: int, temperature: float,
+                    padding_free: bool = True) -> torch.Tensor:
     """Logits (B, T, V) that predict the T response tokens of [prompt (n_prompt) | response (T)].
 
-    Only the last T + 1 positions go through the LM head (logits_to_keep): with a 50k vocabulary
+    Only the positions that predict response tokens go through the LM head: with a 50k vocabulary
     the head is a large share of the forward, and the prompt's logits are never used.
+    padding_free: pack the real tokens (rlhf_scaling/packing.py) so padding costs no compute;
+    logits on response padding are then 0 (every consumer masks them).
     """
+    if padding_free:
+        b, t = response_coordinates(attention_mask, n_prompt)
+        h = packed_hidden_states(model.base_model, input_ids, attention_mask, b, n_prompt - 1 + t)
+        return scatter_response(model.get_output_embeddings()(h) / temperature, b, t, attention_mask, n_prompt)
     n_response = input_ids.shape[1] - n_prompt
     logits = model(input_ids=input_ids, attention_mask=attention_mask,
                    position_ids=position_ids_from_mask(attention_mask), logits_to_keep=n_response + 1).logits
     return logits[:, :-1] / temperature
+
+
+def check_plain_lm_head(model) -> None:
+    """A padding-free forward applies the output embedding to the backbone's hidden states itself,
+    which is the model's own forward only where nothing rescales or caps the logits after the head."""
+    post = [k for k in ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
+            if getattr(model.config, k, None) not in (None, 1, 1.0)]
+    if post or model.get_output_embeddings() is None:
+        raise ConfigError(f"ppo.padding_free: {type(model).__name__} post-processes its logits ({', '.join(post) or 'no output embedding'}); "
+                          f"set ppo.padding_free=false")
 
 
 def rollout_prompts(setup, step: int, n: int, seed: int):
@@ -139,6 +175,8 @@ def run(cfg: DictConfig, tracker) -> dict:
     seed_everything(cfg.seed + p.seed + RANK_SEED_STRIDE * env.rank)
     init_path = policy_init_path(cfg)
     policy = load_policy(init_path).to(device)
+    if p.padding_free:
+        check_plain_lm_head(policy)
     critic = Critic(policy).to(device)
     trainable = nn.ModuleDict({"policy": policy, "critic": critic})
     # fused: one kernel over all parameters instead of a Python loop per tensor (measured ~0.23 s
@@ -184,11 +222,11 @@ def run(cfg: DictConfig, tracker) -> dict:
             clock.append(time.perf_counter())
             # ---- experience: log-probs, reference log-probs, values, KL-penalised rewards, GAE
             with torch.no_grad():
-                logits = response_logits(policy, ids, mask, n_prompt, p.temperature)
+                logits = response_logits(policy, ids, mask, n_prompt, p.temperature, p.padding_free)
                 old_logprobs = P.logprobs_from_logits(logits, r_ids)
                 entropy = masked_mean_over_ranks(P.entropy_per_token(logits), r_mask)
-                ref_logprobs = P.logprobs_from_logits(response_logits(reference, ids, mask, n_prompt, p.temperature), r_ids)
-                old_values = critic(ids, mask)[:, n_prompt - 1:-1] * r_mask
+                ref_logprobs = P.logprobs_from_logits(response_logits(reference, ids, mask, n_prompt, p.temperature, p.padding_free), r_ids)
+                old_values = critic(ids, mask, n_prompt, p.padding_free) * r_mask
                 all_proxy = cat_over_ranks(proxy)
                 scores = (proxy - all_proxy.mean()) / (all_proxy.std() + 1e-8) if p.whiten_rewards else proxy
                 rewards, kl = P.kl_penalised_rewards(scores, old_logprobs, ref_logprobs, r_mask, kl_ctl.value, p.kl_estimator)
@@ -200,8 +238,8 @@ def run(cfg: DictConfig, tracker) -> dict:
             stats = []
             for _ in range(p.ppo_epochs):
                 for mb in torch.randperm(local_n).split(local_mb):
-                    new_logprobs = P.logprobs_from_logits(response_logits(policy, ids[mb], mask[mb], n_prompt, p.temperature), r_ids[mb])
-                    values = critic(ids[mb], mask[mb])[:, n_prompt - 1:-1]
+                    new_logprobs = P.logprobs_from_logits(response_logits(policy, ids[mb], mask[mb], n_prompt, p.temperature, p.padding_free), r_ids[mb])
+                    values = critic(ids[mb], mask[mb], n_prompt, p.padding_free)
                     pg_loss, pg_clip, approx_kl = P.policy_loss(new_logprobs, old_logprobs[mb], advantages[mb], r_mask[mb], p.clip_range)
                     vf_loss, vf_clip = P.value_loss(values, old_values[mb], returns[mb], r_mask[mb], p.clip_range_value)
                     loss = pg_loss + p.vf_coef * vf_loss

@@ -122,6 +122,11 @@ BAD = {
     "uf_score_text": ("ultrafeedback", {"prompt": "p", "chosen": messages("p", "c"), "rejected": messages("p", "r"),
                                         "score_chosen": "8", "score_rejected": 1}, "wrong_type",
                       "'score_chosen' must be a number"),
+    "uf_tie": ("ultrafeedback", {"prompt": "p", "chosen": messages("p", "c"), "rejected": messages("p", "r"),
+                                 "score_chosen": 7.0, "score_rejected": 7.0}, "tie", "a tie has no preferred response"),
+    "uf_contradictory": ("ultrafeedback", {"prompt": "p", "chosen": messages("p", "c"), "rejected": messages("p", "r"),
+                                           "score_chosen": 2.0, "score_rejected": 6.5}, "contradictory_scores",
+                         "score_chosen 2.0 < score_rejected 6.5"),
 }
 
 

@@ -1,0 +1,92 @@
+"""Padding-free forwards: the real tokens of a padded batch packed into few rows, no padding computed.
+
+A PPO batch is [left-padded prompt | right-padded response] per rollout and responses vary in
+length, so much of a padded (B, L) batch is padding. Packing lays the rollouts end to end in rows
+of at most L tokens (first fit, in order; a rollout never straddles two rows), with position ids
+restarting at 0 for each rollout. transformers (>= 4.54, `masking_utils.find_packed_sequence_indices`)
+reads a drop in the position ids as the start of a new sequence when no attention mask is given
+and builds a block-diagonal causal mask, so every token attends only to its own rollout and the
+hidden states at real tokens equal the padded forward's up to float rounding (tested). Memory never
+exceeds the padded forward's: rows are no longer than L and there are at most B of them.
+
+Shapes: B rollouts, L padded width, R ≤ B packed rows of width L, N real tokens, H hidden size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from rlhf_scaling.models import position_ids_from_mask
+
+
+@dataclass
+class PackPlan:
+    """Where each real token of a (B, L) batch sits in the packed (R, L) rows.
+
+    flat_index:   (B, L) long, the token's index into the flattened (R·L) packed rows; −1 on padding.
+    position_ids: (R, L) position of each packed token within its rollout; the unused tail of a
+                  row counts 0, 1, ... as a sequence of its own, so it never attends into a rollout.
+    """
+
+    flat_index: torch.Tensor
+    position_ids: torch.Tensor
+
+
+def plan_packing(attention_mask: torch.Tensor) -> PackPlan:
+    """Plan for packing a (B, L) batch whose real tokens (mask 1) are contiguous in each row.
+
+    Contiguity holds for a left-padded prompt followed by a right-padded response; it is checked,
+    since packing would silently close a gap up.
+    """
+    mask = attention_mask.bool()
+    B, L = mask.shape
+    lengths = mask.sum(dim=1)
+    cols = torch.arange(L, device=mask.device)[None, :]
+    first = mask.to(torch.int8).argmax(dim=1, keepdim=True)
+    if not torch.equal((cols >= first) & (cols < first + lengths[:, None]), mask):
+        raise ValueError("packing needs each row's real tokens to be contiguous (left-padded prompt, right-padded response)")
+    # First fit, in order (a host-side loop over B rollouts, microseconds each).
+    row_of, offset, used = [], [], []
+    for n in lengths.tolist():
+        r = next((i for i, u in enumerate(used) if u + n <= L), len(used))
+        if r == len(used):
+            used.append(0)
+        row_of.append(r)
+        offset.append(used[r])
+        used[r] += n
+    rank = position_ids_from_mask(attention_mask)  # (B, L) index of each real token within its rollout
+    start = torch.tensor(row_of, device=mask.device) * L + torch.tensor(offset, device=mask.device)
+    flat_index = torch.where(mask, start[:, None] + rank, torch.full_like(rank, -1))
+    used_t = torch.tensor(used, device=mask.device)
+    position_ids = (cols - used_t[:, None]).clamp(min=0).expand(len(used), L).clone()
+    position_ids.view(-1)[flat_index[mask]] = rank[mask]
+    return PackPlan(flat_index, position_ids)
+
+
+def pack(plan: PackPlan, x: torch.Tensor, fill: int = 0) -> torch.Tensor:
+    """(B, L) padded tensor -> (R, L) packed rows; the unused row tails hold `fill`."""
+    out = torch.full(plan.position_ids.shape, fill, dtype=x.dtype, device=x.device)
+    keep = plan.flat_index >= 0
+    out.view(-1)[plan.flat_index[keep]] = x[keep]
+    return out
+
+
+def take(plan: PackPlan, packed: torch.Tensor, b: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
+    """Entries of a packed (R, L, ...) output at padded coordinates (b, l), each (M,) -> (M, ...)."""
+    index = plan.flat_index[b, l]
+    if bool((index < 0).any()):
+        raise IndexError("take() asked for a padding position, which a packed forward does not compute")
+    return packed.reshape(-1, *packed.shape[2:])[index]
+
+
+def packed_hidden_states(backbone, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                         b: torch.Tensor, l: torch.Tensor, pad_token_id: int = 0) -> torch.Tensor:
+    """Last hidden states (M, H) of a padding-free forward of `backbone` (an HF base model) over the
+    (B, L) batch, read at the M real positions (b, l). No KV cache: transformers detects packing
+    only in cache-free forwards."""
+    plan = plan_packing(attention_mask)
+    hidden = backbone(input_ids=pack(plan, input_ids, pad_token_id), position_ids=plan.position_ids,
+                      attention_mask=None, use_cache=False).last_hidden_state
+    return take(plan, hidden, b, l)

@@ -1,0 +1,97 @@
+"""Padding-free forwards: packed rollouts give the padded forward's outputs and gradients at real tokens."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+from rlhf_scaling.config import ConfigError
+from rlhf_scaling.models import position_ids_from_mask
+from rlhf_scaling.packing import pack, packed_hidden_states, plan_packing
+from rlhf_scaling.stages.ppo import Critic, check_plain_lm_head, response_logits
+
+VOCAB, PAD = 40, 0
+
+
+def tiny_lm(seed: int = 0) -> GPTNeoXForCausalLM:
+    torch.manual_seed(seed)
+    cfg = GPTNeoXConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, rotary_pct=0.25, max_position_embeddings=64,
+                        attention_dropout=0.0, hidden_dropout=0.0, pad_token_id=PAD, eos_token_id=1, bos_token_id=1)
+    return GPTNeoXForCausalLM(cfg)
+
+
+def ppo_batch(prompt_lengths, response_lengths, n_prompt: int, n_response: int, seed: int = 1):
+    """[left-padded prompt | right-padded response] ids and mask, as sampling.sample lays them out."""
+    g = torch.Generator().manual_seed(seed)
+    B = len(prompt_lengths)
+    mask = torch.zeros(B, n_prompt + n_response, dtype=torch.long)
+    for b, (q, r) in enumerate(zip(prompt_lengths, response_lengths)):
+        mask[b, n_prompt - q:n_prompt + r] = 1
+    ids = torch.randint(2, VOCAB, mask.shape, generator=g) * mask + PAD * (1 - mask)
+    return ids, mask
+
+
+def test_plan_packs_every_real_token_once_into_at_most_b_rows_of_the_padded_width():
+    ids, mask = ppo_batch([3, 1, 4, 2, 4, 1], [5, 1, 2, 0, 3, 5], n_prompt=4, n_response=5)
+    plan = plan_packing(mask)
+    R, W = plan.position_ids.shape
+    assert W == mask.shape[1] and R <= mask.shape[0]
+    assert R < mask.shape[0]  # this batch is 50% padding: packing must save rows
+    real = plan.flat_index[mask.bool()]
+    assert real.unique().numel() == int(mask.sum())  # no two tokens share a slot
+    packed = pack(plan, ids, PAD)
+    assert sorted(packed.view(-1)[real].tolist()) == sorted(ids[mask.bool()].tolist())
+    # Positions restart at 0 for each rollout and count its real tokens, as the padded forward's do.
+    assert torch.equal(plan.position_ids.view(-1)[real], position_ids_from_mask(mask)[mask.bool()])
+
+
+def test_a_gap_inside_a_row_is_refused():
+    mask = torch.tensor([[1, 0, 1, 1]])
+    with pytest.raises(ValueError, match="contiguous"):
+        plan_packing(mask)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_packed_hidden_states_equal_the_padded_forward_at_every_real_token(seed):
+    g = torch.Generator().manual_seed(seed)
+    B, n_prompt, n_response = 7, 5, 9
+    q = torch.randint(1, n_prompt + 1, (B,), generator=g).tolist()
+    r = torch.randint(1, n_response + 1, (B,), generator=g).tolist()
+    ids, mask = ppo_batch(q, r, n_prompt, n_response, seed)
+    model = tiny_lm(seed).eval()
+    padded = model.base_model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).last_hidden_state
+    b, l = mask.nonzero(as_tuple=True)
+    packed = packed_hidden_states(model.base_model, ids, mask, b, l, PAD)
+    torch.testing.assert_close(packed, padded[b, l], rtol=1e-5, atol=1e-5)
+
+
+def test_padding_free_logits_values_and_gradients_match_the_padded_path():
+    ids, mask = ppo_batch([4, 2, 3, 1, 4], [6, 1, 3, 2, 4], n_prompt=4, n_response=6)
+    n_prompt, r_mask = 4, mask[:, 4:].float()
+    results = {}
+    for padding_free in (False, True):
+        policy = tiny_lm(3)
+        critic = Critic(policy)
+        torch.nn.init.normal_(critic.head.weight, std=0.1)  # zero-initialised heads would hide value errors
+        logits = response_logits(policy, ids, mask, n_prompt, temperature=0.7, padding_free=padding_free)
+        values = critic(ids, mask, n_prompt, padding_free)
+        logp = torch.log_softmax(logits, -1).gather(-1, ids[:, n_prompt:, None]).squeeze(-1)
+        loss = (logp * r_mask).sum() + (values * r_mask).pow(2).sum()
+        loss.backward()
+        grads = torch.cat([p.grad.flatten() for p in [*policy.parameters(), *critic.parameters()] if p.grad is not None])
+        results[padding_free] = (logits, values, grads)
+    keep = r_mask.bool()
+    torch.testing.assert_close(results[True][0][keep], results[False][0][keep], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(results[True][1][keep], results[False][1][keep], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(results[True][2], results[False][2], rtol=1e-4, atol=1e-5)
+    assert results[True][1][~keep].abs().sum() == 0  # padding is not computed, and reads 0
+
+
+def test_models_that_rescale_logits_after_the_head_are_refused_for_padding_free():
+    model = tiny_lm()
+    check_plain_lm_head(model)  # GPT-NeoX: plain head
+    model.config.final_logit_softcapping = 30.0
+    with pytest.raises(ConfigError, match="ppo.padding_free=false"):
+        check_plain_lm_head(model)
