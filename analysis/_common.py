@@ -111,14 +111,10 @@ def with_peaks(coef: pd.DataFrame) -> pd.DataFrame:
 
 
 def rm_accuracy_table(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per RM job: RM, its parameters, comparison budget, held-out accuracy (figure (c)'s points)."""
-    runs = per_run(df)
-    if "summary.rm/val_accuracy" not in runs:
+    """One row per trained RM: RM, its parameters, comparison budget, held-out accuracy and loss
+    (figure (c)'s points, as figures.rm_runs selects them)."""
+    runs = figures.rm_runs(df)
+    if runs.empty:
         return pd.DataFrame()
-    runs = runs.dropna(subset=["summary.rm/val_accuracy"])
-    runs = runs[runs["stage"] == "rm"] if (runs["stage"] == "rm").any() else runs
-    sizes = figures.rm_sizes(df)
-    n_params = runs["config.rm.name"].astype(str).map(sizes) if "config.rm.name" in runs else np.nan
-    runs = runs.assign(n_params=n_params)
-    return pick(runs, ["run_id", "config.rm.name", "n_params", "config.data.comparison_budget",
-                       "summary.rm/val_accuracy"]).reset_index(drop=True)
+    return pick(runs, ["run_id", "config.rm.name", "n_params", figures.RM_BUDGET, figures.RM_ACCURACY,
+                       figures.RM_LOSS]).reset_index(drop=True)

@@ -189,6 +189,32 @@ def fit_power_law(x, y, floor: bool = False) -> PowerLaw:
     return PowerLaw(float(p[0]), float(p[1]))
 
 
+def _aicc(rss: float, k: int, n_params: int) -> float:
+    """Small-sample Akaike criterion of a least-squares fit (Burnham & Anderson 2002, eq. 2.14)."""
+    rss = max(rss, 1e-300)  # an exact fit would give -inf; this keeps the comparison defined
+    return k * np.log(rss / k) + 2 * n_params + 2 * n_params * (n_params + 1) / (k - n_params - 1)
+
+
+def fit_power_law_select(x, y) -> tuple[PowerLaw, bool]:
+    """The power law y ≈ a · x^(−b), or with an irreducible floor + c where that fits better.
+
+    "Better" is the lower AICc (the floor costs one parameter), so a floor is only taken when it
+    earns it; AICc needs more points than parameters + 1, so a floor is only considered from 5
+    distinct x on. Returns (fit, floor used). x, y: shape (K,), K >= 2 distinct x, y > 0.
+    """
+    x, y = _xy(x, y, "fit_power_law_select")
+    plain = fit_power_law(x, y)
+    if np.unique(x).size < 5:
+        return plain, False
+    try:
+        floored = fit_power_law(x, y, floor=True)
+    except (ValueError, RuntimeError):  # curve_fit did not converge, or y is constant
+        return plain, False
+    rss = [float(np.sum((y - f.predict(x)) ** 2)) for f in (plain, floored)]
+    use_floor = _aicc(rss[1], len(x), 3) < _aicc(rss[0], len(x), 2)
+    return (floored, True) if use_floor else (plain, False)
+
+
 def bootstrap_ci(statistic: Callable[[np.ndarray], float], units, n_boot: int = 1000, seed: int = 0,
                  level: float = 0.95) -> tuple[float, float]:
     """Percentile bootstrap interval of `statistic` over resampled units (Efron & Tibshirani 1993).

@@ -10,6 +10,7 @@ from rlhf_scaling.curves import (
     fit_log_linear,
     fit_overoptimization,
     fit_power_law,
+    fit_power_law_select,
     peak,
     rl_form,
     zero_crossing,
@@ -136,6 +137,21 @@ def test_fit_power_law_with_floor():
     assert fit.a == pytest.approx(40.0, rel=1e-3)
     assert fit.b == pytest.approx(0.3, rel=1e-3)
     assert fit.c == pytest.approx(0.2, rel=1e-3)
+
+
+def test_power_law_select_takes_the_floor_only_where_the_data_have_one():
+    """RM error vs comparisons: with an irreducible error the floor wins on AICc and recovers the
+    generating law (1% noise); without one, the plain law wins; too few points never get a floor."""
+    rng = np.random.default_rng(0)
+    x = np.logspace(2, 5, 10)
+    floored = (0.9 * x**-0.4 + 0.15) * (1 + 0.01 * rng.standard_normal(x.size))
+    fit, used = fit_power_law_select(x, floored)
+    assert used and fit.c == pytest.approx(0.15, rel=0.05) and fit.b == pytest.approx(0.4, rel=0.1)
+    plain = 0.9 * x**-0.4 * (1 + 0.01 * rng.standard_normal(x.size))
+    fit, used = fit_power_law_select(x, plain)
+    assert not used and fit.c == 0.0 and fit.b == pytest.approx(0.4, rel=0.02)
+    fit, used = fit_power_law_select(x[:4], (0.9 * x**-0.4 + 0.15)[:4])
+    assert not used
 
 
 def test_power_law_is_frozen():

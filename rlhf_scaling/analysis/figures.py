@@ -36,10 +36,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from scipy.optimize import OptimizeWarning  # noqa: E402
 
 from rlhf_scaling.analysis.runs import load_local_runs, load_wandb_runs, per_run  # noqa: E402
 from rlhf_scaling.analysis.style import FIT_LINESTYLE, SIZE_CMAP, figure_style  # noqa: E402
-from rlhf_scaling.curves import bon_form, fit_log_linear, fit_overoptimization, rl_form  # noqa: E402
+from rlhf_scaling.curves import bon_form, fit_log_linear, fit_overoptimization, fit_power_law_select, rl_form  # noqa: E402
 
 FORM_OF = {"bon": "bon", "ppo": "rl"}  # which Gao form each optimisation method follows
 FORM_FN = {"bon": bon_form, "rl": rl_form}
@@ -245,35 +246,91 @@ def fig_coefficients(df: pd.DataFrame, source: str):
     return fig
 
 
-def fig_rm_accuracy(df: pd.DataFrame, source: str):
-    """(c) RM held-out pair accuracy vs training comparisons (per RM) and vs RM size (per budget)."""
-    col, budget = "summary.rm/val_accuracy", "config.data.comparison_budget"
-    if col not in df:
-        return None
-    runs = per_run(df).dropna(subset=[col])
+RM_ACCURACY, RM_LOSS, RM_BUDGET = "summary.rm/val_accuracy", "summary.rm/val_loss", "config.data.comparison_budget"
+
+
+def rm_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per trained RM (a job's summary): rm name, n_params, budget, val accuracy and loss.
+
+    RM jobs only where there are any; the same RM artifact reported by several jobs counts once.
+    """
+    if RM_ACCURACY not in df:
+        return pd.DataFrame()
+    runs = per_run(df).dropna(subset=[RM_ACCURACY])
     if (runs["stage"] == "rm").any():
         runs = runs[runs["stage"] == "rm"]
-    if "summary.rm/artifact" in runs:  # the same trained RM reported by several jobs counts once
+    if "summary.rm/artifact" in runs:
         runs = runs.drop_duplicates("summary.rm/artifact")
     if runs.empty or "config.rm.name" not in runs:
-        return None
+        return pd.DataFrame()
     runs = runs.assign(n_params=runs["config.rm.name"].astype(str).map(rm_sizes(df)))
-    if budget not in runs:
-        runs[budget] = np.nan
+    for col in (RM_BUDGET, RM_LOSS):
+        if col not in runs:
+            runs[col] = np.nan
+    return runs
+
+
+def rm_scaling_fits(df: pd.DataFrame) -> pd.DataFrame:
+    """Power laws of RM held-out error (1 − accuracy) and loss against training comparisons (one fit
+    per RM) and against RM parameters (one fit per budget), each y ≈ a·x^(−b) (+ c floor where AICc
+    prefers it, curves.fit_power_law_select), fitted to the mean over runs at each x; groups with
+    fewer than 3 distinct x are not fitted. Columns: against, group, metric, n_points, a, b, c, floor.
+    """
+    runs = rm_runs(df)
+    rows = []
+    if runs.empty:
+        return pd.DataFrame(columns=["against", "group", "metric", "n_points", "a", "b", "c", "floor"])
+    for against, x_col, group_col in (("comparisons", RM_BUDGET, "config.rm.name"), ("rm_params", "n_params", RM_BUDGET)):
+        for group, r in runs.dropna(subset=[x_col]).groupby(group_col, sort=True):
+            for metric, col, transform in (("error", RM_ACCURACY, lambda a: 1.0 - a), ("loss", RM_LOSS, lambda v: v)):
+                mean = transform(r.groupby(x_col, sort=True)[col].mean()).dropna()
+                if len(mean) < 3 or (mean <= 0).any():
+                    continue
+                try:
+                    with warnings.catch_warnings():  # the covariance is not used: an exact fit may lack one
+                        warnings.simplefilter("ignore", OptimizeWarning)
+                        fit, floor = fit_power_law_select(mean.index.to_numpy(float), mean.to_numpy(float))
+                except (ValueError, RuntimeError):  # curve_fit failed to converge
+                    continue
+                rows.append({"against": against, "group": group, "metric": metric, "n_points": len(mean),
+                             "a": fit.a, "b": fit.b, "c": fit.c, "floor": floor})
+    return pd.DataFrame(rows, columns=["against", "group", "metric", "n_points", "a", "b", "c", "floor"])
+
+
+def _draw_error_fit(ax, fits: pd.DataFrame, against: str, group, x: np.ndarray, colour) -> None:
+    """The fitted error law of one group drawn as accuracy = 1 − error over the group's x range."""
+    row = fits[(fits["against"] == against) & (fits["group"] == group) & (fits["metric"] == "error")]
+    if row.empty:
+        return
+    a, b, c = row.iloc[0][["a", "b", "c"]]
+    grid = np.geomspace(x.min(), x.max(), 50)
+    ax.plot(grid, 1.0 - (a * grid ** (-b) + c), linestyle=FIT_LINESTYLE, color=colour, lw=1.0)
+
+
+def fig_rm_accuracy(df: pd.DataFrame, source: str):
+    """(c) RM held-out pair accuracy vs training comparisons (per RM) and vs RM size (per budget),
+    with the fitted power laws of the error (rm_scaling_fits) dashed."""
+    runs = rm_runs(df)
+    if runs.empty:
+        return None
+    fits = rm_scaling_fits(df)
     style = _size_order(df, runs["config.rm.name"].astype(str))
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     # Several runs at one point (seeds, or the same setting in two sweeps): their mean, joined by a line.
     for rm, r in runs.groupby("config.rm.name", sort=True):
         colour, label = style[str(rm)]
-        mean = r.groupby(budget, sort=True)[col].mean()
-        axes[0].plot(mean.index, mean.to_numpy(), "o-", color=colour, label=label)
+        mean = r.groupby(RM_BUDGET, sort=True)[RM_ACCURACY].mean()
+        axes[0].plot(mean.index, mean.to_numpy(), "o-", color=colour, label=label, lw=0.8)
+        _draw_error_fit(axes[0], fits, "comparisons", rm, mean.index.to_numpy(float), colour)
     axes[0].set_xlabel("training comparisons (data.comparison_budget)")
     axes[0].set_title("RM accuracy vs comparisons")
     _legend_once(axes[0], style, title="proxy RM")
     sized = runs.dropna(subset=["n_params"])
-    for b, r in sized.groupby(budget, sort=True, dropna=False):
-        mean = r.groupby("n_params", sort=True)[col].mean()
-        axes[1].plot(mean.index, mean.to_numpy(), "o-", label=f"{b:g} comparisons" if np.isfinite(b) else "budget unknown")
+    for i, (b, r) in enumerate(sized.groupby(RM_BUDGET, sort=True, dropna=False)):
+        mean = r.groupby("n_params", sort=True)[RM_ACCURACY].mean()
+        line, = axes[1].plot(mean.index, mean.to_numpy(), "o-", lw=0.8,
+                             label=f"{b:g} comparisons" if np.isfinite(b) else "budget unknown")
+        _draw_error_fit(axes[1], fits, "rm_params", b, mean.index.to_numpy(float), line.get_color())
     axes[1].set_xlabel("proxy RM parameters N")
     axes[1].set_title("RM accuracy vs RM size")
     _legend_once(axes[1])
@@ -282,7 +339,8 @@ def fig_rm_accuracy(df: pd.DataFrame, source: str):
         ax.axhline(0.5, color="0.5", lw=0.6)
         if ax.has_data():
             ax.set_xscale("log")
-    _footer(fig, source, len(runs), "accuracy against gold on held-out comparisons; lines: mean over runs per point")
+    _footer(fig, source, len(runs), "accuracy against gold on held-out comparisons; points: mean over runs; "
+                                    "dashed: power law of the error (+ floor where AICc prefers it)")
     return fig
 
 

@@ -110,3 +110,28 @@ def test_report_writes_table_csv_and_markdown(runs_root, tmp_path, capsys, synth
 def test_the_shared_mplstyle_file_matches_the_style_module():
     path = REPO_ROOT / "analysis" / "style.mplstyle"
     assert path.read_text() == style.mplstyle_text(), "regenerate: python -m rlhf_scaling.analysis.style " + str(path)
+
+
+def test_rm_scaling_fits_recover_a_power_law_of_the_error_with_its_floor(tmp_path, synthetic):
+    """RM error = 0.8·D^(−0.3) + 0.1 over six budgets D: the fit behind figure (c) finds the floor
+    and the law's coefficients; a pure power law of the loss is fitted without a floor."""
+    import math
+
+    from rlhf_scaling.analysis.runs import load_local_runs
+
+    _config, rm_records, write_run = synthetic._config, synthetic.rm_records, synthetic.write_run
+
+    budgets = [384, 768, 1536, 3072, 6144, 12288]
+    for i, budget in enumerate(budgets):
+        error, loss = 0.8 * budget ** -0.3 + 0.1, 2.0 * budget ** -0.2
+        write_run(tmp_path / "data_size" / f"{i}", _config("data_size", "rm", "tiny-s", budget=budget),
+                  rm_records(1 - error), {"rm/val_accuracy": 1 - error, "rm/val_loss": loss, "rm/n_params": 1e6,
+                                          "rm/artifact": f"/a/rm/{i}"}, f"w{i}")
+    fits = figures.rm_scaling_fits(load_local_runs(tmp_path)).set_index(["against", "metric"])
+    error = fits.loc[("comparisons", "error")]
+    assert error["group"] == "tiny-s" and error["n_points"] == 6 and bool(error["floor"])
+    assert (error["a"], error["b"], error["c"]) == pytest.approx((0.8, 0.3, 0.1), rel=1e-3)
+    loss = fits.loc[("comparisons", "loss")]
+    assert not bool(loss["floor"]) and (loss["a"], loss["b"]) == pytest.approx((2.0, 0.2), rel=1e-4)
+    assert math.isclose(loss["c"], 0.0)
+    assert "rm_params" not in fits.index.get_level_values(0)  # one RM size: nothing to fit against N
