@@ -24,7 +24,7 @@ study: setup
 
 test: setup
 	bash slurm/local_cluster.sh start
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow and not slurm and not distributed"

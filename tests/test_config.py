@@ -111,23 +111,29 @@ def test_every_sweep_composes_and_every_point_validates(sweep):
         assert cfg.stage.build_upstream and cfg.experiment == sweep
 
 
-@pytest.mark.parametrize("args, key", [
-    (["model@rm=tiny-s", "rm.name=../../escaped"], "rm.name"),
-    (["model@policy=tiny-s", "policy.name=/tmp/abs"], "policy.name"),
-    (["experiment=.."], "experiment"),
-])
-def test_names_that_would_leave_the_store_are_one_line_errors_before_any_write(tmp_path, args, key):
-    """Model names become artifact and run folder names: a '..' or '/' in one must never write
-    outside the artifact store; the CLI says so in one line (exit 2) and builds nothing."""
+def test_a_name_that_would_leave_the_store_is_a_one_line_error_before_any_write(tmp_path):
+    """Model names become artifact and run folder names: a '..' in one must never write outside
+    the artifact store; the CLI says so in one line (exit 2) and builds nothing."""
     store = tmp_path / "store" / "artifacts"
     proc = subprocess.run([sys.executable, "-m", "rlhf_scaling.cli", "stage=rm", "stage.build_upstream=true",
-                           f"artifacts_dir={store}", f"hydra.run.dir={tmp_path}/store/run", *args],
+                           f"artifacts_dir={store}", f"hydra.run.dir={tmp_path}/store/run", "rm.name=../../escaped"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
     [line] = proc.stderr.strip().splitlines()
-    assert line.startswith(f"error: {key}:") and "plain name" in line
+    assert line.startswith("error: rm.name:") and "plain name" in line
     assert not store.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]  # nothing escaped next to it
+
+
+@pytest.mark.parametrize("args, key", [
+    (["policy.name=/tmp/abs"], "policy.name"),
+    (["study.rm_models.s.name=a/b"], "study.rm_models.s.name"),
+    (["experiment=.."], "experiment"),
+    (["rm.name='~root'"], "rm.name"),
+])
+def test_every_name_that_becomes_a_folder_must_be_plain(args, key):
+    with pytest.raises(ConfigError, match=f"^{key}.*plain name"):
+        compose(args)
 
 
 def test_cli_error_line_and_hydra_record_never_show_a_secret(tmp_path):
