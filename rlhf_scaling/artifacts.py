@@ -69,9 +69,16 @@ class Artifact:
         return self.path
 
 
+def is_plain_name(name: str) -> bool:
+    """A name usable as ONE folder name: no path separators, NUL, '..', a lone '.' or a leading '~',
+    so a name from a config can never point outside the folder it is joined to."""
+    return bool(name) and name != "." and ".." not in name and not name.startswith("~") \
+        and not any(c in name for c in "/\\\0")
+
+
 def make_artifact(root: str | Path, kind: str, name: str, recipe: dict) -> Artifact:
-    """An Artifact under `root`; `name` may not contain path separators or '..' (no escaping the root)."""
-    if "/" in name or "\\" in name or ".." in name or not name:
+    """An Artifact under `root`; `name` must be a plain folder name (no escaping the root)."""
+    if not is_plain_name(name):
         raise ValueError(f"artifact name {name!r} must be a plain folder name")
     return Artifact(Path(root).resolve(), kind, name, recipe)
 

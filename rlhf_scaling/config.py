@@ -21,6 +21,8 @@ from typing import Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from rlhf_scaling.artifacts import is_plain_name
+
 
 class ConfigError(ValueError):
     """A config value that composes but cannot run; the message names the key."""
@@ -321,7 +323,7 @@ def _get(cfg, dotted: str):
 def _check_name(key: str, name: str) -> None:
     """Names become folder names (artifacts, study sub-runs): one plain path component only, so a
     config can never write outside the artifact store or the run folder."""
-    if not name or name in (".", "..") or any(c in name for c in "/\\\0") or name.startswith("~"):
+    if not is_plain_name(name):  # the artifact store's own rule, checked before any work
         raise ConfigError(f"{key}: {name!r} must be a plain name (no '/', '\\', '..', '~'); it names folders")
 
 
