@@ -40,7 +40,8 @@ from scipy.optimize import OptimizeWarning  # noqa: E402
 
 from rlhf_scaling.analysis.runs import load_local_runs, load_wandb_runs, per_run  # noqa: E402
 from rlhf_scaling.analysis.style import FIT_LINESTYLE, SIZE_CMAP, figure_style  # noqa: E402
-from rlhf_scaling.curves import bon_form, fit_log_linear, fit_overoptimization, fit_power_law_select, rl_form  # noqa: E402
+from rlhf_scaling.curves import (PowerLaw, bon_form, fit_log_linear, fit_overoptimization,  # noqa: E402
+                                 fit_power_law_select, rl_form)
 
 FORM_OF = {"bon": "bon", "ppo": "rl"}  # which Gao form each optimisation method follows
 FORM_FN = {"bon": bon_form, "rl": rl_form}
@@ -247,6 +248,7 @@ def fig_coefficients(df: pd.DataFrame, source: str):
 
 
 RM_ACCURACY, RM_LOSS, RM_BUDGET = "summary.rm/val_accuracy", "summary.rm/val_loss", "config.data.comparison_budget"
+RM_FIT_COLUMNS = ["against", "group", "metric", "n_points", "a", "b", "c", "floor"]
 
 
 def rm_runs(df: pd.DataFrame) -> pd.DataFrame:
@@ -274,12 +276,12 @@ def rm_scaling_fits(df: pd.DataFrame) -> pd.DataFrame:
     """Power laws of RM held-out error (1 − accuracy) and loss against training comparisons (one fit
     per RM) and against RM parameters (one fit per budget), each y ≈ a·x^(−b) (+ c floor where AICc
     prefers it, curves.fit_power_law_select), fitted to the mean over runs at each x; groups with
-    fewer than 3 distinct x are not fitted. Columns: against, group, metric, n_points, a, b, c, floor.
+    fewer than 3 distinct x are not fitted. Columns: RM_FIT_COLUMNS.
     """
     runs = rm_runs(df)
     rows = []
     if runs.empty:
-        return pd.DataFrame(columns=["against", "group", "metric", "n_points", "a", "b", "c", "floor"])
+        return pd.DataFrame(columns=RM_FIT_COLUMNS)
     for against, x_col, group_col in (("comparisons", RM_BUDGET, "config.rm.name"), ("rm_params", "n_params", RM_BUDGET)):
         for group, r in runs.dropna(subset=[x_col]).groupby(group_col, sort=True):
             for metric, col, transform in (("error", RM_ACCURACY, lambda a: 1.0 - a), ("loss", RM_LOSS, lambda v: v)):
@@ -294,7 +296,7 @@ def rm_scaling_fits(df: pd.DataFrame) -> pd.DataFrame:
                     continue
                 rows.append({"against": against, "group": group, "metric": metric, "n_points": len(mean),
                              "a": fit.a, "b": fit.b, "c": fit.c, "floor": floor})
-    return pd.DataFrame(rows, columns=["against", "group", "metric", "n_points", "a", "b", "c", "floor"])
+    return pd.DataFrame(rows, columns=RM_FIT_COLUMNS)
 
 
 def _draw_error_fit(ax, fits: pd.DataFrame, against: str, group, x: np.ndarray, colour) -> None:
@@ -302,9 +304,9 @@ def _draw_error_fit(ax, fits: pd.DataFrame, against: str, group, x: np.ndarray, 
     row = fits[(fits["against"] == against) & (fits["group"] == group) & (fits["metric"] == "error")]
     if row.empty:
         return
-    a, b, c = row.iloc[0][["a", "b", "c"]]
+    law = PowerLaw(*(float(v) for v in row.iloc[0][["a", "b", "c"]]))
     grid = np.geomspace(x.min(), x.max(), 50)
-    ax.plot(grid, 1.0 - (a * grid ** (-b) + c), linestyle=FIT_LINESTYLE, color=colour, lw=1.0)
+    ax.plot(grid, 1.0 - law.predict(grid), linestyle=FIT_LINESTYLE, color=colour, lw=1.0)
 
 
 def fig_rm_accuracy(df: pd.DataFrame, source: str):
@@ -326,7 +328,7 @@ def fig_rm_accuracy(df: pd.DataFrame, source: str):
     axes[0].set_title("RM accuracy vs comparisons")
     _legend_once(axes[0], style, title="proxy RM")
     sized = runs.dropna(subset=["n_params"])
-    for i, (b, r) in enumerate(sized.groupby(RM_BUDGET, sort=True, dropna=False)):
+    for b, r in sized.groupby(RM_BUDGET, sort=True, dropna=False):
         mean = r.groupby("n_params", sort=True)[RM_ACCURACY].mean()
         line, = axes[1].plot(mean.index, mean.to_numpy(), "o-", lw=0.8,
                              label=f"{b:g} comparisons" if np.isfinite(b) else "budget unknown")

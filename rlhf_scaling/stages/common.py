@@ -14,8 +14,8 @@ from typing import List, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from rlhf_scaling.config import ConfigError
 from rlhf_scaling.artifacts import Artifact, make_artifact
+from rlhf_scaling.config import ConfigError
 from rlhf_scaling.data.synthetic import SyntheticTask, build_tokenizer, make_task, sample_prompts
 from rlhf_scaling.gold import ModelGold, SyntheticGold
 from rlhf_scaling.models import load_tokenizer

@@ -76,17 +76,19 @@ class Critic(nn.Module):
         """(B, L) [prompt (n_prompt) | response (T)] -> (B, T) fp32 values V(s_t) of the states
         before each response token; 0 on response padding when padding_free."""
         if padding_free:
-            b, t = response_coordinates(attention_mask, n_prompt)
-            h = packed_hidden_states(self.backbone, input_ids, attention_mask, b, n_prompt - 1 + t)
+            h, b, t = packed_response_states(self.backbone, input_ids, attention_mask, n_prompt)
             return scatter_response(self.head(h).squeeze(-1).float(), b, t, attention_mask, n_prompt)
         h = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
                           position_ids=position_ids_from_mask(attention_mask)).last_hidden_state
         return self.head(h[:, n_prompt - 1:-1]).squeeze(-1).float()
 
 
-def response_coordinates(attention_mask: torch.Tensor, n_prompt: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(rollout b, response position t), each (M,), of the M real response tokens of a (B, L) batch."""
-    return attention_mask[:, n_prompt:].nonzero(as_tuple=True)
+def packed_response_states(backbone, input_ids, attention_mask, n_prompt: int):
+    """Padding-free forward of `backbone` over [prompt (n_prompt) | response (T)] rows: the hidden
+    states (M, H) of the states before each of the M real response tokens, and their (rollout b,
+    response position t), each (M,)."""
+    b, t = attention_mask[:, n_prompt:].nonzero(as_tuple=True)
+    return packed_hidden_states(backbone, input_ids, attention_mask, b, n_prompt - 1 + t), b, t
 
 
 def scatter_response(x: torch.Tensor, b: torch.Tensor, t: torch.Tensor, attention_mask: torch.Tensor,
@@ -107,8 +109,7 @@ def response_logits(model, input_ids, attention_mask, n_prompt: int, temperature
     logits on response padding are then 0 (every consumer masks them).
     """
     if padding_free:
-        b, t = response_coordinates(attention_mask, n_prompt)
-        h = packed_hidden_states(model.base_model, input_ids, attention_mask, b, n_prompt - 1 + t)
+        h, b, t = packed_response_states(model.base_model, input_ids, attention_mask, n_prompt)
         return scatter_response(model.get_output_embeddings()(h) / temperature, b, t, attention_mask, n_prompt)
     n_response = input_ids.shape[1] - n_prompt
     logits = model(input_ids=input_ids, attention_mask=attention_mask,
