@@ -108,8 +108,10 @@ def run_ours(args) -> dict:
 
     torch.set_num_threads(args.threads)
     base_rss = rss_mb()
-    # ours_padded: the same stage with PPO's forwards over the padded batch (before packing).
-    cfg = compose(overrides(args) + (["ppo.padding_free=false"] if args.role == "ours_padded" else []))
+    # ours_padded: the same stage with PPO's forwards over the padded batch (before packing);
+    # ours_shared: with the value head on the policy's trunk instead of a separate critic.
+    extra = {"ours_padded": ["ppo.padding_free=false"], "ours_shared": ["ppo.critic=shared"]}.get(args.role, [])
+    cfg = compose(overrides(args) + extra)
     run_dir = Path(tempfile.mkdtemp(dir=args.store, prefix=f"{args.role}_"))
     with open_tracker(cfg, run_dir, "ppo") as tracker:
         ppo.run(cfg, tracker)
@@ -288,12 +290,15 @@ def main() -> None:
     parser.add_argument("--comparisons", type=int, default=192)
     parser.add_argument("--compare-padded", action="store_true",
                         help="also time ours with ppo.padding_free=false (padded forwards) in the same run")
-    parser.add_argument("--role", choices=["main", "prepare", "ours", "ours_padded", "trl"], default="main")
+    parser.add_argument("--compare-shared", action="store_true",
+                        help="also time ours with ppo.critic=shared (value head on the policy's trunk) in the same run")
+    parser.add_argument("--role", choices=["main", "prepare", "ours", "ours_padded", "ours_shared", "trl"], default="main")
     parser.add_argument("--store", type=Path, default=None)
     args = parser.parse_args()
     args.passthrough = [a for a in sys.argv[1:]]
     if args.role != "main":
-        fn = {"prepare": prepare, "ours": run_ours, "ours_padded": run_ours, "trl": run_trl}[args.role]
+        fn = {"prepare": prepare, "ours": run_ours, "ours_padded": run_ours, "ours_shared": run_ours,
+              "trl": run_trl}[args.role]
         out = fn(args)
         if out is not None:
             print(json.dumps(out))
@@ -311,7 +316,8 @@ def main() -> None:
     subprocess.run([sys.executable, __file__, "--role", "prepare", "--store", str(args.store), *args.passthrough],
                    check=True)
     print(f"upstream artifacts: {time.perf_counter() - start:.0f} s", flush=True)
-    roles = ("ours", "trl", *(("ours_padded",) if args.compare_padded else ()))
+    roles = ("ours", "trl", *(("ours_padded",) if args.compare_padded else ()),
+             *(("ours_shared",) if args.compare_shared else ()))
     runs = {role: [] for role in roles}
     for r in range(args.rounds):
         for role in (roles if r % 2 == 0 else roles[::-1]):
@@ -329,7 +335,8 @@ def main() -> None:
     print("| side | s / iteration | rollout tokens / iteration | rollout tokens/s | generate s | score s | "
           "experience forwards s | train s | peak RSS MiB (after imports) |")
     print("|---|---|---|---|---|---|---|---|---|")
-    labels = {"ours": "ours", "trl": f"TRL {trl.__version__} PPOTrainer", "ours_padded": "ours, ppo.padding_free=false"}
+    labels = {"ours": "ours", "trl": f"TRL {trl.__version__} PPOTrainer", "ours_padded": "ours, ppo.padding_free=false",
+              "ours_shared": "ours, ppo.critic=shared"}
     for role, label in labels.items():
         if role not in res:
             continue
@@ -343,6 +350,8 @@ def main() -> None:
           f"(target >= 1.5x: {'met' if ratio_it >= 1.5 else 'not met'})")
     if "ours_padded" in res:
         print(f"padding-free vs padded forwards (ours): {res['ours_padded']['wall'] / res['ours']['wall']:.2f}x iterations/s")
+    if "ours_shared" in res:
+        print(f"ours, ppo.critic=shared vs TRL: {res['trl']['wall'] / res['ours_shared']['wall']:.2f}x iterations/s")
     print(json.dumps(res))
 
 

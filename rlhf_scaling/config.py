@@ -157,6 +157,10 @@ class PPOConfig:
     max_grad_norm: float = 1.0
     whiten_rewards: bool = False  # normalise scores per batch before adding the KL penalty
     temperature: float = 1.0
+    # separate: the critic is its own copy of the init transformer + a value head (Ouyang et al. 2022);
+    # shared: a value head on the policy's trunk, one forward and backward per minibatch and half the
+    # trained parameters, but the value loss (x vf_coef) then also trains the policy's transformer.
+    critic: str = "separate"
     padding_free: bool = True  # pack rollouts end to end in every PPO forward (no compute on padding; rlhf_scaling/packing.py)
     log_every: int = 1  # iterations between logged metrics
     checkpoint_every: int = 20  # iterations between resumable checkpoints
@@ -287,6 +291,7 @@ _CHOICES = {
     "rm_train.precision": ("fp32", "bf16"),
     "bon.ensemble": ("mean", "min", "uwo"),
     "ppo.kl_estimator": ("k1", "k3"),
+    "ppo.critic": ("separate", "shared"),
     "stage.name": ("sft", "data", "rm", "bon", "ppo", "study"),
     "deepspeed.zero_stage": (0, 2, 3),
     "tracking.mode": ("disabled", "offline", "online"),

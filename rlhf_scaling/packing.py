@@ -81,12 +81,11 @@ def take(plan: PackPlan, packed: torch.Tensor, b: torch.Tensor, l: torch.Tensor)
     return packed.reshape(-1, *packed.shape[2:])[index]
 
 
-def packed_hidden_states(backbone, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                         b: torch.Tensor, l: torch.Tensor, pad_token_id: int = 0) -> torch.Tensor:
+def packed_hidden_states(backbone, input_ids: torch.Tensor, plan: PackPlan, b: torch.Tensor, l: torch.Tensor,
+                         pad_token_id: int = 0) -> torch.Tensor:
     """Last hidden states (M, H) of a padding-free forward of `backbone` (an HF base model) over the
-    (B, L) batch, read at the M real positions (b, l). No KV cache: transformers detects packing
-    only in cache-free forwards."""
-    plan = plan_packing(attention_mask)
+    (B, L) batch `input_ids` packed by `plan` (plan_packing of its mask), read at the M real
+    positions (b, l). No KV cache: transformers detects packing only in cache-free forwards."""
     hidden = backbone(input_ids=pack(plan, input_ids, pad_token_id), position_ids=plan.position_ids,
                       attention_mask=None, use_cache=False).last_hidden_state
     return take(plan, hidden, b, l)

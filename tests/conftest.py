@@ -71,3 +71,33 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
     mp.setenv("SLURM_CONF", str(cluster.conf))
     yield cluster
     mp.undo()  # the cluster stays up: the next session (or `make test`) reuses it
+
+
+# ----------------------------------------------------------------------------- shared PPO upstream
+
+
+@dataclass(frozen=True)
+class PPOStore:
+    """An artifact store holding a PPO job's upstream artifacts (SFT policy, preference data, the
+    tiny-m proxy RM), and the overrides that name them: a job given `overrides` finds them there."""
+
+    artifacts: Path
+    overrides: tuple
+
+
+@pytest.fixture(scope="session")
+def ppo_store(tmp_path_factory) -> PPOStore:
+    """Built once per session, in-process. The PPO jobs that tests run as subprocesses (kill/resume,
+    preemption, DeepSpeed) only read these artifacts, so they share one store."""
+    from rlhf_scaling.cli import compose
+    from rlhf_scaling.stages import data, rm, sft
+    from rlhf_scaling.stages.common import open_tracker
+
+    root = tmp_path_factory.mktemp("ppo_store")
+    store = PPOStore(root / "artifacts", ("sft.steps=100", "sft.n_demos=500", "data.comparison_budget=384",
+                                          "data.n_eval_prompts=32", "rm_train.epochs=1", "rm_train.batch_size=8"))
+    cfg = compose([f"artifacts_dir={store.artifacts}", "stage=ppo", "progress=false", *store.overrides])
+    for name, stage in (("sft", sft), ("data", data), ("rm", rm)):
+        with open_tracker(cfg, root / "runs" / name, name) as tracker:
+            tracker.summary(**stage.run(cfg, tracker))
+    return store

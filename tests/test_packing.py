@@ -9,7 +9,7 @@ from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 from rlhf_scaling.config import ConfigError
 from rlhf_scaling.models import position_ids_from_mask
 from rlhf_scaling.packing import pack, packed_hidden_states, plan_packing
-from rlhf_scaling.stages.ppo import Critic, check_plain_lm_head, response_logits
+from rlhf_scaling.stages.ppo import Critic, ResponseBatch, check_plain_lm_head, logits_and_values, value_head
 
 VOCAB, PAD = 40, 0
 
@@ -63,20 +63,29 @@ def test_packed_hidden_states_equal_the_padded_forward_at_every_real_token(seed)
     model = tiny_lm(seed).eval()
     padded = model.base_model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).last_hidden_state
     b, l = mask.nonzero(as_tuple=True)
-    packed = packed_hidden_states(model.base_model, ids, mask, b, l, PAD)
+    packed = packed_hidden_states(model.base_model, ids, plan_packing(mask), b, l, PAD)
     torch.testing.assert_close(packed, padded[b, l], rtol=1e-5, atol=1e-5)
 
 
-def test_padding_free_logits_values_and_gradients_match_the_padded_path():
+def policy_and_critic(kind: str):
+    """A tiny policy and its critic (ppo.critic=kind) with a non-zero value head: a zero-initialised
+    head would hide value errors."""
+    policy = tiny_lm(3)
+    critic = Critic(policy) if kind == "separate" else value_head(policy.config.hidden_size)
+    head = critic.head if kind == "separate" else critic
+    torch.nn.init.normal_(head.weight, std=0.1)
+    return policy, critic
+
+
+@pytest.mark.parametrize("kind", ["separate", "shared"])
+def test_padding_free_logits_values_and_gradients_match_the_padded_path(kind):
     ids, mask = ppo_batch([4, 2, 3, 1, 4], [6, 1, 3, 2, 4], n_prompt=4, n_response=6)
     n_prompt, r_mask = 4, mask[:, 4:].float()
     results = {}
     for padding_free in (False, True):
-        policy = tiny_lm(3)
-        critic = Critic(policy)
-        torch.nn.init.normal_(critic.head.weight, std=0.1)  # zero-initialised heads would hide value errors
-        logits = response_logits(policy, ids, mask, n_prompt, temperature=0.7, padding_free=padding_free)
-        values = critic(ids, mask, n_prompt, padding_free)
+        policy, critic = policy_and_critic(kind)
+        batch = ResponseBatch.of(ids, mask, n_prompt, padding_free)
+        logits, values = logits_and_values(policy, critic, batch, temperature=0.7)
         logp = torch.log_softmax(logits, -1).gather(-1, ids[:, n_prompt:, None]).squeeze(-1)
         loss = (logp * r_mask).sum() + (values * r_mask).pow(2).sum()
         loss.backward()
@@ -87,6 +96,35 @@ def test_padding_free_logits_values_and_gradients_match_the_padded_path():
     torch.testing.assert_close(results[True][1][keep], results[False][1][keep], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(results[True][2], results[False][2], rtol=1e-4, atol=1e-5)
     assert results[True][1][~keep].abs().sum() == 0  # padding is not computed, and reads 0
+
+
+def test_a_minibatch_of_a_packed_batch_equals_packing_those_rollouts_alone():
+    ids, mask = ppo_batch([4, 2, 3, 1, 4, 2], [6, 1, 3, 2, 4, 5], n_prompt=4, n_response=6)
+    policy, critic = policy_and_critic("separate")
+    rows = torch.tensor([4, 1, 5])
+    sub = ResponseBatch.of(ids, mask, 4, True).rows(rows)
+    alone = ResponseBatch.of(ids[rows], mask[rows], 4, True)
+    for a, b in zip(logits_and_values(policy, critic, sub, 1.0), logits_and_values(policy, critic, alone, 1.0)):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("padding_free", [False, True])
+def test_shared_critic_values_come_from_the_policy_trunk_and_train_it(padding_free):
+    """ppo.critic=shared: the values are the head on the policy's own last hidden states, so the value
+    loss reaches the policy's transformer; with a separate critic it never does."""
+    ids, mask = ppo_batch([4, 2, 3], [6, 1, 3], n_prompt=4, n_response=6)
+    r_mask = mask[:, 4:].float()
+    batch = ResponseBatch.of(ids, mask, 4, padding_free)
+    for kind in ("shared", "separate"):
+        policy, critic = policy_and_critic(kind)
+        _, values = logits_and_values(policy, critic, batch, temperature=1.0)
+        if kind == "shared":
+            h = policy.base_model(input_ids=ids, attention_mask=mask,
+                                  position_ids=position_ids_from_mask(mask)).last_hidden_state[:, 3:-1]
+            torch.testing.assert_close(values[r_mask.bool()], critic(h).squeeze(-1)[r_mask.bool()], rtol=1e-5, atol=1e-5)
+        (values * r_mask).pow(2).sum().backward()  # a value loss alone
+        trunk_grad = sum(p.grad.abs().sum() for p in policy.base_model.parameters() if p.grad is not None)
+        assert (trunk_grad > 0) == (kind == "shared"), kind
 
 
 def test_models_that_rescale_logits_after_the_head_are_refused_for_padding_free():

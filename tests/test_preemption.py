@@ -73,9 +73,9 @@ def test_signal_name_follows_submitit_variable(monkeypatch):
 
 # ----------------------------------------------------------------------------- on the real local Slurm
 
-PPO = ["stage=ppo", "progress=false", "sft.steps=100", "sft.n_demos=500", "data.comparison_budget=384",
-       "data.n_eval_prompts=32", "rm_train.epochs=1", "rm_train.batch_size=8", "ppo.steps=100",
-       "ppo.prompts_per_step=8", "ppo.minibatch_size=8", "ppo.checkpoint_every=1000"]
+STEPS = 40  # enough that the job is still running when the signal reaches it (after iteration 3)
+PPO = ["stage=ppo", "progress=false", f"ppo.steps={STEPS}", "ppo.prompts_per_step=8", "ppo.minibatch_size=8",
+       "ppo.checkpoint_every=1000"]
 
 
 def _wait(condition, timeout: float, what: str, poll: float = 0.05):
@@ -92,7 +92,7 @@ def _wait(condition, timeout: float, what: str, poll: float = 0.05):
 
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_preempted_slurm_job_checkpoints_requeues_and_resumes_to_the_same_curve(slurm_cluster, tmp_path):
+def test_preempted_slurm_job_checkpoints_requeues_and_resumes_to_the_same_curve(slurm_cluster, ppo_store, tmp_path):
     """`scancel --signal=USR2` (what a preemption or the time limit sends) to a PPO job launched by
     the submitit launcher: it checkpoints at the end of the iteration, submitit requeues it, and
     the requeued job resumes there: the curve equals an uninterrupted run's, no iteration twice."""
@@ -102,16 +102,15 @@ def test_preempted_slurm_job_checkpoints_requeues_and_resumes_to_the_same_curve(
 
     import pandas as pd
 
-    store = tmp_path / "store"
-    full = subprocess.run([sys.executable, "-m", "rlhf_scaling.cli", f"hydra.run.dir={tmp_path / 'full'}",
-                           f"artifacts_dir={store}", "stage.build_upstream=true", *PPO],
+    job_args = [f"artifacts_dir={ppo_store.artifacts}", *ppo_store.overrides, *PPO]
+    full = subprocess.run([sys.executable, "-m", "rlhf_scaling.cli", f"hydra.run.dir={tmp_path / 'full'}", *job_args],
                           env=slurm_cluster.env(), capture_output=True, text=True, timeout=600)
     assert full.returncode == 0, full.stderr[-3000:]
 
     sweep, job_dir = tmp_path / "sweep", tmp_path / "sweep" / "job"
     launcher = subprocess.Popen(
         [sys.executable, "-m", "rlhf_scaling.cli", "-m", "hydra/launcher=slurm", "slurm=local", "slurm.mem_gb=2",
-         f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=job", f"artifacts_dir={store}", *PPO],
+         f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=job", *job_args],
         cwd=tmp_path, env=slurm_cluster.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         metrics = job_dir / "metrics.jsonl"
@@ -122,7 +121,7 @@ def test_preempted_slurm_job_checkpoints_requeues_and_resumes_to_the_same_curve(
         status = lambda: json.loads((job_dir / "status.json").read_text())  # noqa: E731
         _wait(lambda: status()["status"] == "interrupted", 120, "the job to stop at the signal")
         stopped_at = pd.read_json(metrics, lines=True).dropna(subset=["ppo/step"])["ppo/step"].max()
-        assert stopped_at < 99, "the job finished before the signal reached it"
+        assert stopped_at < STEPS - 1, "the job finished before the signal reached it"
         assert (job_dir / "checkpoint" / "DONE").is_file()  # written at the signal: checkpoint_every is 1000
         # Slurm holds a requeued job back (BeginTime, ~2 min); let it start now.
         _wait(lambda: "PENDING" in subprocess.run(["scontrol", "show", "job", job_id], env=env, capture_output=True,
@@ -138,6 +137,6 @@ def test_preempted_slurm_job_checkpoints_requeues_and_resumes_to_the_same_curve(
     final = status()
     assert final["status"] == "completed" and final["attempt"] == 2
     logged = pd.read_json(metrics, lines=True).dropna(subset=["ppo/step"])["ppo/step"]
-    assert logged.tolist() == list(range(100))  # resumed right after the signalled iteration
+    assert logged.tolist() == list(range(STEPS))  # resumed right after the signalled iteration
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "full" / "ppo_curve.csv"),
                                   pd.read_csv(job_dir / "ppo_curve.csv"), rtol=1e-5)

@@ -3,7 +3,7 @@ every job completes and writes its record, and the runs table holds every run.
 
 The jobs are `stage=data` runs that all reuse ONE preference-data artifact (the swept key,
 ppo.steps, is not part of the data artifact's key), so each job is the real entry point, tracker,
-artifact lookup and run record at the cost of a Python start-up. 8 jobs run in the default suite;
+artifact lookup and run record at the cost of a Python start-up. 4 jobs run in the default suite;
 the 200-job version is marked `load` (deselected by default; `make test-load` runs it).
 """
 
@@ -21,7 +21,7 @@ DATA = ["stage=data", "progress=false", "sft.steps=50", "sft.n_demos=200", "data
         "data.n_eval_prompts=8"]
 
 
-@pytest.mark.parametrize("n_jobs", [8, pytest.param(200, marks=[pytest.mark.load, pytest.mark.timeout(3600)])])
+@pytest.mark.parametrize("n_jobs", [4, pytest.param(200, marks=[pytest.mark.load, pytest.mark.timeout(3600)])])
 def test_sweep_of_many_tiny_jobs_completes_with_every_record(slurm_cluster, tmp_path, n_jobs):
     store, sweep = tmp_path / "store", tmp_path / "sweep"
     env = slurm_cluster.env()

@@ -4,8 +4,8 @@ Recipe (Ziegler et al. 2019; Ouyang et al. 2022; maths in rlhf_scaling/ppo.py):
   per iteration: prompts x ppo.samples_per_prompt rollouts from the policy ->
   proxy score on the final token, gold score of the same rollouts (logged, never trained on) ->
   per-token reward −β·KL_t (+ score at the last real token) -> GAE with a critic initialised
-  from the init policy -> ppo.ppo_epochs of clipped policy and value updates over minibatches ->
-  β update (fixed or adaptive).
+  from the init policy (ppo.critic: its own transformer, or a value head on the policy's) ->
+  ppo.ppo_epochs of clipped policy and value updates over minibatches -> β update (fixed or adaptive).
 Every iteration logs proxy reward, gold reward, KL (nats per sequence, the estimator trained
 with) and sqrt(KL), so overoptimization shows as proxy rising while gold turns down; and the
 iteration's time split (generation, scoring, experience forwards, training) and rollout tokens.
@@ -32,7 +32,9 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -51,7 +53,7 @@ from rlhf_scaling.distributed import (DistEnv, barrier, cat_over_ranks, deepspee
                                       save_deepspeed_checkpoint, sum_over_ranks, whole_for_generation,
                                       wrap_with_deepspeed)
 from rlhf_scaling.models import load_policy, position_ids_from_mask, save_policy
-from rlhf_scaling.packing import packed_hidden_states
+from rlhf_scaling.packing import PackPlan, packed_hidden_states, plan_packing
 from rlhf_scaling.preemption import Preemption
 from rlhf_scaling.sampling import sample
 from rlhf_scaling.scoring import load_ensemble, score_texts
@@ -62,59 +64,104 @@ log = logging.getLogger(__name__)
 RANK_SEED_STRIDE = 1_000_003  # rank r samples from seed + r·stride: ranks draw different rollouts
 
 
+def value_head(hidden_size: int) -> nn.Linear:
+    """A zero-initialised scalar head (H -> 1): every value estimate starts at 0."""
+    head = nn.Linear(hidden_size, 1)
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    return head
+
+
+@dataclass
+class ResponseBatch:
+    """Rollouts [prompt (n_prompt) | response (T)] laid out once for every PPO forward over them.
+
+    ids, mask: (B, L = n_prompt + T), the prompt left-padded and the response right-padded.
+    Padding-free (`plan` set): the real tokens are packed end to end (rlhf_scaling/packing.py) and
+    (b, t), each (M,), are the rollout and response position of the M real response tokens. One
+    plan serves the policy, reference and critic forwards of the same rollouts.
+    """
+
+    ids: torch.Tensor
+    mask: torch.Tensor
+    n_prompt: int
+    plan: Optional[PackPlan] = None
+    b: Optional[torch.Tensor] = None
+    t: Optional[torch.Tensor] = None
+
+    @classmethod
+    def of(cls, ids: torch.Tensor, mask: torch.Tensor, n_prompt: int, padding_free: bool) -> "ResponseBatch":
+        if not padding_free:
+            return cls(ids, mask, n_prompt)
+        b, t = mask[:, n_prompt:].nonzero(as_tuple=True)
+        return cls(ids, mask, n_prompt, plan_packing(mask), b, t)
+
+    def rows(self, index: torch.Tensor) -> "ResponseBatch":
+        """The minibatch of rollouts `index` (packed anew: its rollouts fill fewer rows)."""
+        return ResponseBatch.of(self.ids[index], self.mask[index], self.n_prompt, self.plan is not None)
+
+    def states(self, backbone) -> torch.Tensor:
+        """Hidden states of `backbone` (an HF base model) at the states before each response token:
+        (M, H) at the real ones when padding-free, else (B, T, H)."""
+        if self.plan is not None:
+            return packed_hidden_states(backbone, self.ids, self.plan, self.b, self.n_prompt - 1 + self.t)
+        h = backbone(input_ids=self.ids, attention_mask=self.mask,
+                     position_ids=position_ids_from_mask(self.mask)).last_hidden_state
+        return h[:, self.n_prompt - 1:-1]
+
+    def scatter(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-response-token outputs as (B, T, ...): padding-free (M, ...) values are placed at
+        (b, t) with zeros on padding (differentiable); padded (B, T, ...) ones pass through."""
+        if self.plan is None:
+            return x
+        B, L = self.mask.shape
+        return x.new_zeros((B, L - self.n_prompt, *x.shape[1:])).index_put((self.b, self.t), x)
+
+
 class Critic(nn.Module):
-    """Per-token value estimates: the init policy's transformer + a zero-initialised scalar head."""
+    """ppo.critic=separate: per-token values from a copy of the init policy's transformer + a value head."""
 
     def __init__(self, policy):
         super().__init__()
         self.backbone = copy.deepcopy(policy.base_model)
-        self.head = nn.Linear(policy.config.hidden_size, 1)
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        self.head = value_head(policy.config.hidden_size)
 
-    def forward(self, input_ids, attention_mask, n_prompt: int, padding_free: bool = True):
-        """(B, L) [prompt (n_prompt) | response (T)] -> (B, T) fp32 values V(s_t) of the states
-        before each response token; 0 on response padding when padding_free."""
-        if padding_free:
-            h, b, t = packed_response_states(self.backbone, input_ids, attention_mask, n_prompt)
-            return scatter_response(self.head(h).squeeze(-1).float(), b, t, attention_mask, n_prompt)
-        h = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
-                          position_ids=position_ids_from_mask(attention_mask)).last_hidden_state
-        return self.head(h[:, n_prompt - 1:-1]).squeeze(-1).float()
+    def forward(self, batch: ResponseBatch) -> torch.Tensor:
+        """(B, T) fp32 values V(s_t) of the states before each response token; 0 on response
+        padding when padding-free."""
+        return batch.scatter(self.head(batch.states(self.backbone)).squeeze(-1).float())
 
 
-def packed_response_states(backbone, input_ids, attention_mask, n_prompt: int):
-    """Padding-free forward of `backbone` over [prompt (n_prompt) | response (T)] rows: the hidden
-    states (M, H) of the states before each of the M real response tokens, and their (rollout b,
-    response position t), each (M,)."""
-    b, t = attention_mask[:, n_prompt:].nonzero(as_tuple=True)
-    return packed_hidden_states(backbone, input_ids, attention_mask, b, n_prompt - 1 + t), b, t
-
-
-def scatter_response(x: torch.Tensor, b: torch.Tensor, t: torch.Tensor, attention_mask: torch.Tensor,
-                     n_prompt: int) -> torch.Tensor:
-    """(M, ...) values at the real response tokens (b, t) of a (B, L) batch -> (B, T, ...), zeros
-    on padding (differentiable)."""
-    B, L = attention_mask.shape
-    return x.new_zeros((B, L - n_prompt, *x.shape[1:])).index_put((b, t), x)
-
-
-def response_logits(model, input_ids, attention_mask, n_prompt: int, temperature: float,
-                    padding_free: bool = True) -> torch.Tensor:
-    """Logits (B, T, V) that predict the T response tokens of [prompt (n_prompt) | response (T)].
+def policy_forward(model, batch: ResponseBatch, temperature: float,
+                   head: Optional[nn.Linear] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Logits (B, T, V) that predict the T response tokens, and with `head` (ppo.critic=shared) the
+    (B, T) fp32 values from that head on the same forward's last hidden states (else None).
 
     Only the positions that predict response tokens go through the LM head: with a 50k vocabulary
-    the head is a large share of the forward, and the prompt's logits are never used.
-    padding_free: pack the real tokens (rlhf_scaling/packing.py) so padding costs no compute;
-    logits on response padding are then 0 (every consumer masks them).
+    the head is a large share of the forward, and the prompt's logits are never used. Padding-free,
+    logits and values on response padding are 0 (every consumer masks them). The padded path runs
+    the model's own forward, so models that post-process their logits keep doing so.
     """
-    if padding_free:
-        h, b, t = packed_response_states(model.base_model, input_ids, attention_mask, n_prompt)
-        return scatter_response(model.get_output_embeddings()(h) / temperature, b, t, attention_mask, n_prompt)
-    n_response = input_ids.shape[1] - n_prompt
-    logits = model(input_ids=input_ids, attention_mask=attention_mask,
-                   position_ids=position_ids_from_mask(attention_mask), logits_to_keep=n_response + 1).logits
-    return logits[:, :-1] / temperature
+    if batch.plan is not None:
+        h = batch.states(model.base_model)
+        logits = batch.scatter(model.get_output_embeddings()(h) / temperature)
+    else:
+        n_response = batch.ids.shape[1] - batch.n_prompt
+        out = model(input_ids=batch.ids, attention_mask=batch.mask, position_ids=position_ids_from_mask(batch.mask),
+                    logits_to_keep=n_response + 1, output_hidden_states=head is not None)
+        logits = out.logits[:, :-1] / temperature
+        h = out.hidden_states[-1][:, batch.n_prompt - 1:-1] if head is not None else None
+    values = batch.scatter(head(h).squeeze(-1).float()) if head is not None else None
+    return logits, values
+
+
+def logits_and_values(policy, critic, batch: ResponseBatch, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Policy logits (B, T, V) and values (B, T) of the rollouts: one trunk forward when `critic`
+    is a bare value head on the policy (ppo.critic=shared), a second one through a Critic's own
+    transformer (separate)."""
+    if isinstance(critic, Critic):
+        return policy_forward(policy, batch, temperature)[0], critic(batch)
+    return policy_forward(policy, batch, temperature, critic)
 
 
 def check_plain_lm_head(model) -> None:
@@ -178,7 +225,8 @@ def run(cfg: DictConfig, tracker) -> dict:
     policy = load_policy(init_path).to(device)
     if p.padding_free:
         check_plain_lm_head(policy)
-    critic = Critic(policy).to(device)
+    # separate: the critic's own copy of the init transformer; shared: a value head on the policy's.
+    critic = (Critic(policy) if p.critic == "separate" else value_head(policy.config.hidden_size)).to(device)
     trainable = nn.ModuleDict({"policy": policy, "critic": critic})
     # fused: one kernel over all parameters instead of a Python loop per tensor (measured ~0.23 s
     # per step at the Pythia-160M shape on CPU unfused, benchmarks/RESULTS.md).
@@ -222,12 +270,13 @@ def run(cfg: DictConfig, tracker) -> dict:
                 gold = torch.as_tensor(setup.gold.score(prompts, ro.texts), dtype=torch.float32, device=device)
             clock.append(time.perf_counter())
             # ---- experience: log-probs, reference log-probs, values, KL-penalised rewards, GAE
+            batch = ResponseBatch.of(ids, mask, n_prompt, p.padding_free)
             with torch.no_grad():
-                logits = response_logits(policy, ids, mask, n_prompt, p.temperature, p.padding_free)
+                logits, old_values = logits_and_values(policy, critic, batch, p.temperature)
                 old_logprobs = P.logprobs_from_logits(logits, r_ids)
                 entropy = masked_mean_over_ranks(P.entropy_per_token(logits), r_mask)
-                ref_logprobs = P.logprobs_from_logits(response_logits(reference, ids, mask, n_prompt, p.temperature, p.padding_free), r_ids)
-                old_values = critic(ids, mask, n_prompt, p.padding_free) * r_mask
+                ref_logprobs = P.logprobs_from_logits(policy_forward(reference, batch, p.temperature)[0], r_ids)
+                old_values = old_values * r_mask
                 all_proxy = cat_over_ranks(proxy)
                 scores = (proxy - all_proxy.mean()) / (all_proxy.std() + 1e-8) if p.whiten_rewards else proxy
                 rewards, kl = P.kl_penalised_rewards(scores, old_logprobs, ref_logprobs, r_mask, kl_ctl.value, p.kl_estimator)
@@ -239,8 +288,8 @@ def run(cfg: DictConfig, tracker) -> dict:
             stats = []
             for _ in range(p.ppo_epochs):
                 for mb in torch.randperm(local_n).split(local_mb):
-                    new_logprobs = P.logprobs_from_logits(response_logits(policy, ids[mb], mask[mb], n_prompt, p.temperature, p.padding_free), r_ids[mb])
-                    values = critic(ids[mb], mask[mb], n_prompt, p.padding_free)
+                    logits, values = logits_and_values(policy, critic, batch.rows(mb), p.temperature)
+                    new_logprobs = P.logprobs_from_logits(logits, r_ids[mb])
                     pg_loss, pg_clip, approx_kl = P.policy_loss(new_logprobs, old_logprobs[mb], advantages[mb], r_mask[mb], p.clip_range)
                     vf_loss, vf_clip = P.value_loss(values, old_values[mb], returns[mb], r_mask[mb], p.clip_range_value)
                     loss = pg_loss + p.vf_coef * vf_loss

@@ -18,9 +18,8 @@ from rlhf_scaling.distributed import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 
-PPO = ["stage=ppo", "progress=false", "sft.steps=100", "sft.n_demos=500", "data.comparison_budget=384",
-       "data.n_eval_prompts=32", "rm_train.epochs=1", "rm_train.batch_size=8", "ppo.steps=8",
-       "ppo.prompts_per_step=8", "ppo.minibatch_size=8", "ppo.checkpoint_every=2"]
+PPO = ["stage=ppo", "progress=false", "ppo.steps=8", "ppo.prompts_per_step=8", "ppo.minibatch_size=8",
+       "ppo.checkpoint_every=2"]
 
 
 def _env() -> dict:
@@ -31,10 +30,12 @@ def _env() -> dict:
     return env
 
 
-def _cli(run_dir: Path, store: Path, *extra, ranks: int = 1) -> list:
+def _cli(run_dir: Path, store, *extra, ranks: int = 1) -> list:
+    """The PPO job on `store` (the session's shared ppo_store), on `ranks` processes."""
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(ranks),
               f"--master_port={free_port()}"] if ranks > 1 else [sys.executable]
-    return [*launch, "-m", "rlhf_scaling.cli", f"hydra.run.dir={run_dir}", f"artifacts_dir={store}", *PPO, *extra]
+    return [*launch, "-m", "rlhf_scaling.cli", f"hydra.run.dir={run_dir}", f"artifacts_dir={store.artifacts}",
+            *store.overrides, *PPO, *extra]
 
 
 def _run(cmd, timeout=600):
@@ -47,18 +48,18 @@ def _metrics(run_dir: Path) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def plain(tmp_path_factory):
-    """Upstream artifacts (SFT, data, RM) and the plain one-process PPO run."""
+def plain(ppo_store, tmp_path_factory):
+    """The plain one-process PPO run (in <root>/plain) on the session's upstream artifacts."""
     root = tmp_path_factory.mktemp("ppo_ds")
-    _run(_cli(root / "plain", root / "store", "stage.build_upstream=true"))
+    _run(_cli(root / "plain", ppo_store))
     return root
 
 
 @pytest.mark.parametrize("profile", ["zero2", "zero3"])
-def test_zero_on_one_rank_matches_plain_pytorch(plain, tmp_path, profile):
+def test_zero_on_one_rank_matches_plain_pytorch(ppo_store, plain, tmp_path, profile):
     """Same seed and rollouts: DeepSpeed's engine (clipping, Adam on the flat fp32 partitions,
     ZeRO-3's gathered generation) trains the same policy as the plain loop, to fp32 tolerance."""
-    _run(_cli(tmp_path / "ds", plain / "store", f"deepspeed={profile}", "deepspeed.bf16=false"))
+    _run(_cli(tmp_path / "ds", ppo_store, f"deepspeed={profile}", "deepspeed.bf16=false"))
     a, b = _metrics(plain / "plain"), _metrics(tmp_path / "ds")
     for key in ("ppo/proxy", "ppo/gold", "ppo/kl", "ppo/policy_loss", "ppo/value_loss", "ppo/entropy"):
         assert b[key].tolist() == pytest.approx(a[key].tolist(), rel=1e-4, abs=1e-5), key
@@ -70,8 +71,8 @@ def test_zero_on_one_rank_matches_plain_pytorch(plain, tmp_path, profile):
         torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-5)
 
 
-def test_zero3_on_two_ranks_resumes_a_killed_job_to_the_same_curve(plain, tmp_path):
-    store = plain / "store"
+def test_zero3_on_two_ranks_resumes_a_killed_job_to_the_same_curve(ppo_store, plain, tmp_path):
+    store = ppo_store
     zero3 = ["deepspeed=zero3", "deepspeed.bf16=false"]
     _run(_cli(tmp_path / "full", store, *zero3, ranks=2))
     full = _metrics(tmp_path / "full")
@@ -122,9 +123,9 @@ def test_rollouts_and_minibatch_must_split_evenly_over_ranks():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_zero3_bf16_ppo_on_gpu(plain, tmp_path):
+def test_zero3_bf16_ppo_on_gpu(ppo_store, tmp_path):
     """bf16 ZeRO-3 PPO on one GPU: finite curves, KL starting at 0 (the reference in bf16 too)."""
-    _run(_cli(tmp_path / "gpu", plain / "store", "deepspeed=zero3", "device=cuda"))
+    _run(_cli(tmp_path / "gpu", ppo_store, "deepspeed=zero3", "device=cuda"))
     m = _metrics(tmp_path / "gpu")
     assert m[["ppo/proxy", "ppo/gold", "ppo/kl"]].notna().all().all()
     assert abs(m["ppo/kl"].iloc[0]) < 1e-2
