@@ -72,8 +72,10 @@ def test_zero_on_one_rank_matches_plain_pytorch(ppo_store, plain, tmp_path, prof
 
 
 def test_zero3_on_two_ranks_resumes_a_killed_job_to_the_same_curve(ppo_store, plain, tmp_path):
+    """With the shared critic (ppo.critic=shared: the engine holds the policy and a bare value head),
+    the separate one being covered on one rank above."""
     store = ppo_store
-    zero3 = ["deepspeed=zero3", "deepspeed.bf16=false"]
+    zero3 = ["deepspeed=zero3", "deepspeed.bf16=false", "ppo.critic=shared"]
     _run(_cli(tmp_path / "full", store, *zero3, ranks=2))
     full = _metrics(tmp_path / "full")
     assert full["ppo/step"].tolist() == list(range(8))
