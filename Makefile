@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: setup study test test-fast test-load figures clean
+.PHONY: setup ds-ops study test test-fast test-load figures clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -19,10 +19,17 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 setup: $(VENV)/.installed
 
+# DeepSpeed JIT-compiles its CPU communication op the first time it starts (about a minute on 2
+# cores). Built here, into the folder the tests point TORCH_EXTENSIONS_DIR at, rather than inside
+# whichever test starts DeepSpeed first; a no-op once built (and on a GPU machine, where it is not used).
+TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/rlhf-scaling/torch_extensions
+ds-ops: setup
+	TORCH_EXTENSIONS_DIR=$(TORCH_EXTENSIONS_DIR) $(BIN)/python -c "from deepspeed.comm.torch import build_shm_op; build_shm_op()"
+
 study: setup
 	$(BIN)/rlhf-scaling
 
-test: setup
+test: setup ds-ops
 	bash slurm/local_cluster.sh start
 	$(BIN)/python -m pytest -q --durations=15
 
