@@ -157,7 +157,7 @@ class PPOConfig:
     max_grad_norm: float = 1.0
     whiten_rewards: bool = False  # normalise scores per batch before adding the KL penalty
     temperature: float = 1.0
-    # separate: the critic is its own copy of the init transformer + a value head (Ouyang et al. 2022);
+    # separate: the critic is its own transformer + a value head, initialised from the init policy;
     # shared: a value head on the policy's trunk, one forward and backward per minibatch and half the
     # trained parameters, but the value loss (x vf_coef) then also trains the policy's transformer.
     critic: str = "separate"

@@ -96,7 +96,7 @@ def ppo_store(tmp_path_factory) -> PPOStore:
     root = tmp_path_factory.mktemp("ppo_store")
     store = PPOStore(root / "artifacts", ("sft.steps=100", "sft.n_demos=500", "data.comparison_budget=384",
                                           "data.n_eval_prompts=32", "rm_train.epochs=1", "rm_train.batch_size=8"))
-    cfg = compose([f"artifacts_dir={store.artifacts}", "stage=ppo", "progress=false", *store.overrides])
+    cfg = compose([f"artifacts_dir={store.artifacts}", "stage=ppo", "progress=false", "device=cpu", *store.overrides])
     for name, stage in (("sft", sft), ("data", data), ("rm", rm)):
         with open_tracker(cfg, root / "runs" / name, name) as tracker:
             tracker.summary(**stage.run(cfg, tracker))

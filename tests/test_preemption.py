@@ -73,7 +73,7 @@ def test_signal_name_follows_submitit_variable(monkeypatch):
 
 # ----------------------------------------------------------------------------- on the real local Slurm
 
-STEPS = 40  # enough that the job is still running when the signal reaches it (after iteration 3)
+STEPS = 60  # enough that the job is still running when the signal reaches it (after iteration 3)
 PPO = ["stage=ppo", "progress=false", f"ppo.steps={STEPS}", "ppo.prompts_per_step=8", "ppo.minibatch_size=8",
        "ppo.checkpoint_every=1000"]
 

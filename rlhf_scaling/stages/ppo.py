@@ -147,10 +147,18 @@ def policy_forward(model, batch: ResponseBatch, temperature: float,
         logits = batch.scatter(model.get_output_embeddings()(h) / temperature)
     else:
         n_response = batch.ids.shape[1] - batch.n_prompt
-        out = model(input_ids=batch.ids, attention_mask=batch.mask, position_ids=position_ids_from_mask(batch.mask),
-                    logits_to_keep=n_response + 1, output_hidden_states=head is not None)
-        logits = out.logits[:, :-1] / temperature
-        h = out.hidden_states[-1][:, batch.n_prompt - 1:-1] if head is not None else None
+        # The LM head's input is the last T + 1 final hidden states (logits_to_keep); capturing it
+        # costs nothing, where output_hidden_states would keep every layer's (B, L, H).
+        head_input = []
+        hook = (model.get_output_embeddings().register_forward_pre_hook(lambda _, args: head_input.append(args[0]))
+                if head is not None else None)
+        try:
+            logits = model(input_ids=batch.ids, attention_mask=batch.mask, position_ids=position_ids_from_mask(batch.mask),
+                           logits_to_keep=n_response + 1).logits[:, :-1] / temperature
+        finally:
+            if hook is not None:
+                hook.remove()
+        h = head_input[0][:, :-1] if head is not None else None
     values = batch.scatter(head(h).squeeze(-1).float()) if head is not None else None
     return logits, values
 

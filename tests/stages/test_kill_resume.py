@@ -46,4 +46,6 @@ def test_killed_ppo_job_resumes_to_the_same_curve(ppo_store, uninterrupted, tmp_
 
     again = subprocess.run(cli(tmp_path / "cut", ppo_store), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
+    steps = pd.read_json(metrics, lines=True).dropna(subset=["ppo/step"])["ppo/step"].tolist()
+    assert sorted(set(steps)) == list(range(14)) and steps.count(0) == 1  # resumed, not run again from 0
     pd.testing.assert_frame_equal(uninterrupted, pd.read_csv(tmp_path / "cut" / "ppo_curve.csv"), rtol=1e-5)

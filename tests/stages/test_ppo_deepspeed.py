@@ -1,4 +1,4 @@
-"""PPO under DeepSpeed ZeRO on CPU: the same curves and policy as plain PyTorch on one rank;
+"""PPO under DeepSpeed ZeRO on CPU: the same curves and policy as plain PyTorch on one rank (either critic);
 on 2 ranks (gloo) ZeRO-3 generates with sharded weights, writes one consolidated policy, and a
 killed job resumes from DeepSpeed's checkpoint to the curve of an uninterrupted run."""
 
@@ -49,22 +49,26 @@ def _metrics(run_dir: Path) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def plain(ppo_store, tmp_path_factory):
-    """The plain one-process PPO run (in <root>/plain) on the session's upstream artifacts."""
+    """The plain one-process PPO runs (in <root>/plain with the separate critic, <root>/plain_shared with
+    ppo.critic=shared) on the session's upstream artifacts."""
     root = tmp_path_factory.mktemp("ppo_ds")
     _run(_cli(root / "plain", ppo_store))
+    _run(_cli(root / "plain_shared", ppo_store, "ppo.critic=shared"))
     return root
 
 
-@pytest.mark.parametrize("profile", ["zero2", "zero3"])
-def test_zero_on_one_rank_matches_plain_pytorch(ppo_store, plain, tmp_path, profile):
+@pytest.mark.parametrize("profile, critic", [("zero2", "separate"), ("zero3", "shared")])
+def test_zero_on_one_rank_matches_plain_pytorch(ppo_store, plain, tmp_path, profile, critic):
     """Same seed and rollouts: DeepSpeed's engine (clipping, Adam on the flat fp32 partitions,
-    ZeRO-3's gathered generation) trains the same policy as the plain loop, to fp32 tolerance."""
-    _run(_cli(tmp_path / "ds", ppo_store, f"deepspeed={profile}", "deepspeed.bf16=false"))
-    a, b = _metrics(plain / "plain"), _metrics(tmp_path / "ds")
+    ZeRO-3's gathered generation) trains the same policy as the plain loop, to fp32 tolerance, with
+    either critic (shared: the engine holds the policy and a bare value head)."""
+    _run(_cli(tmp_path / "ds", ppo_store, f"deepspeed={profile}", "deepspeed.bf16=false", f"ppo.critic={critic}"))
+    reference = plain / ("plain" if critic == "separate" else "plain_shared")
+    a, b = _metrics(reference), _metrics(tmp_path / "ds")
     for key in ("ppo/proxy", "ppo/gold", "ppo/kl", "ppo/policy_loss", "ppo/value_loss", "ppo/entropy"):
         assert b[key].tolist() == pytest.approx(a[key].tolist(), rel=1e-4, abs=1e-5), key
     assert a["ppo/kl"].abs().max() > 1e-3  # the policy moved: a real comparison
-    wa = load_file(str(plain / "plain" / "policy" / "model.safetensors"))
+    wa = load_file(str(reference / "policy" / "model.safetensors"))
     wb = load_file(str(tmp_path / "ds" / "policy" / "model.safetensors"))
     assert {k: (v.dtype, v.shape) for k, v in wb.items()} == {k: (v.dtype, v.shape) for k, v in wa.items()}
     for k in wa:
@@ -72,10 +76,8 @@ def test_zero_on_one_rank_matches_plain_pytorch(ppo_store, plain, tmp_path, prof
 
 
 def test_zero3_on_two_ranks_resumes_a_killed_job_to_the_same_curve(ppo_store, plain, tmp_path):
-    """With the shared critic (ppo.critic=shared: the engine holds the policy and a bare value head),
-    the separate one being covered on one rank above."""
     store = ppo_store
-    zero3 = ["deepspeed=zero3", "deepspeed.bf16=false", "ppo.critic=shared"]
+    zero3 = ["deepspeed=zero3", "deepspeed.bf16=false"]
     _run(_cli(tmp_path / "full", store, *zero3, ranks=2))
     full = _metrics(tmp_path / "full")
     assert full["ppo/step"].tolist() == list(range(8))
@@ -97,6 +99,8 @@ def test_zero3_on_two_ranks_resumes_a_killed_job_to_the_same_curve(ppo_store, pl
     assert _metrics(cut)["ppo/step"].max() < 7, "the job finished before it could be killed"
 
     _run(_cli(cut, store, *zero3, ranks=2))
+    steps = _metrics(cut)["ppo/step"].tolist()
+    assert sorted(set(steps)) == list(range(8)) and steps.count(0) == 1  # resumed, not run again from 0
     a, b = pd.read_csv(tmp_path / "full" / "ppo_curve.csv"), pd.read_csv(cut / "ppo_curve.csv")
     pd.testing.assert_frame_equal(a, b, rtol=1e-5)
 

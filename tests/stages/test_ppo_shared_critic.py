@@ -1,7 +1,9 @@
 """The ppo stage with ppo.critic=shared (a value head on the policy's trunk): it trains, logs proxy, gold
 and KL, checkpoints only the value head beside the policy, and a job stopped at a checkpoint resumes
-to the curve of an uninterrupted run. (The separate critic's runs are covered by test_faults,
+there, to the curve of an uninterrupted run. (The separate critic's runs are covered by test_faults,
 test_kill_resume, test_ppo_deepspeed and the pipeline tests.)"""
+
+import json
 
 import pandas as pd
 import pytest
@@ -10,41 +12,33 @@ import torch
 from rlhf_scaling.checkpoint import load_checkpoint
 from rlhf_scaling.cli import compose
 from rlhf_scaling.models import CheckpointMismatch, load_policy
-from rlhf_scaling.stages import data, rm, sft
 from rlhf_scaling.stages import ppo as ppo_stage
 from rlhf_scaling.stages.common import open_tracker, policy_init_path
 
 pytestmark = pytest.mark.slow
 
-SHARED = ["progress=false", "sft.steps=100", "sft.n_demos=500", "data.comparison_budget=384",
-          "data.n_eval_prompts=32", "rm_train.batch_size=8", "rm_train.eval_every=1000", "model@rm=tiny-s",
-          "rm_train.epochs=1", "ppo.prompts_per_step=8", "ppo.minibatch_size=4", "ppo.checkpoint_every=2",
-          "ppo.critic=shared", "ppo.lr=1e-3"]
+SHARED = ["stage=ppo", "progress=false", "device=cpu", "ppo.prompts_per_step=8", "ppo.minibatch_size=4",
+          "ppo.checkpoint_every=2", "ppo.critic=shared", "ppo.lr=1e-3"]
 
 
-def run(module, cfg, run_dir, stage):
-    with open_tracker(cfg, run_dir, stage, resume=True) as tracker:
-        out = module.run(cfg, tracker)
-        tracker.summary(**out)
-    return out
+def run(cfg, run_dir):
+    with open_tracker(cfg, run_dir, "ppo", resume=True) as tracker:
+        tracker.summary(**ppo_stage.run(cfg, tracker))
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """SFT policy, preference data and a proxy RM for the PPO runs."""
-    root, runs = tmp_path_factory.mktemp("ppo_store"), tmp_path_factory.mktemp("ppo_upstream")
-    cfg = compose([f"artifacts_dir={root}", "stage=ppo", *SHARED])
-    for name, module in (("sft", sft), ("data", data), ("rm", rm)):
-        run(module, cfg, runs / name, name)
-    return root
+def logged_steps(run_dir):
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return [r["ppo/step"] for r in records if "ppo/step" in r]
 
 
-def test_shared_critic_trains_checkpoints_a_value_head_and_resumes_to_the_same_curve(store, tmp_path):
-    cfg = lambda steps: compose([f"artifacts_dir={store}", "stage=ppo", *SHARED, f"ppo.steps={steps}"])
-    run(ppo_stage, cfg(4), tmp_path / "full", "ppo")
+def test_shared_critic_trains_checkpoints_a_value_head_and_resumes_to_the_same_curve(ppo_store, tmp_path):
+    cfg = lambda steps: compose([f"artifacts_dir={ppo_store.artifacts}", *ppo_store.overrides, *SHARED,  # noqa: E731
+                                 f"ppo.steps={steps}"])
+    run(cfg(4), tmp_path / "full")
     # Stopped after iteration 2 (its checkpoint), then the same folder run on to 4.
-    run(ppo_stage, cfg(2), tmp_path / "resumed", "ppo")
-    run(ppo_stage, cfg(4), tmp_path / "resumed", "ppo")
+    run(cfg(2), tmp_path / "resumed")
+    run(cfg(4), tmp_path / "resumed")
+    assert logged_steps(tmp_path / "resumed") == [0, 1, 2, 3]  # resumed at the checkpoint, not run again from 0
     full = pd.read_csv(tmp_path / "full" / "ppo_curve.csv")
     assert list(full["ppo/step"]) == [0, 1, 2, 3] and full[["ppo/proxy", "ppo/gold", "ppo/kl"]].notna().all().all()
     assert full["ppo/kl"].iloc[-1] != 0  # the policy moved away from the reference
