@@ -37,16 +37,17 @@ def make_groups(k: int, n_prompts: int, seed: int = 0):
     return task, groups
 
 
-def time_training(model, units, pad_id, batch_size, steps):
+def time_training(model, units, pad_id, batch_size, steps, padding_free: bool = True):
     """Median seconds per optimizer step (collate + forward + backward + AdamW) and forward tokens
-    per step, over `steps` steps after two warm-up steps (the median resists a busy machine)."""
+    per step, over `steps` steps after two warm-up steps (the median resists a busy machine).
+    padding_free: the forward packs the batch (rm_train.padding_free, the stage's default)."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     times, tokens = [], []
     for step in range(steps + 2):
         start = time.perf_counter()
         part = [units[(step * batch_size + i) % len(units)] for i in range(batch_size)]
         batch = collate(part, pad_id)
-        loss = group_loss(model, batch, use_margin=False)
+        loss = group_loss(model, batch, use_margin=False, padding_free=padding_free)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -118,6 +118,7 @@ class RMTrainConfig:
     eval_every: int = 50  # optimizer steps between held-out evaluations
     checkpoint_every: int = 100  # optimizer steps between resumable checkpoints
     margin_scale: float = 1.0  # margin loss: m = margin_scale x |gold_w - gold_l| when data has no margin
+    padding_free: bool = True  # pack each batch's responses end to end in training and eval forwards (rlhf_scaling/packing.py)
     seed: int = 0
 
 
@@ -131,6 +132,7 @@ class BoNConfig:
     ensemble: str = "mean"  # how an RM ensemble combines: mean | min | uwo (mean - lambda * population var)
     uwo_lambda: float = 1.0  # uncertainty penalty of uwo
     temperature: float = 1.0
+    padding_free: bool = True  # the proxy RMs score the pool packed end to end (rlhf_scaling/packing.py)
     seed: int = 0
 
 
@@ -161,7 +163,7 @@ class PPOConfig:
     # shared: a value head on the policy's trunk, one forward and backward per minibatch and half the
     # trained parameters, but the value loss (x vf_coef) then also trains the policy's transformer.
     critic: str = "separate"
-    padding_free: bool = True  # pack rollouts end to end in every PPO forward (no compute on padding; rlhf_scaling/packing.py)
+    padding_free: bool = True  # pack rollouts end to end in every PPO forward, proxy scoring included (no compute on padding; rlhf_scaling/packing.py)
     log_every: int = 1  # iterations between logged metrics
     checkpoint_every: int = 20  # iterations between resumable checkpoints
     seed: int = 0

@@ -28,6 +28,8 @@ from transformers import (
     PreTrainedModel,
 )
 
+from rlhf_scaling.packing import packed_hidden_states, plan_packing
+
 REWARD_MODEL_FILE = "reward_model.safetensors"
 REWARD_META_FILE = "reward_model.json"
 
@@ -118,14 +120,23 @@ class RewardModel(nn.Module):
         nn.init.zeros_(self.head.bias)
         self.register_buffer("offset", torch.zeros(()))
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """(B, L) token ids and 0/1 mask -> (B,) rewards (float32, minus `offset`)."""
-        hidden = self.backbone(
-            input_ids=input_ids, attention_mask=attention_mask,
-            position_ids=position_ids_from_mask(attention_mask),
-        ).last_hidden_state
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, padding_free: bool = False) -> torch.Tensor:
+        """(B, L) token ids and 0/1 mask -> (B,) rewards (float32, minus `offset`).
+
+        padding_free: pack the sequences end to end (rlhf_scaling/packing.py; each row's real tokens
+        must be contiguous, as left or right padding leaves them), so padding costs no compute; the
+        rewards equal the padded forward's up to float rounding (tested).
+        """
         last = last_token_index(attention_mask)
-        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+        if padding_free:
+            pooled = packed_hidden_states(self.backbone, input_ids, plan_packing(attention_mask), rows, last)
+        else:
+            hidden = self.backbone(
+                input_ids=input_ids, attention_mask=attention_mask,
+                position_ids=position_ids_from_mask(attention_mask),
+            ).last_hidden_state
+            pooled = hidden[rows, last]
         return self.head(pooled).squeeze(-1).float() - self.offset
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rlhf_scaling.models import position_ids_from_mask
+from rlhf_scaling.config import ConfigError
 
 
 @dataclass
@@ -56,7 +56,7 @@ def plan_packing(attention_mask: torch.Tensor) -> PackPlan:
         row_of.append(r)
         offset.append(used[r])
         used[r] += n
-    rank = position_ids_from_mask(attention_mask)  # (B, L) index of each real token within its rollout
+    rank = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)  # (B, L) index of each real token within its row
     start = torch.tensor(row_of, device=mask.device) * L + torch.tensor(offset, device=mask.device)
     flat_index = torch.where(mask, start[:, None] + rank, torch.full_like(rank, -1))
     used_t = torch.tensor(used, device=mask.device)
@@ -89,3 +89,36 @@ def packed_hidden_states(backbone, input_ids: torch.Tensor, plan: PackPlan, b: t
     hidden = backbone(input_ids=pack(plan, input_ids, pad_token_id), position_ids=plan.position_ids,
                       attention_mask=None, use_cache=False).last_hidden_state
     return take(plan, hidden, b, l)
+
+
+@torch.no_grad()
+def packs_exactly(backbone) -> bool:
+    """Whether `backbone` (an HF base model) gives its padded forward's hidden states when fed a
+    packed batch: True where transformers builds the block-diagonal mask from the position ids
+    (models on its masking utilities: GPT-NeoX, Llama, Qwen, Mistral, ...), False where tokens would
+    attend across the sequences of a row. Checked on three short sequences (ids 1..5), two of which
+    share a packed row: one small forward each way, in the model's own dtype and device."""
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 0, 0], [1, 1, 1, 1]])
+    ids = torch.tensor([[1, 2, 0, 0], [3, 4, 0, 0], [5, 4, 3, 2]]) * mask
+    param = next(backbone.parameters())
+    ids, mask = ids.to(param.device), mask.to(param.device)
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        padded = backbone(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
+                          use_cache=False).last_hidden_state
+        b, l = mask.nonzero(as_tuple=True)
+        packed = packed_hidden_states(backbone, ids, plan_packing(mask), b, l).float()
+    finally:
+        backbone.train(was_training)
+    expected = padded[b, l].float()
+    rtol = 1e-3 if param.dtype == torch.float32 else 2e-2
+    return bool((packed - expected).abs().max() <= rtol * expected.abs().max().clamp_min(1.0))
+
+
+def require_exact_packing(backbone, key: str) -> None:
+    """ConfigError naming `key` (the padding_free setting in use) where `backbone` does not pack
+    exactly (packs_exactly), before any packed forward could silently mix sequences."""
+    if not packs_exactly(backbone):
+        raise ConfigError(f"{key}: {type(backbone).__name__} lets packed sequences attend to each other "
+                          f"(transformers does not build its mask from the position ids); set {key}=false")

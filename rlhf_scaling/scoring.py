@@ -22,13 +22,15 @@ def load_ensemble(rm_dir: Path, device) -> List[RewardModel]:
 
 @torch.no_grad()
 def score_texts(models: Sequence[RewardModel], tokenizer, prompts: Sequence[str], responses: Sequence[str], *,
-                max_response_tokens: int, batch_size: int = 512) -> torch.Tensor:
-    """(M, B) re-centred rewards of B (prompt, response) pairs under each of M models."""
+                max_response_tokens: int, batch_size: int = 512, padding_free: bool = False) -> torch.Tensor:
+    """(M, B) re-centred rewards of B (prompt, response) pairs under each of M models.
+
+    padding_free: each batch is packed end to end (RewardModel.forward), same rewards up to rounding."""
     seqs, _ = encode_prompt_response(tokenizer, prompts, responses, max_response_tokens)
     device = next(models[0].parameters()).device
     out = []
     for start in range(0, len(seqs), batch_size):
         ids, mask = pad_batch(seqs[start:start + batch_size], tokenizer.pad_token_id, side="right")
         ids, mask = ids.to(device), mask.to(device)
-        out.append(torch.stack([m(ids, mask) for m in models]).cpu())
+        out.append(torch.stack([m(ids, mask, padding_free) for m in models]).cpu())
     return torch.cat(out, dim=1)

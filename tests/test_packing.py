@@ -134,3 +134,50 @@ def test_models_that_rescale_logits_after_the_head_are_refused_for_padding_free(
     model.config.final_logit_softcapping = 30.0
     with pytest.raises(ConfigError, match="ppo.padding_free=false"):
         check_plain_lm_head(model)
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_padding_free_reward_model_gives_the_padded_rewards_and_gradients(side):
+    """RewardModel(padding_free=True), as rm_train.padding_free trains and evaluates it: the score at
+    each sequence's last real token and the gradients equal the padded forward's."""
+    from rlhf_scaling.models import RewardModel
+
+    lengths = [7, 2, 5, 1, 9, 4]
+    g = torch.Generator().manual_seed(4)
+    mask = torch.zeros(len(lengths), max(lengths), dtype=torch.long)
+    for b, n in enumerate(lengths):
+        if side == "right":
+            mask[b, :n] = 1
+        else:
+            mask[b, mask.shape[1] - n:] = 1
+    ids = torch.randint(2, VOCAB, mask.shape, generator=g) * mask + PAD * (1 - mask)
+    results = {}
+    for padding_free in (False, True):
+        rm = RewardModel(tiny_lm(5).base_model)
+        rewards = rm(ids, mask, padding_free)
+        (rewards * torch.arange(1.0, len(lengths) + 1)).sum().backward()
+        results[padding_free] = rewards, torch.cat([p.grad.flatten() for p in rm.parameters() if p.grad is not None])
+    torch.testing.assert_close(results[True][0], results[False][0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(results[True][1], results[False][1], rtol=1e-4, atol=1e-5)
+
+
+class CrossAttendingBackbone(torch.nn.Module):
+    """A base model that ignores packing: every token of a row attends to all before it."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, use_cache=False):
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        return self.inner(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, use_cache=False)
+
+
+def test_a_backbone_that_does_not_pack_exactly_is_refused_with_the_key_to_turn_off():
+    from rlhf_scaling.packing import packs_exactly, require_exact_packing
+
+    model = tiny_lm(0)
+    assert packs_exactly(model.base_model) and packs_exactly(tiny_lm(0).base_model.to(torch.bfloat16))
+    require_exact_packing(model.base_model, "rm_train.padding_free")  # GPT-NeoX packs exactly
+    with pytest.raises(ConfigError, match="set rm_train.padding_free=false"):
+        require_exact_packing(CrossAttendingBackbone(model.base_model), "rm_train.padding_free")

@@ -20,6 +20,7 @@ from rlhf_scaling.bon import combine_ensemble, expected_best_of_n_batch, kl_best
 from rlhf_scaling.config import bon_grid
 from rlhf_scaling.curves import bootstrap_ci, fit_overoptimization, peak
 from rlhf_scaling.models import load_policy
+from rlhf_scaling.packing import require_exact_packing
 from rlhf_scaling.sampling import sample
 from rlhf_scaling.scoring import load_ensemble, score_texts
 from rlhf_scaling.stages.common import build_command, policy_init_path, rm_artifact, setup_task
@@ -66,13 +67,15 @@ def run(cfg: DictConfig, tracker) -> dict:
     rm_dir = rm_artifact(cfg).require(build_command("rm", cfg))
     policy = load_policy(policy_init_path(cfg)).to(device)
     proxies = load_ensemble(rm_dir, device)
+    if b.padding_free:
+        require_exact_packing(proxies[0].backbone, "bon.padding_free")
     seed_everything(cfg.seed + b.seed)
     prompts = setup.prompts(b.n_eval_prompts, seed=cfg.seed + b.seed + 20_000)
     pool_prompts = [p for p in prompts for _ in range(b.n_max)]
     texts = sample(policy, setup.tokenizer, pool_prompts, max_new_tokens=cfg.task.max_response_tokens,
                    temperature=b.temperature).texts
     member_scores = score_texts(proxies, setup.tokenizer, pool_prompts, texts,
-                                max_response_tokens=cfg.task.max_response_tokens).numpy()  # (M, P*N)
+                                max_response_tokens=cfg.task.max_response_tokens, padding_free=b.padding_free).numpy()  # (M, P*N)
     proxy = combine_ensemble(member_scores, b.ensemble, b.uwo_lambda).reshape(len(prompts), b.n_max)
     gold = setup.gold.score(pool_prompts, texts).numpy().reshape(len(prompts), b.n_max)
     curve = bon_curve(proxy, gold, bon_grid(b))

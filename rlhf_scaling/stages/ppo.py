@@ -53,7 +53,7 @@ from rlhf_scaling.distributed import (DistEnv, barrier, cat_over_ranks, deepspee
                                       save_deepspeed_checkpoint, sum_over_ranks, whole_for_generation,
                                       wrap_with_deepspeed)
 from rlhf_scaling.models import load_policy, position_ids_from_mask, save_policy
-from rlhf_scaling.packing import PackPlan, packed_hidden_states, plan_packing
+from rlhf_scaling.packing import PackPlan, packed_hidden_states, plan_packing, require_exact_packing
 from rlhf_scaling.preemption import Preemption
 from rlhf_scaling.sampling import sample
 from rlhf_scaling.scoring import load_ensemble, score_texts
@@ -233,6 +233,7 @@ def run(cfg: DictConfig, tracker) -> dict:
     policy = load_policy(init_path).to(device)
     if p.padding_free:
         check_plain_lm_head(policy)
+        require_exact_packing(policy.base_model, "ppo.padding_free")
     # separate: the critic's own copy of the init transformer; shared: a value head on the policy's.
     critic = (Critic(policy) if p.critic == "separate" else value_head(policy.config.hidden_size)).to(device)
     trainable = nn.ModuleDict({"policy": policy, "critic": critic})
@@ -250,6 +251,8 @@ def run(cfg: DictConfig, tracker) -> dict:
     # start with a KL made of rounding alone.
     reference = load_policy(init_path).to(device, dtype).eval().requires_grad_(False)
     proxies = load_ensemble(rm_dir, device)
+    if p.padding_free:
+        require_exact_packing(proxies[0].backbone, "ppo.padding_free")
     kl_ctl = P.AdaptiveKLController(p.kl_coef, p.target_kl, p.kl_horizon) if p.adaptive_kl else P.FixedKLController(p.kl_coef)
 
     # Every rank's shards go to rank 0's run folder (ranks may have composed slightly different ones).
@@ -272,7 +275,8 @@ def run(cfg: DictConfig, tracker) -> dict:
             r_ids, r_mask, n_prompt = ro.response_ids.to(device), ro.response_mask.to(device).float(), ro.prompt_ids.shape[1]
             # ---- scores: proxy (trained on) and gold (logged only)
             with torch.no_grad():
-                member_scores = score_texts(proxies, tok, prompts, ro.texts, max_response_tokens=cfg.task.max_response_tokens)
+                member_scores = score_texts(proxies, tok, prompts, ro.texts, max_response_tokens=cfg.task.max_response_tokens,
+                                            padding_free=p.padding_free)
                 proxy = torch.as_tensor(combine_ensemble(member_scores.numpy(), cfg.bon.ensemble, cfg.bon.uwo_lambda),
                                         dtype=torch.float32, device=device)
                 gold = torch.as_tensor(setup.gold.score(prompts, ro.texts), dtype=torch.float32, device=device)

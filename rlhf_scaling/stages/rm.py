@@ -33,6 +33,7 @@ from rlhf_scaling.distributed import (DistEnv, barrier, deepspeed_config, dist_e
 from rlhf_scaling.data.rm_batches import EncodedGroup, collate, encode_groups, expand_pairs
 from rlhf_scaling.losses import expected_calibration_error, kwise_loss, length_correlation, pair_accuracy
 from rlhf_scaling.models import RewardModel, build_reward_model, count_parameters, save_reward_model
+from rlhf_scaling.packing import require_exact_packing
 from rlhf_scaling.preemption import Preemption
 from rlhf_scaling.stages.common import rm_artifact, setup_task
 from rlhf_scaling.stages.data import load_data
@@ -41,15 +42,16 @@ from rlhf_scaling.training import autocast, check_finite, optimizer_and_schedule
 log = logging.getLogger(__name__)
 
 
-def group_loss(model: RewardModel, batch, use_margin: bool) -> torch.Tensor:
+def group_loss(model: RewardModel, batch, use_margin: bool, padding_free: bool) -> torch.Tensor:
     """Mean −log σ(r_w − r_l [− m]) over the batch's pairs, from one forward per response."""
-    rewards = model(batch.input_ids, batch.attention_mask)  # (N,)
+    rewards = model(batch.input_ids, batch.attention_mask, padding_free)  # (N,)
     return kwise_loss(batch.reward_grid(rewards), batch.pairs, batch.pair_mask,
                       batch.margins if use_margin else None)
 
 
 @torch.no_grad()
-def evaluate(model: RewardModel, groups: List[EncodedGroup], pad_id: int, device, batch_size: int = 64) -> dict:
+def evaluate(model: RewardModel, groups: List[EncodedGroup], pad_id: int, device, batch_size: int = 64,
+             padding_free: bool = False) -> dict:
     """Held-out metrics over every labelled pair of the eval groups.
 
     rm/val_loss, rm/val_accuracy (ties 0.5), rm/val_ece, rm/val_length_corr (reward vs tokens),
@@ -62,7 +64,7 @@ def evaluate(model: RewardModel, groups: List[EncodedGroup], pad_id: int, device
     for start in range(0, len(groups), batch_size):
         part = groups[start:start + batch_size]
         batch = collate(part, pad_id).to(device)
-        r = model(batch.input_ids, batch.attention_mask)
+        r = model(batch.input_ids, batch.attention_mask, padding_free)
         grid = batch.reward_grid(r)
         w, l = batch.pairs[..., 0], batch.pairs[..., 1]
         chosen.append(grid.gather(1, w)[batch.pair_mask].cpu())
@@ -129,6 +131,8 @@ def train_member(model: RewardModel, train: List[EncodedGroup], eval_groups: Lis
             step = int(state["step"])
     if step:
         log.info("member %d resumed at step %d/%d from %s", member, step, total_steps, ckpt_dir)
+    if t.padding_free:  # under ZeRO-3 a collective forward: every rank runs it
+        require_exact_packing((engine.module if engine is not None else model).backbone, "rm_train.padding_free")
     use_margin = t.loss == "margin"
     bar = tqdm(total=total_steps, initial=step, desc=f"rm {cfg.rm.name} m{member}",
                disable=not cfg.progress or not env.is_main, leave=False)
@@ -152,7 +156,7 @@ def train_member(model: RewardModel, train: List[EncodedGroup], eval_groups: Lis
                 if engine is not None:
                     mine, weight = _rank_share(train, idx, env)
                     batch = collate([train[i] for i in mine], pad_id).to(device)
-                    loss = group_loss(engine, batch, use_margin) * weight
+                    loss = group_loss(engine, batch, use_margin, t.padding_free) * weight
                     check_finite(loss, f"rm member {member}", step)
                     engine.backward(loss)  # divides by grad_accum itself; gradients averaged over ranks
                     engine.step()  # optimizer, clipping and LR schedule at accumulation boundaries only
@@ -165,7 +169,7 @@ def train_member(model: RewardModel, train: List[EncodedGroup], eval_groups: Lis
                 else:
                     batch = collate([train[i] for i in idx], pad_id).to(device)
                     with autocast(t.precision, device):
-                        loss = group_loss(model, batch, use_margin) / t.grad_accum
+                        loss = group_loss(model, batch, use_margin, t.padding_free) / t.grad_accum
                     check_finite(loss, f"rm member {member}", step)
                     loss.backward()
                     if (micro + 1) % t.grad_accum:
@@ -180,7 +184,7 @@ def train_member(model: RewardModel, train: List[EncodedGroup], eval_groups: Lis
                 metrics = {"rm/step": step, "rm/member": member, "rm/loss": loss.item() * t.grad_accum,
                            "rm/lr": scheduler.get_last_lr()[0], "rm/grad_norm": float(grad_norm), "rm/epoch": epoch}
                 if step % t.eval_every == 0 or step == total_steps:
-                    metrics.update(evaluate(engine or model, eval_groups, pad_id, device))
+                    metrics.update(evaluate(engine or model, eval_groups, pad_id, device, padding_free=t.padding_free))
                     bar.set_postfix(acc=f"{metrics['rm/val_accuracy']:.3f}")
                 tracker.log(metrics)
                 saved = step % t.checkpoint_every == 0 or step == stop_at_step
@@ -194,7 +198,7 @@ def train_member(model: RewardModel, train: List[EncodedGroup], eval_groups: Lis
                 bar.close()
                 return {}
     bar.close()
-    return evaluate(engine or model, eval_groups, pad_id, device)
+    return evaluate(engine or model, eval_groups, pad_id, device, padding_free=t.padding_free)
 
 
 # ----------------------------------------------------------------------------- data parallelism (DeepSpeed)
