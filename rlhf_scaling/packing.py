@@ -1,15 +1,16 @@
 """Padding-free forwards: the real tokens of a padded batch packed into few rows, no padding computed.
 
-A PPO batch is [left-padded prompt | right-padded response] per rollout and responses vary in
-length, so much of a padded (B, L) batch is padding. Packing lays the rollouts end to end in rows
-of at most L tokens (first fit, in order; a rollout never straddles two rows), with position ids
-restarting at 0 for each rollout. transformers (>= 4.54, `masking_utils.find_packed_sequence_indices`)
+A PPO batch is [left-padded prompt | right-padded response] per rollout, and an RM batch holds
+responses of many lengths, so much of a padded (B, L) batch is padding. Packing lays the sequences
+end to end in rows of at most L tokens (first fit, in order; a sequence never straddles two rows),
+with position ids restarting at 0 for each one. transformers (>= 4.54, `masking_utils.find_packed_sequence_indices`)
 reads a drop in the position ids as the start of a new sequence when no attention mask is given
-and builds a block-diagonal causal mask, so every token attends only to its own rollout and the
-hidden states at real tokens equal the padded forward's up to float rounding (tested). Memory never
-exceeds the padded forward's: rows are no longer than L and there are at most B of them.
+and builds a block-diagonal causal mask, so every token attends only to its own sequence and the
+hidden states at real tokens equal the padded forward's up to float rounding (tested; a backbone
+that does not do this is caught by `packs_exactly`). Memory never exceeds the padded forward's:
+rows are no longer than L and there are at most B of them.
 
-Shapes: B rollouts, L padded width, R ≤ B packed rows of width L, N real tokens, H hidden size.
+Shapes: B sequences, L padded width, R ≤ B packed rows of width L, N real tokens, H hidden size.
 """
 
 from __future__ import annotations
