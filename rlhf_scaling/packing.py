@@ -27,8 +27,8 @@ class PackPlan:
     """Where each real token of a (B, L) batch sits in the packed (R, L) rows.
 
     flat_index:   (B, L) long, the token's index into the flattened (R·L) packed rows; −1 on padding.
-    position_ids: (R, L) position of each packed token within its rollout; the unused tail of a
-                  row counts 0, 1, ... as a sequence of its own, so it never attends into a rollout.
+    position_ids: (R, L) position of each packed token within its sequence; the unused tail of a
+                  row counts 0, 1, ... as a sequence of its own, so it never attends into a sequence.
     """
 
     flat_index: torch.Tensor
@@ -47,8 +47,8 @@ def plan_packing(attention_mask: torch.Tensor) -> PackPlan:
     cols = torch.arange(L, device=mask.device)[None, :]
     first = mask.to(torch.int8).argmax(dim=1, keepdim=True)
     if not torch.equal((cols >= first) & (cols < first + lengths[:, None]), mask):
-        raise ValueError("packing needs each row's real tokens to be contiguous (left-padded prompt, right-padded response)")
-    # First fit, in order (a host-side loop over B rollouts, microseconds each).
+        raise ValueError("packing needs each row's real tokens to be contiguous (left or right padding, or a left-padded prompt then a right-padded response)")
+    # First fit, in order (a host-side loop over B sequences, microseconds each).
     row_of, offset, used = [], [], []
     for n in lengths.tolist():
         r = next((i for i, u in enumerate(used) if u + n <= L), len(used))
@@ -57,7 +57,7 @@ def plan_packing(attention_mask: torch.Tensor) -> PackPlan:
         row_of.append(r)
         offset.append(used[r])
         used[r] += n
-    rank = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)  # (B, L) index of each real token within its row
+    rank = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)  # (B, L) index of each real token within its sequence
     start = torch.tensor(row_of, device=mask.device) * L + torch.tensor(offset, device=mask.device)
     flat_index = torch.where(mask, start[:, None] + rank, torch.full_like(rank, -1))
     used_t = torch.tensor(used, device=mask.device)
@@ -113,8 +113,10 @@ def packs_exactly(backbone) -> bool:
     finally:
         backbone.train(was_training)
     expected = padded[b, l].float()
-    rtol = 1e-3 if param.dtype == torch.float32 else 2e-2
-    return bool((packed - expected).abs().max() <= rtol * expected.abs().max().clamp_min(1.0))
+    # Per token, relative to that token's own state: leakage shows only at the tokens that share a
+    # row with another sequence, and a few large channels must not hide it.
+    error = (packed - expected).norm(dim=-1) / expected.norm(dim=-1).clamp_min(1e-6)
+    return bool(error.max() <= (1e-3 if param.dtype == torch.float32 else 2e-2))
 
 
 def require_exact_packing(backbone, key: str) -> None:
