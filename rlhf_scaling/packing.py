@@ -93,16 +93,17 @@ def packed_hidden_states(backbone, input_ids: torch.Tensor, plan: PackPlan, b: t
 
 
 @torch.no_grad()
-def packs_exactly(backbone) -> bool:
+def packs_exactly(backbone, device=None) -> bool:
     """Whether `backbone` (an HF base model) gives its padded forward's hidden states when fed a
     packed batch: True where transformers builds the block-diagonal mask from the position ids
     (models on its masking utilities: GPT-NeoX, Llama, Qwen, Mistral, ...), False where tokens would
     attend across the sequences of a row. Checked on three short sequences (ids 1..5), two of which
-    share a packed row: one small forward each way, in the model's own dtype and device."""
+    share a packed row: one small forward each way, in the model's own dtype, on `device` (default:
+    its first parameter's; give it under ZeRO-3 parameter offload, where that is a placeholder's)."""
     mask = torch.tensor([[1, 1, 0, 0], [1, 1, 0, 0], [1, 1, 1, 1]])
     ids = torch.tensor([[1, 2, 0, 0], [3, 4, 0, 0], [5, 4, 3, 2]]) * mask
     param = next(backbone.parameters())
-    ids, mask = ids.to(param.device), mask.to(param.device)
+    ids, mask = ids.to(device or param.device), mask.to(device or param.device)
     was_training = backbone.training
     backbone.eval()
     try:
@@ -119,9 +120,9 @@ def packs_exactly(backbone) -> bool:
     return bool(error.max() <= (1e-3 if param.dtype == torch.float32 else 2e-2))
 
 
-def require_exact_packing(backbone, key: str) -> None:
+def require_exact_packing(backbone, key: str, device=None) -> None:
     """ConfigError naming `key` (the padding_free setting in use) where `backbone` does not pack
     exactly (packs_exactly), before any packed forward could silently mix sequences."""
-    if not packs_exactly(backbone):
+    if not packs_exactly(backbone, device):
         raise ConfigError(f"{key}: {type(backbone).__name__} lets packed sequences attend to each other "
                           f"(transformers does not build its mask from the position ids); set {key}=false")

@@ -132,7 +132,7 @@ def train_member(model: RewardModel, train: List[EncodedGroup], eval_groups: Lis
     if step:
         log.info("member %d resumed at step %d/%d from %s", member, step, total_steps, ckpt_dir)
     if t.padding_free:  # under ZeRO-3 a collective forward: every rank runs it
-        require_exact_packing((engine.module if engine is not None else model).backbone, "rm_train.padding_free")
+        require_exact_packing((engine.module if engine is not None else model).backbone, "rm_train.padding_free", device)
     use_margin = t.loss == "margin"
     bar = tqdm(total=total_steps, initial=step, desc=f"rm {cfg.rm.name} m{member}",
                disable=not cfg.progress or not env.is_main, leave=False)
