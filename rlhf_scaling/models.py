@@ -28,7 +28,7 @@ from transformers import (
     PreTrainedModel,
 )
 
-from rlhf_scaling.packing import packed_hidden_states, plan_packing
+from rlhf_scaling.packing import packed_hidden_states, plan_packing, position_ids_from_mask
 
 REWARD_MODEL_FILE = "reward_model.safetensors"
 REWARD_META_FILE = "reward_model.json"
@@ -101,11 +101,6 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
         raise ValueError("a row of the batch has no real (attention_mask = 1) token")
     positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
     return (attention_mask.long() * (positions + 1)).argmax(dim=1)
-
-
-def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """(B, L) -> (B, L) positions counting real tokens only, so left padding does not shift them."""
-    return (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
 
 
 class RewardModel(nn.Module):

@@ -22,6 +22,11 @@ import torch
 from rlhf_scaling.config import ConfigError
 
 
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, L) -> (B, L) positions counting real tokens only, so left padding does not shift them."""
+    return (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
+
+
 @dataclass
 class PackPlan:
     """Where each real token of a (B, L) batch sits in the packed (R, L) rows.
@@ -57,7 +62,7 @@ def plan_packing(attention_mask: torch.Tensor) -> PackPlan:
         row_of.append(r)
         offset.append(used[r])
         used[r] += n
-    rank = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)  # (B, L) index of each real token within its sequence
+    rank = position_ids_from_mask(attention_mask)  # (B, L) index of each real token within its sequence
     start = torch.tensor(row_of, device=mask.device) * L + torch.tensor(offset, device=mask.device)
     flat_index = torch.where(mask, start[:, None] + rank, torch.full_like(rank, -1))
     used_t = torch.tensor(used, device=mask.device)
@@ -107,7 +112,7 @@ def packs_exactly(backbone, device=None) -> bool:
     was_training = backbone.training
     backbone.eval()
     try:
-        padded = backbone(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
+        padded = backbone(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
                           use_cache=False).last_hidden_state
         b, l = mask.nonzero(as_tuple=True)
         packed = packed_hidden_states(backbone, ids, plan_packing(mask), b, l).float()

@@ -52,8 +52,8 @@ from rlhf_scaling.distributed import (DistEnv, barrier, cat_over_ranks, deepspee
                                       from_rank0, full_fp32_state_dict, load_deepspeed_checkpoint, mean_over_ranks,
                                       save_deepspeed_checkpoint, sum_over_ranks, whole_for_generation,
                                       wrap_with_deepspeed)
-from rlhf_scaling.models import load_policy, position_ids_from_mask, save_policy
-from rlhf_scaling.packing import PackPlan, packed_hidden_states, plan_packing, require_exact_packing
+from rlhf_scaling.models import load_policy, save_policy
+from rlhf_scaling.packing import PackPlan, packed_hidden_states, plan_packing, position_ids_from_mask, require_exact_packing
 from rlhf_scaling.preemption import Preemption
 from rlhf_scaling.sampling import sample
 from rlhf_scaling.scoring import load_ensemble, score_texts
