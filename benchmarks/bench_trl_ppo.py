@@ -7,6 +7,10 @@ Run it in the PPO peer venv of benchmarks/requirements-peer-ppo.txt (TRL removed
     /tmp/bench-venv-ppo/bin/python benchmarks/bench_trl_ppo.py --shape tiny-m --iters 6
     /tmp/bench-venv-ppo/bin/python benchmarks/bench_trl_ppo.py --shape pythia-160m --iters 3
 
+On a GPU (benchmarks/gpu/run.sh): --device cuda moves both sides to the GPU (ours: device=cuda; TRL:
+use_cpu=False), still fp32 on both sides. --no-peer (or TRL not importable) runs our side(s) only and
+says so; --json writes the summary.
+
 What runs where. The parent process builds the upstream artifacts our stage needs (SFT policy,
 preference data, proxy RM) into a temporary artifacts_dir through the real stage recipes, then
 starts one child process per side, one after the other (rounds alternate the order), so each
@@ -41,11 +45,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from shapes import shape_overrides
+
 SHAPES = {  # model@policy / model@rm overrides; the RM has the policy's shape on both sides
     "tiny-m": [],
-    # Pythia-160M's transformer (12 layers, d_model 768, 12 heads) on the synthetic task's tokenizer
+    # Pythia-160M's / 410M's transformer (benchmarks/shapes.py) on the synthetic task's tokenizer
     # (69 tokens; a 50k vocabulary needs a hub tokenizer, which this benchmark must not download).
-    "pythia-160m": ["n_layer=12", "d_model=768", "n_head=12"],
+    "pythia-160m": shape_overrides("pythia-160m"),
+    "pythia-410m": shape_overrides("pythia-410m"),
 }
 
 
@@ -61,9 +68,10 @@ def peak_rss_mb() -> float:
 
 def overrides(args) -> list[str]:
     shape = [f"{role}.{kv}" for role in ("policy", "rm") for kv in SHAPES[args.shape]]
-    name = [] if args.shape == "tiny-m" else ["policy.name=tiny-160m-shape", "rm.name=tiny-160m-shape"]
+    tag = args.shape.replace("pythia-", "")
+    name = [] if args.shape == "tiny-m" else [f"policy.name=tiny-{tag}-shape", f"rm.name=tiny-{tag}-shape"]
     return [
-        f"artifacts_dir={args.store / 'artifacts'}", "stage=ppo", "progress=false", "device=cpu",
+        f"artifacts_dir={args.store / 'artifacts'}", "stage=ppo", "progress=false", f"device={args.device}",
         "model@policy=tiny-m", "model@rm=tiny-m", *shape, *name,
         f"task.max_response_tokens={args.new_tokens}",
         # Upstream artifacts: enough SFT for the policy to end responses with EOS (tiny-m); small data and RM.
@@ -177,7 +185,7 @@ def run_trl(args) -> dict:
         num_mini_batches=args.minibatches, num_ppo_epochs=args.epochs, total_episodes=args.prompts * n_steps,
         local_rollout_forward_batch_size=args.prompts, response_length=args.new_tokens, stop_token="eos",
         temperature=1.0, learning_rate=1e-4, kl_coef=0.01, vf_coef=0.5, cliprange=0.2, cliprange_value=0.2,
-        num_sample_generations=0, bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=True,
+        num_sample_generations=0, bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=args.device == "cpu",
         report_to=[], save_strategy="no", logging_steps=10**6, disable_tqdm=True, seed=0, dataloader_num_workers=0,
         lr_scheduler_type="constant",
     )
@@ -270,8 +278,9 @@ def summarise(res: dict) -> dict:
 def child(role: str, args) -> dict:
     cmd = [sys.executable, __file__, "--role", role, "--store", str(args.store), *args.passthrough]
     out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode:
-        sys.exit(f"{role} failed:\n{out.stdout[-3000:]}\n{out.stderr[-6000:]}")
+    if out.returncode:  # recorded; the other sides still run (a peer that breaks must not hide ours)
+        print(f"{role} failed:\n{out.stdout[-3000:]}\n{out.stderr[-6000:]}", flush=True)
+        return {"error": f"{role} exited {out.returncode}: {out.stderr.strip()[-400:]}"}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -292,10 +301,16 @@ def main() -> None:
                         help="also time ours with ppo.padding_free=false (padded forwards) in the same run")
     parser.add_argument("--compare-shared", action="store_true",
                         help="also time ours with ppo.critic=shared (value head on the policy's trunk) in the same run")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--no-peer", action="store_true", help="time our side(s) only (no TRL)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the summary here")
     parser.add_argument("--role", choices=["main", "prepare", "ours", "ours_padded", "ours_shared", "trl"], default="main")
     parser.add_argument("--store", type=Path, default=None)
     args = parser.parse_args()
-    args.passthrough = [a for a in sys.argv[1:]]
+    argv = sys.argv[1:]
+    if "--json" in argv:  # the children get every option but the parent's output file
+        del argv[argv.index("--json"):argv.index("--json") + 2]
+    args.passthrough = [a for a in argv if not a.startswith("--json=")]
     if args.role != "main":
         fn = {"prepare": prepare, "ours": run_ours, "ours_padded": run_ours, "ours_shared": run_ours,
               "trl": run_trl}[args.role]
@@ -306,53 +321,81 @@ def main() -> None:
 
     import torch
     import transformers
-    import trl
 
+    peer = None if args.no_peer else _trl_version()
     args.store = Path(tempfile.mkdtemp(prefix="bench_ppo_"))
     print(f"{args.shape}: {args.prompts} rollouts x <= {args.new_tokens} new tokens, {args.epochs} PPO epochs x "
-          f"{args.minibatches} minibatches, fp32, {args.threads} threads; torch {torch.__version__}, "
-          f"transformers {transformers.__version__}, trl {trl.__version__}; load {os.getloadavg()[0]:.2f}", flush=True)
+          f"{args.minibatches} minibatches, fp32, {args.threads} threads, {args.device}; torch {torch.__version__}, "
+          f"transformers {transformers.__version__}, trl {peer or 'NOT RUN'}; load {os.getloadavg()[0]:.2f}", flush=True)
     start = time.perf_counter()
     subprocess.run([sys.executable, __file__, "--role", "prepare", "--store", str(args.store), *args.passthrough],
                    check=True)
     print(f"upstream artifacts: {time.perf_counter() - start:.0f} s", flush=True)
-    roles = ("ours", "trl", *(("ours_padded",) if args.compare_padded else ()),
+    roles = ("ours", *(("trl",) if peer else ()), *(("ours_padded",) if args.compare_padded else ()),
              *(("ours_shared",) if args.compare_shared else ()))
-    runs = {role: [] for role in roles}
+    runs, errors = {role: [] for role in roles}, {}
     for r in range(args.rounds):
         for role in (roles if r % 2 == 0 else roles[::-1]):
             start = time.perf_counter()
-            runs[role].append(child(role, args))
+            out = child(role, args)
+            if "error" in out:
+                errors[role] = out["error"]
+                continue
+            runs[role].append(out)
             print(f"  round {r} {role}: {time.perf_counter() - start:.0f} s, "
                   f"median wall {summarise(runs[role][-1])['wall']:.3f} s", flush=True)
-    res = {}
+    res = {role: {"error": err} for role, err in errors.items()}
     for role, rs in runs.items():
+        if not rs:
+            continue
         merged = {"iters": [i for x in rs for i in x["iters"]], "peak_rss_mb": max(x["peak_rss_mb"] for x in rs),
                   "base_rss_mb": max(x["base_rss_mb"] for x in rs)}
         res[role] = summarise(merged)
-    print(f"\nmedian over {res['ours']['n']} (ours) / {res['trl']['n']} (TRL) iterations after {args.warmup} warm-up; "
-          f"load {os.getloadavg()[0]:.2f}")
+    print(f"\nmedian over {args.iters * args.rounds} iterations per side after {args.warmup} warm-up; load {os.getloadavg()[0]:.2f}")
     print("| side | s / iteration | rollout tokens / iteration | rollout tokens/s | generate s | score s | "
           "experience forwards s | train s | peak RSS MiB (after imports) |")
     print("|---|---|---|---|---|---|---|---|---|")
-    labels = {"ours": "ours", "trl": f"TRL {trl.__version__} PPOTrainer", "ours_padded": "ours, ppo.padding_free=false",
+    labels = {"ours": "ours", "trl": f"TRL {peer} PPOTrainer", "ours_padded": "ours, ppo.padding_free=false",
               "ours_shared": "ours, ppo.critic=shared"}
     for role, label in labels.items():
-        if role not in res:
+        if role not in res or "error" in res[role]:
             continue
         m = res[role]
         print(f"| {label} | {m['wall']:.3f} | {m['tokens']:.0f} | {m['tokens_per_s']:.0f} | {m['generate']:.3f} | "
               f"{m['score']:.3f} | {m['forward']:.3f} | {m['train']:.3f} | {m['peak_rss_mb']:.0f} "
               f"({m['base_rss_mb']:.0f}) |")
-    ratio_it = res["trl"]["wall"] / res["ours"]["wall"]
-    ratio_tok = res["ours"]["tokens_per_s"] / res["trl"]["tokens_per_s"]
-    print(f"\nours vs TRL: {ratio_it:.2f}x iterations/s, {ratio_tok:.2f}x rollout tokens/s "
-          f"(target >= 1.5x: {'met' if ratio_it >= 1.5 else 'not met'})")
-    if "ours_padded" in res:
+    summary = {"shape": args.shape, "device": args.device, "rollouts": args.prompts, "new_tokens": args.new_tokens,
+               "ppo_epochs": args.epochs, "minibatches": args.minibatches,
+               "peer": f"trl {peer}" if peer else "NOT RUN (" + ("--no-peer" if args.no_peer else "trl not importable") + ")",
+               "sides": res}
+    if peer and not (ok("trl") and ok("ours")):
+        print(f"\nno ours vs TRL ratio: a side failed ({res.get('trl', {}).get('error') or res['ours']['error']})")
+    elif peer:
+        ratio_it = res["trl"]["wall"] / res["ours"]["wall"]
+        ratio_tok = res["ours"]["tokens_per_s"] / res["trl"]["tokens_per_s"]
+        summary["ours_vs_trl_iterations_per_s"] = ratio_it
+        print(f"\nours vs TRL: {ratio_it:.2f}x iterations/s, {ratio_tok:.2f}x rollout tokens/s "
+              f"(target >= 1.5x: {'met' if ratio_it >= 1.5 else 'not met'})")
+    else:
+        print("\nTRL (the peer) was NOT run: " + ("--no-peer" if args.no_peer else "trl is not importable here"))
+    ok = lambda role: role in res and "error" not in res[role]  # noqa: E731
+    if ok("ours_padded") and ok("ours"):
         print(f"padding-free vs padded forwards (ours): {res['ours_padded']['wall'] / res['ours']['wall']:.2f}x iterations/s")
-    if "ours_shared" in res:
+    if ok("ours_shared") and ok("trl"):
         print(f"ours, ppo.critic=shared vs TRL: {res['trl']['wall'] / res['ours_shared']['wall']:.2f}x iterations/s")
     print(json.dumps(res))
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=1))
+
+
+def _trl_version():
+    """TRL's version if a TRL with the experimental PPOTrainer imports here, else None (peer not run)."""
+    try:
+        import trl
+        from trl.experimental.ppo import PPOTrainer  # noqa: F401 -- removed from TRL in 1.13.0
+    except ImportError:
+        return None
+    return trl.__version__
 
 
 if __name__ == "__main__":
