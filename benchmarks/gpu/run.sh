@@ -10,8 +10,12 @@ PY=${PYTHON:-python3}
 SITE=${GPU_BENCH_SITE:-/tmp/gpu-bench-site}
 extra=""
 if [[ " $* " != *" --smoke "* ]] && compgen -G ".whl/*.whl" >/dev/null; then
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl
-  extra=":$SITE"
+  if "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))'; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl
+    extra=":$SITE"
+  else
+    echo "note: .whl/ holds wheels for CPython 3.12 (the GPU image's); $("$PY" -V) does not install them" >&2
+  fi
 fi
 export PYTHONPATH="$PWD${extra}${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
