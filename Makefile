@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: setup ds-ops study test test-fast test-load figures clean
+.PHONY: setup ds-ops study test test-fast test-load figures gpu-wheels clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -43,6 +43,10 @@ test-load: setup
 
 figures: setup
 	$(BIN)/rlhf-scaling-figures --runs outputs --out figures
+
+# Wheels a GPU machine without network needs for benchmarks/gpu/run.sh (into .whl/; see benchmarks/gpu/README.md).
+gpu-wheels: setup
+	PYTHON=$(PY) BUILD_PYTHON=$(BIN)/python bash benchmarks/gpu/fetch_wheels.sh
 
 clean:
 	rm -rf $(VENV) outputs multirun artifacts figures

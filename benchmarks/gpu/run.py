@@ -367,16 +367,24 @@ def main() -> None:
     if args.only:
         sections = [s for s in sections if s.name in args.only.split(",")]
     results = {}
+    command = "bash benchmarks/gpu/run.sh " + " ".join(sys.argv[1:])
+
+    def write() -> float:
+        """Report and JSON of the sections so far: rewritten after each one, so a run stopped from
+        outside (the device call's own time limit) still leaves what it measured."""
+        wall = time.perf_counter() - started
+        (args.out / "gpu_figures.json").write_text(json.dumps(
+            {"environment": env, "command": command, "wall_s": wall, "sections": results}, indent=1, default=str))
+        (args.out / "gpu_report.md").write_text(report(env, results, command, wall))
+        return wall
+
     with open(args.out / "gpu_log.txt", "w") as log:
         for section in sections:
             print(f"[{time.perf_counter() - started:5.0f} s] {section.name}: {section.title}", flush=True)
             results[section.name] = run_section(section, deadline, log)
             print(f"          {results[section.name]['status']} in {results[section.name]['seconds']:.0f} s", flush=True)
-    wall = time.perf_counter() - started
-    command = "bash benchmarks/gpu/run.sh " + " ".join(sys.argv[1:])
-    (args.out / "gpu_figures.json").write_text(json.dumps({"environment": env, "command": command, "wall_s": wall,
-                                                           "sections": results}, indent=1, default=str))
-    (args.out / "gpu_report.md").write_text(report(env, results, command, wall))
+            write()
+    wall = write()
     print(f"report: {args.out / 'gpu_report.md'}; figures: {args.out / 'gpu_figures.json'}; wall {wall:.0f} s")
 
 
