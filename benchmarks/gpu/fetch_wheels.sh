@@ -40,6 +40,6 @@ count=$(ls "$DEST"/*.whl | wc -l)
 expected=$(pins | wc -l)
 total=$(du -cb "$DEST"/*.whl | tail -1 | cut -f1)
 ls -l "$DEST"/*.whl | awk '{printf "%10d  %s\n", $5, $9}'
-printf 'total: %d wheels, %d bytes (%.1f MiB) in %s; limit 64 MiB\n' "$count" "$total" "$(echo "$total / 1048576" | bc -l)" "$DEST"
+awk -v c="$count" -v t="$total" -v d="$DEST" 'BEGIN { printf "total: %d wheels, %d bytes (%.1f MiB) in %s; limit 64 MiB\n", c, t, t / 1048576, d }'
 if [ "$count" -ne "$expected" ]; then echo "expected $expected wheels (one per line of $LIST), got $count" >&2; exit 1; fi
 if [ "$total" -gt "$LIMIT" ]; then echo "over the 64 MiB a device run may carry" >&2; exit 1; fi
