@@ -223,14 +223,13 @@ def main() -> None:
     parser.add_argument("--matmul-n", type=int, default=8192, help="--mfu: size of the measured-peak matmul")
     parser.add_argument("--json", default=None, help="--mfu: also write the figures here")
     args = parser.parse_args()
-    if args.device == "cpu":
-        torch.set_num_threads(2)
     if args.mfu:
         res = mfu_main(args)
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(res, f, indent=1)
         return
+    torch.set_num_threads(2)  # the CPU ratios of RESULTS.md
     spec = compose([f"model@rm={args.model}", "stage=rm"]).rm
     print(f"model {args.model}; {args.comparisons_per_step} comparisons per optimizer step; fp32; "
           f"{torch.get_num_threads()} threads")

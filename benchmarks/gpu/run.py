@@ -114,7 +114,7 @@ def build_sections(smoke: bool, work: Path) -> List[Section]:
     rm = Section("2_rm_mfu", "RM training step: throughput and MFU, ours vs a plain Hugging Face loop", budget["2_rm_mfu"], [Run(
         "mfu", [PY, str(BENCH / "bench_rm.py"), *rm_args, "--device", device, "--dtype", "bf16", "--json", str(j("rm"))],
         j("rm"))])
-    ppo_common = ["--device", device, "--compare-shared", "--warmup", "1"]
+    ppo_common = ["--device", device, "--compare-shared", "--warmup", "1", "--threads", "1" if smoke else "2"]
     shapes = ([("tiny-m", ["--iters", "1", "--sft-steps", "2", "--comparisons", "48", "--prompts", "8",
                            "--new-tokens", "8"])] if smoke else
               [("pythia-160m", ["--iters", "3", "--sft-steps", "50", "--comparisons", "192", "--prompts", "64",
@@ -362,6 +362,8 @@ def main() -> None:
     env = environment(args.smoke)
     if not args.smoke and not env["cuda_available"]:
         sys.exit("no CUDA device visible: run on a GPU machine, or pass --smoke for the CPU smoke run")
+    if args.smoke:  # one thread per process: the few CPU cores are shared, and busy OpenMP threads then made
+        os.environ.setdefault("OMP_NUM_THREADS", "1")  # a tiny-m PPO iteration 8.6 s instead of 0.22 s here
     work = Path(tempfile.mkdtemp(prefix="gpu_bench_"))
     sections = build_sections(args.smoke, work)
     if args.only:
