@@ -1,14 +1,15 @@
 """DeepSpeed ZeRO-2 and ZeRO-3 RM training on ONE device against plain PyTorch, same seed and data.
 
-    python benchmarks/gpu/ds_rm_check.py --device cuda --json ds_rm.json            # bf16 (GPU)
-    python benchmarks/gpu/ds_rm_check.py --device cpu --precision fp32 --json x.json  # smoke
+    python benchmarks/gpu/ds_rm_check.py --device cuda --json ds_rm.json                 # bf16 (GPU)
+    python benchmarks/gpu/ds_rm_check.py --device cpu --rm-model tiny-s --epochs 1 --json x.json  # smoke
 
 The plain run is the `rm` stage in this process with rm_train.precision=bf16 (autocast, fp32 master
 weights); each ZeRO run is the CLI (`python -m rlhf_scaling.cli ... deepspeed=zero2|zero3`), one process,
 on a copy of the same upstream artifacts (SFT policy, preference data), so only the RM training differs.
 bf16 under DeepSpeed keeps the weights in bf16 (fp32 master copy in the optimizer) while autocast keeps
-them in fp32, so the curves agree to bf16 tolerance, not bitwise: TOL below. fp32 (CPU smoke) uses the
-tolerance of tests/test_distributed.py. Writes the largest differences and pass/fail per profile.
+them in fp32, so the curves agree to bf16 tolerance, not bitwise: TOL below. With --precision fp32 the
+runs must agree to rounding (tests/test_distributed.py's tolerance). Writes the largest differences and
+pass/fail per profile.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ KEYS = ("rm/loss", "rm/grad_norm", "rm/val_loss", "rm/val_accuracy")
 # per op). CURVE: every logged loss and held-out metric, after the bf16 weight copies (DeepSpeed) and the
 # fp32 weights (autocast) have drifted apart for a few steps; measured on CPU (tiny-s, 9 steps): train
 # loss within 7%, val loss within 2.4%, val accuracy within 0.016, gradient norm within 12% (reported
-# only: it is the most rounding-sensitive figure). fp32 (the CPU smoke): tests/test_distributed.py's.
+# only: it is the most rounding-sensitive figure). fp32: tests/test_distributed.py's.
 TOL = {"bf16": {"first": (0.02, 1e-3), "curve": (0.1, 0.01), "rm/val_accuracy": (0.0, 0.05)},
        "fp32": {"first": (1e-4, 1e-6), "curve": (1e-4, 1e-6), "rm/val_accuracy": (1e-4, 1e-6)}}
 
