@@ -14,6 +14,7 @@ Where each section is consumed:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
@@ -21,7 +22,7 @@ from typing import Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from rlhf_scaling.artifacts import is_plain_name
+from rlhf_scaling.artifacts import MAX_NAME_BYTES, is_plain_name
 
 
 class ConfigError(ValueError):
@@ -331,7 +332,35 @@ def _check_name(key: str, name: str) -> None:
     """Names become folder names (artifacts, study sub-runs): one plain path component only, so a
     config can never write outside the artifact store or the run folder."""
     if not is_plain_name(name):  # the artifact store's own rule, checked before any work
-        raise ConfigError(f"{key}: {name!r} must be a plain name (no '/', '\\', '..', '~'); it names folders")
+        shown = name if len(name) <= 40 else f"{name[:37]}..."
+        raise ConfigError(f"{key}: {shown!r} must be a plain name of at most {MAX_NAME_BYTES} bytes "
+                          f"(no '/', '\\', '..', '~'); it names folders")
+
+
+def _plain(cfg) -> dict:
+    """The config as plain containers (a DictConfig resolved, or a Config dataclass), without the
+    `hydra` node a resolver's root carries."""
+    if dataclasses.is_dataclass(cfg):
+        tree = dataclasses.asdict(cfg)
+    else:
+        from omegaconf import OmegaConf
+
+        tree = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
+                for k in cfg if k != "hydra"}
+    return tree
+
+
+def non_finite_keys(tree, prefix: str = "") -> List[tuple]:
+    """(dotted key, value) of every float in a nested dict/list that is NaN or infinite."""
+    if isinstance(tree, float):
+        return [] if math.isfinite(tree) else [(prefix, tree)]
+    if isinstance(tree, dict):
+        items = tree.items()
+    elif isinstance(tree, (list, tuple)):
+        items = enumerate(tree)
+    else:
+        return []
+    return [k for key, value in items for k in non_finite_keys(value, f"{prefix}.{key}" if prefix else str(key))]
 
 
 def _check_model(key: str, spec: ModelSpec) -> None:
@@ -351,6 +380,9 @@ def validate(cfg) -> None:
 
     `cfg` is the composed Config (a DictConfig typed by the schema, or a Config instance).
     """
+    # Every float field: "inf" and "nan" parse as floats, and no setting means them.
+    for key, value in non_finite_keys(_plain(cfg)):
+        raise ConfigError(f"{key}: must be a finite number, got {value}")
     for key, allowed in _CHOICES.items():
         value = _get(cfg, key)
         if value not in allowed:
