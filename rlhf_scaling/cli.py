@@ -115,9 +115,8 @@ def _run_locked(cfg, run_dir, config, open_tracker, completed_summary) -> dict:
     if cfg.stage.skip_completed:  # a rerun or resubmitted sweep: this job already ran to completion here
         done = completed_summary(run_dir, config)
         if done is not None:
-            log.info("%s: already completed with this config, not run again (stage.skip_completed=false reruns)", run_dir)
-            print(f"{run_dir}: already completed with this config (stage.skip_completed=false reruns it); summary:")
-            print(_summary_lines(done))
+            log.info("%s: already completed with this config, not run again (stage.skip_completed=false "
+                     "reruns it); its summary:\n%s", run_dir, _summary_lines(done))
             return done
 
     if cfg.deepspeed.enabled:  # join the ranks before the tracker reads RANK (rank 0 records)
@@ -169,8 +168,24 @@ def _main(cfg: DictConfig) -> dict:
     except _user_errors() as err:
         from rlhf_scaling.tracking import scrub
 
+        _remove_if_no_record(run_dir)
         print(f"error: {scrub(str(err))}", file=sys.stderr)  # a path or value may carry a secret
         sys.exit(2)
+
+
+def _remove_if_no_record(run_dir: Path) -> None:
+    """Remove a run folder that holds only Hydra's own files (.hydra/, the job log): a job refused
+    before its record began (an explicit hydra.run.dir skips the resolver's early validation)
+    leaves nothing behind. A folder with a record (status.json) keeps it: it says what failed."""
+    hydra_files = {".hydra", f"{HydraConfig.get().job.name}.log"}
+    try:
+        entries = {p.name for p in run_dir.iterdir()}
+    except OSError:
+        return
+    if entries <= hydra_files:
+        import shutil
+
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _scrub_hydra_record(run_dir: Path) -> None:
