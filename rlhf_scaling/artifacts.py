@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from rlhf_scaling.tracking import strict_json
+
 COMPLETE = "COMPLETE"
 
 
@@ -104,7 +106,11 @@ def locked(path: Path, wait: bool = True) -> Iterator[None]:
     the file it locked is still the one at `path` (same inode); a taker that locked a file its
     previous holder has since removed tries again. wait=False raises LockHeld instead of waiting."""
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # its folder was removed by a failed build that found it empty
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
@@ -134,22 +140,30 @@ def building(artifact: Artifact) -> Iterator[Path]:
 
     If another job built it while we waited for the lock, yields None: the caller just reads it.
     The partial folder survives a crash so the next builder resumes from its checkpoints; a
-    failure before anything was written there removes it (nothing to resume, nothing left behind).
+    failure before anything was written there removes it (nothing to resume, nothing left behind),
+    and so the store's folders this build created, when they are empty.
     """
+    created = [d for d in (artifact.path.parent, artifact.root) if not d.exists()]
     artifact.path.parent.mkdir(parents=True, exist_ok=True)
-    with locked(artifact.path.with_name(artifact.key + ".lock")):
-        if artifact.exists():
-            yield None
-            return
-        artifact.partial.mkdir(parents=True, exist_ok=True)
-        try:
-            yield artifact.partial
-        except BaseException:
+    try:
+        with locked(artifact.path.with_name(artifact.key + ".lock")):
+            if artifact.exists():
+                yield None
+                return
+            artifact.partial.mkdir(parents=True, exist_ok=True)
+            try:
+                yield artifact.partial
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    artifact.partial.rmdir()  # only if empty: checkpoints stay for the next attempt
+                raise
+            (artifact.partial / "recipe.json").write_text(strict_json(artifact.recipe, indent=2, sort_keys=True))
+            (artifact.partial / COMPLETE).write_text("ok")
+            if artifact.path.exists():  # a stale incomplete folder from an older layout
+                shutil.rmtree(artifact.path)
+            os.replace(artifact.partial, artifact.path)
+    except BaseException:
+        for folder in created:  # rmdir: only if empty (another job's lock or artifact keeps it)
             with contextlib.suppress(OSError):
-                artifact.partial.rmdir()  # only if empty: checkpoints stay for the next attempt
-            raise
-        (artifact.partial / "recipe.json").write_text(json.dumps(artifact.recipe, indent=2, sort_keys=True, default=str))
-        (artifact.partial / COMPLETE).write_text("ok")
-        if artifact.path.exists():  # a stale incomplete folder from an older layout
-            shutil.rmtree(artifact.path)
-        os.replace(artifact.partial, artifact.path)
+                folder.rmdir()
+        raise

@@ -141,17 +141,16 @@ def _summary_lines(summary: dict) -> str:
 
 
 def _user_errors() -> tuple:
-    """Errors caused by the input (config, data, paths), reported in one line without a traceback."""
+    """Errors caused by the input (config, data, paths), reported in one line without a traceback.
+
+    Only the modules already imported can have raised theirs: checking no others keeps an input
+    error found at composition from importing torch and transformers (seconds) to report it."""
     from rlhf_scaling.artifacts import MissingArtifact
-    from rlhf_scaling.models import CheckpointMismatch
 
-    errors = [ConfigError, MissingArtifact, FileNotFoundError, CheckpointMismatch, RunFolderInUse]
-    try:
-        from rlhf_scaling.data.loaders import DataError
-
-        errors.append(DataError)
-    except ImportError:
-        pass
+    errors = [ConfigError, MissingArtifact, FileNotFoundError, RunFolderInUse]
+    for module, name in (("rlhf_scaling.models", "CheckpointMismatch"), ("rlhf_scaling.data.loaders", "DataError")):
+        if module in sys.modules and hasattr(sys.modules[module], name):
+            errors.append(getattr(sys.modules[module], name))
     return tuple(errors)
 
 
