@@ -118,42 +118,47 @@ def test_two_runs_started_together_get_their_own_folders_and_the_same_command_re
     """Two different `stage=rm` commands started in the same second: two folders, each a complete
     record of its own config, both in the runs table. The same command again finds its folder and
     reports the recorded summary; a copy started while that folder is in use is refused."""
-    base = [f"artifacts_dir={ppo_store.artifacts}", *ppo_store.overrides, "stage=rm", "progress=false"]
-    jobs = {name: subprocess.Popen(cli(*base, f"model@rm={name}"), cwd=tmp_path, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True) for name in ("tiny-xs", "tiny-s")}
-    for name, job in jobs.items():
+    # (the store holds the default tiny-s RM already: these two train tiny-xs RMs of their own)
+    base = [f"artifacts_dir={ppo_store.artifacts}", *ppo_store.overrides, "stage=rm", "progress=false",
+            "model@rm=tiny-xs"]
+    variants = {"0.001": ["rm_train.lr=0.001"], "0.002": ["rm_train.lr=0.002"]}
+    jobs = {lr: subprocess.Popen(cli(*base, *extra), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True) for lr, extra in variants.items()}
+    for job in jobs.values():
         out, err = job.communicate(timeout=600)
         assert job.returncode == 0, err[-3000:]
     runs = run_folders(tmp_path, "rm")
     assert len(runs) == 2
-    by_rm = {}
+    by_lr = {}
     for run in runs:
         assert json.loads((run / "status.json").read_text())["status"] == "completed"
         config = json.loads((run / "config.json").read_text())
-        by_rm[config["rm"]["name"]] = run
-        metrics = pd.read_json(run / "metrics.jsonl", lines=True)
-        assert metrics["rm/step"].dropna().is_monotonic_increasing  # one run's steps, not two interleaved
+        by_lr[str(config["rm_train"]["lr"])] = run
+        steps = pd.read_json(run / "metrics.jsonl", lines=True)["rm/step"].dropna().astype(int).tolist()
+        assert steps == list(range(1, len(steps) + 1)) and steps  # one run's steps, not two interleaved
         assert json.loads((run / "summary.json").read_text())["rm/val_accuracy"] > 0
-    assert sorted(by_rm) == ["tiny-s", "tiny-xs"]
+    assert sorted(by_lr) == ["0.001", "0.002"]
     table = load_local_runs(tmp_path / "outputs")
-    assert sorted(table.groupby("run_name")["config.rm.name"].first()) == ["tiny-s", "tiny-xs"]
+    assert sorted(table.groupby("run_name")["config.rm_train.lr"].first()) == [0.001, 0.002]
 
     # The same command again (how it is watched may differ): the recorded summary, nothing rerun.
-    record = (by_rm["tiny-s"] / "metrics.jsonl").read_text()
-    again = subprocess.run(cli(*base, "model@rm=tiny-s", "progress=true"), cwd=tmp_path, capture_output=True,
+    mine = by_lr["0.002"]
+    record = (mine / "metrics.jsonl").read_text()
+    again = subprocess.run(cli(*base, *variants["0.002"], "progress=true"), cwd=tmp_path, capture_output=True,
                            text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert "already completed with this config" in again.stdout + again.stderr and "rm/val_accuracy" in again.stdout
-    assert run_folders(tmp_path, "rm") == runs and (by_rm["tiny-s"] / "metrics.jsonl").read_text() == record
+    assert "already completed with this config" in again.stdout + again.stderr
+    assert "rm/val_accuracy" in again.stdout + again.stderr
+    assert run_folders(tmp_path, "rm") == runs and (mine / "metrics.jsonl").read_text() == record
 
     # A second copy while the folder is in use (the test holds its lock, as a running copy would).
-    with locked(by_rm["tiny-s"] / ".lock"):
-        busy = subprocess.run(cli(*base, "model@rm=tiny-s"), cwd=tmp_path, capture_output=True, text=True,
+    with locked(mine / ".lock"):
+        busy = subprocess.run(cli(*base, *variants["0.002"]), cwd=tmp_path, capture_output=True, text=True,
                               timeout=300)
     assert busy.returncode == 2
     [line] = busy.stderr.strip().splitlines()
     assert line.startswith("error: ") and "is in use by another running copy of this command" in line
-    assert json.loads((by_rm["tiny-s"] / "status.json").read_text())["status"] == "completed"
+    assert json.loads((mine / "status.json").read_text())["status"] == "completed"
 
 
 PPO = ["stage=ppo", "progress=false", "ppo.steps=8", "ppo.prompts_per_step=8", "ppo.minibatch_size=8",
@@ -161,7 +166,7 @@ PPO = ["stage=ppo", "progress=false", "ppo.steps=8", "ppo.prompts_per_step=8", "
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["SIGINT", "SIGTERM", "SIGKILL"])
 def test_the_plain_rerun_of_an_interrupted_command_resumes_and_logs_each_step_once(ppo_store, tmp_path, sig):
     """Ctrl-C, a scheduler's SIGTERM, a SIGKILL: the same command again (no hydra.run.dir) finds the
     interrupted run's folder, resumes from its checkpoint, and the record holds every step once."""
@@ -189,6 +194,6 @@ def test_the_plain_rerun_of_an_interrupted_command_resumes_and_logs_each_step_on
     assert run_folders(tmp_path, "ppo") == [run]
     status = json.loads((run / "status.json").read_text())
     assert status["status"] == "completed" and status["attempt"] == 2
-    metrics = pd.read_json(run / "metrics.jsonl", lines=True).dropna(subset=["ppo/step"])
+    metrics = pd.read_json(run / "metrics.jsonl", lines=True, convert_dates=False).dropna(subset=["ppo/step"])
     assert metrics["ppo/step"].astype(int).tolist() == list(range(8))  # each step once, in order
     assert metrics["_time"].iloc[0] < rerun_at  # step 0 is the first attempt's: resumed, not rerun from 0

@@ -395,9 +395,10 @@ def test_a_resumed_run_replaces_the_iterations_it_repeats(tmp_path):
     assert steps_of(run, "ppo/step") == [(s, 3) for s in range(8)]
 
 
-def test_resume_keeps_an_earlier_ensemble_members_steps(tmp_path):
-    """RM ensembles count rm/step from 1 per member: resuming member 1 at step 2 replaces member 1's
-    repeated steps only, never member 0's."""
+@pytest.mark.parametrize("resume_at", [1, 2])
+def test_resume_keeps_an_earlier_ensemble_members_steps(tmp_path, resume_at):
+    """RM ensembles count rm/step from 1 per member: resuming member 1 (from its checkpoint at step
+    1, or from scratch) replaces member 1's repeated steps only, never member 0's."""
     run = tmp_path / "r"
     t = RunTracker(run, CONFIG, stage="rm")
     t.define_step("rm/", "rm/step")
@@ -406,9 +407,10 @@ def test_resume_keeps_an_earlier_ensemble_members_steps(tmp_path):
             t.log({"rm/step": s, "attempt": 1, "rm/member": member})
     with RunTracker(run, CONFIG, stage="rm", resume=True) as t:
         t.define_step("rm/", "rm/step")
-        for s in range(2, 5):
+        for s in range(resume_at, 5):
             t.log({"rm/step": s, "attempt": 2, "rm/member": 1})
-    assert steps_of(run, "rm/step") == [(1, 1), (2, 1), (3, 1), (4, 1), (1, 1), (2, 2), (3, 2), (4, 2)]
+    member_1 = [(s, 1) for s in range(1, resume_at)] + [(s, 2) for s in range(resume_at, 5)]
+    assert steps_of(run, "rm/step") == [(1, 1), (2, 1), (3, 1), (4, 1)] + member_1
 
 
 def test_every_record_is_strict_json_and_the_runs_table_reads_it(tmp_path):
