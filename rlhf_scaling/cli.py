@@ -32,7 +32,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from rlhf_scaling.config import ConfigError, register_configs, validate
 
-CONFIG_PATH = str(Path(__file__).resolve().parent.parent / "conf")
+# The config tree ships inside the package (package data), so an installed CLI finds it anywhere.
+CONFIG_PATH = str(Path(__file__).resolve().parent / "conf")
 log = logging.getLogger("rlhf_scaling")
 
 register_configs()

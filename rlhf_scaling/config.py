@@ -1,6 +1,6 @@
 """The typed config schema: one dataclass per config group, registered in Hydra's ConfigStore.
 
-Hydra composes `conf/config.yaml` on top of `Config` (the `schema` entry of its defaults list),
+Hydra composes `rlhf_scaling/conf/config.yaml` on top of `Config` (the `schema` entry of its defaults list),
 so a misspelt key or a wrongly typed value fails at composition, naming the key. `validate`
 then checks the values that a type cannot express (K >= 2, budgets that must divide, ...).
 Derived quantities (prompts for a budget, comparisons per prompt) are computed here once.
@@ -199,7 +199,7 @@ class DeepSpeedConfig:
 
 @dataclass
 class SlurmConfig:
-    """Cluster profile the submitit Slurm launcher reads (conf/hydra/launcher/slurm.yaml interpolates it)."""
+    """Cluster profile the submitit Slurm launcher reads (rlhf_scaling/conf/hydra/launcher/slurm.yaml interpolates it)."""
 
     partition: Optional[str] = None
     account: Optional[str] = None
@@ -229,7 +229,7 @@ class TrackingConfig:
 
 @dataclass
 class Config:
-    """Everything one job needs. See conf/config.yaml for the defaults list."""
+    """Everything one job needs. See rlhf_scaling/conf/config.yaml for the defaults list."""
 
     policy: ModelSpec = field(default_factory=ModelSpec)
     rm: ModelSpec = field(default_factory=ModelSpec)
@@ -253,7 +253,7 @@ class Config:
 
 
 def register_configs() -> None:
-    """Register the schema so `conf/config.yaml` can name it as `schema` in its defaults."""
+    """Register the schema so `rlhf_scaling/conf/config.yaml` can name it as `schema` in its defaults."""
     cs = ConfigStore.instance()
     cs.store(name="schema", node=Config)
 

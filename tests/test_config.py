@@ -90,7 +90,7 @@ def test_cli_fails_before_work_with_short_message(tmp_path, args, needle):
     assert not (tmp_path / "rm").exists()  # nothing was built
 
 
-SWEEPS = sorted(p.stem for p in (CONF.parent / "sweeps").glob("*.yaml"))
+SWEEPS = sorted(p.stem for p in (CONF / "sweep").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("sweep", SWEEPS)
