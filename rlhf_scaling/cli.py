@@ -3,26 +3,65 @@
     rlhf-scaling                                  # the embedded miniature study (stage=study)
     rlhf-scaling stage=rm model@rm=tiny-s         # one stage
     rlhf-scaling -m +sweep=rm_size hydra/launcher=slurm slurm=gpu_node   # a sweep as a Slurm array
+
+A run's folder is named by its config: `outputs/<experiment>/<stage>/<run id>`, the run id a
+hash of the resolved config without the keys that do not change results (tracking.NOT_IDENTITY),
+computed by the `rlhf_run_id` resolver in `hydra.run.dir` (and in the multirun subdir). The
+resolver validates the config first, so a bad value or a name that would escape a folder fails
+before Hydra creates anything. The same command again therefore finds its own folder: it
+resumes an interrupted run, or reports a completed one's summary; a second copy started while
+the first still runs is refused (the folder's lock); two different configs never share a folder.
+
+Errors from the input (composition, validation, data, paths) are one line on stderr, exit 2.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import importlib
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from rlhf_scaling.config import ConfigError, register_configs, validate
 
-CONFIG_PATH = str(Path(__file__).resolve().parent.parent / "conf")
+# The config tree ships inside the package (package data), so an installed CLI finds it anywhere.
+CONFIG_PATH = str(Path(__file__).resolve().parent / "conf")
 log = logging.getLogger("rlhf_scaling")
 
 register_configs()
+
+
+# ----------------------------------------------------------------------------- run folder names
+
+
+def _checked_name(key: str, *, _root_) -> str:
+    """`${rlhf_name:experiment}`: the value of `key`, refused unless it is a plain folder name."""
+    from rlhf_scaling.config import _check_name
+
+    value = str(OmegaConf.select(_root_, key))
+    _check_name(key, value)
+    return value
+
+
+def _run_id(*, _root_) -> str:
+    """`${rlhf_run_id:}`: validate the job's config, then hash what names the run (tracking.run_id)."""
+    from rlhf_scaling.tracking import run_id
+
+    validate(_root_)
+    return run_id({k: OmegaConf.to_container(_root_[k], resolve=True) if OmegaConf.is_config(_root_[k]) else _root_[k]
+                   for k in _root_ if k != "hydra"})
+
+
+OmegaConf.register_new_resolver("rlhf_name", _checked_name, replace=True)
+OmegaConf.register_new_resolver("rlhf_run_id", _run_id, replace=True)
 
 
 def compose(overrides: Sequence[str] = ()) -> DictConfig:
@@ -36,18 +75,49 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
     return cfg
 
 
+class RunFolderInUse(RuntimeError):
+    """Another process runs this same config in this run folder right now."""
+
+
 def run_stage(cfg: DictConfig, run_dir: Path) -> dict:
-    """Validate the config, then run `cfg.stage.name`'s recipe with a tracker in `run_dir`."""
+    """Validate the config, then run `cfg.stage.name`'s recipe with a tracker in `run_dir`.
+
+    The folder is this run's alone: a record of a different config there is a ConfigError, and
+    while the job runs it holds `run_dir/.lock` (rank 0), so a second copy raises RunFolderInUse."""
     validate(cfg)
-    from omegaconf import OmegaConf
-
+    from rlhf_scaling.artifacts import LockHeld, locked
     from rlhf_scaling.stages.common import open_tracker
-    from rlhf_scaling.tracking import completed_summary
+    from rlhf_scaling.tracking import completed_summary, identity_differences
 
-    if cfg.stage.skip_completed:  # a resubmitted sweep: this job already ran to completion here
-        done = completed_summary(run_dir, OmegaConf.to_container(cfg, resolve=True))
+    config = OmegaConf.to_container(cfg, resolve=True)
+    differ = identity_differences(run_dir, config)
+    if differ:
+        raise ConfigError(f"hydra.run.dir: {run_dir} holds the record of a different run (it differs in "
+                          f"{', '.join(differ[:5])}{', ...' if len(differ) > 5 else ''}); give another folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with (locked(run_dir / ".lock", wait=False) if _main_rank(cfg) else contextlib.nullcontext()):
+            return _run_locked(cfg, run_dir, config, open_tracker, completed_summary)
+    except LockHeld:
+        raise RunFolderInUse(f"{run_dir} is in use by another running copy of this command; "
+                             "run it again once that one has finished, to resume it or to get its summary") from None
+
+
+def _main_rank(cfg: DictConfig) -> bool:
+    """Whether this process is rank 0 of its job (the one that owns the run folder and its record)."""
+    if not cfg.deepspeed.enabled:
+        return True
+    from rlhf_scaling.distributed import dist_env_from_environ
+
+    return dist_env_from_environ().rank == 0
+
+
+def _run_locked(cfg, run_dir, config, open_tracker, completed_summary) -> dict:
+    if cfg.stage.skip_completed:  # a rerun or resubmitted sweep: this job already ran to completion here
+        done = completed_summary(run_dir, config)
         if done is not None:
-            log.info("%s: already completed with this config, not run again (stage.skip_completed=false reruns)", run_dir)
+            log.info("%s: already completed with this config, not run again (stage.skip_completed=false "
+                     "reruns it); its summary:\n%s", run_dir, _summary_lines(done))
             return done
 
     if cfg.deepspeed.enabled:  # join the ranks before the tracker reads RANK (rank 0 records)
@@ -66,18 +136,22 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict:
     return summary
 
 
+def _summary_lines(summary: dict) -> str:
+    """The recorded summary, one `key: value` per line (numbers, strings and null values)."""
+    return "\n".join(f"  {k}: {v}" for k, v in sorted(summary.items()) if not isinstance(v, (dict, list)))
+
+
 def _user_errors() -> tuple:
-    """Errors caused by the input (config, data, paths), reported in one line without a traceback."""
+    """Errors caused by the input (config, data, paths), reported in one line without a traceback.
+
+    Only the modules already imported can have raised theirs: checking no others keeps an input
+    error found at composition from importing torch and transformers (seconds) to report it."""
     from rlhf_scaling.artifacts import MissingArtifact
-    from rlhf_scaling.models import CheckpointMismatch
 
-    errors = [ConfigError, MissingArtifact, FileNotFoundError, CheckpointMismatch]
-    try:
-        from rlhf_scaling.data.loaders import DataError
-
-        errors.append(DataError)
-    except ImportError:
-        pass
+    errors = [ConfigError, MissingArtifact, FileNotFoundError, RunFolderInUse]
+    for module, name in (("rlhf_scaling.models", "CheckpointMismatch"), ("rlhf_scaling.data.loaders", "DataError")):
+        if module in sys.modules and hasattr(sys.modules[module], name):
+            errors.append(getattr(sys.modules[module], name))
     return tuple(errors)
 
 
@@ -94,8 +168,24 @@ def _main(cfg: DictConfig) -> dict:
     except _user_errors() as err:
         from rlhf_scaling.tracking import scrub
 
+        _remove_if_no_record(run_dir)
         print(f"error: {scrub(str(err))}", file=sys.stderr)  # a path or value may carry a secret
         sys.exit(2)
+
+
+def _remove_if_no_record(run_dir: Path) -> None:
+    """Remove a run folder that holds only Hydra's own files (.hydra/, the job log): a job refused
+    before its record began (an explicit hydra.run.dir skips the resolver's early validation)
+    leaves nothing behind. A folder with a record (status.json) keeps it: it says what failed."""
+    hydra_files = {".hydra", f"{HydraConfig.get().job.name}.log"}
+    try:
+        entries = {p.name for p in run_dir.iterdir()}
+    except OSError:
+        return
+    if entries <= hydra_files:
+        import shutil
+
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _scrub_hydra_record(run_dir: Path) -> None:
@@ -110,8 +200,52 @@ def _scrub_hydra_record(run_dir: Path) -> None:
             path.write_text(clean, encoding="utf-8")
 
 
+def _one_line(err: BaseException) -> str:
+    """An input error as one line: Hydra's and OmegaConf's messages span several lines (the
+    override, its cause, a hint, then `full_key:`/`object_type=`/search-path details left out)."""
+    text = str(err)
+    if err.__cause__ is not None and str(err.__cause__) not in text:
+        text += "\n" + str(err.__cause__)  # "Error merging override seed=abc" <- "Value 'abc' ... Integer"
+    text = text.split("Config search path:")[0]
+    lines = [line.strip() for line in text.splitlines()]
+    lines = [line for line in lines if line and not line.startswith(("full_key:", "object_type=", "reference_type="))]
+    return " ".join(line if line.endswith((".", ":", ";")) else line + ";" for line in lines).rstrip(";")
+
+
+def _input_error(err: BaseException):
+    """The user-input error behind `err` (itself, or one it was raised from: a resolver's
+    ConfigError reaches us wrapped by OmegaConf), or None for a bug."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    seen = err
+    while seen is not None:
+        if isinstance(seen, _user_errors()):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    if isinstance(err, (HydraException, OmegaConfBaseException)):  # composition: unknown key, bad type
+        return err
+    if isinstance(err, OSError) and err.errno == errno.ENAMETOOLONG:  # e.g. a long hydra.run.dir
+        return err
+    return None
+
+
 def main() -> None:
-    _main()
+    """`rlhf-scaling`: Hydra's entry with input errors as one line and exit status 2.
+
+    HYDRA_FULL_ERROR=1 makes Hydra raise errors instead of printing them and exiting 1; input
+    errors are then reported here, and anything else (a bug) keeps its full traceback."""
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    try:
+        _main()
+    except Exception as err:  # noqa: BLE001 -- sorted below: input errors in one line, bugs re-raised
+        cause = _input_error(err)
+        if cause is None:
+            raise
+        from rlhf_scaling.tracking import scrub
+
+        print(f"error: {scrub(_one_line(cause))}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

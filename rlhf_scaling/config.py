@@ -1,6 +1,6 @@
 """The typed config schema: one dataclass per config group, registered in Hydra's ConfigStore.
 
-Hydra composes `conf/config.yaml` on top of `Config` (the `schema` entry of its defaults list),
+Hydra composes `rlhf_scaling/conf/config.yaml` on top of `Config` (the `schema` entry of its defaults list),
 so a misspelt key or a wrongly typed value fails at composition, naming the key. `validate`
 then checks the values that a type cannot express (K >= 2, budgets that must divide, ...).
 Derived quantities (prompts for a budget, comparisons per prompt) are computed here once.
@@ -14,6 +14,7 @@ Where each section is consumed:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
@@ -21,7 +22,7 @@ from typing import Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from rlhf_scaling.artifacts import is_plain_name
+from rlhf_scaling.artifacts import MAX_NAME_BYTES, is_plain_name
 
 
 class ConfigError(ValueError):
@@ -198,7 +199,7 @@ class DeepSpeedConfig:
 
 @dataclass
 class SlurmConfig:
-    """Cluster profile the submitit Slurm launcher reads (conf/hydra/launcher/slurm.yaml interpolates it)."""
+    """Cluster profile the submitit Slurm launcher reads (rlhf_scaling/conf/hydra/launcher/slurm.yaml interpolates it)."""
 
     partition: Optional[str] = None
     account: Optional[str] = None
@@ -228,7 +229,7 @@ class TrackingConfig:
 
 @dataclass
 class Config:
-    """Everything one job needs. See conf/config.yaml for the defaults list."""
+    """Everything one job needs. See rlhf_scaling/conf/config.yaml for the defaults list."""
 
     policy: ModelSpec = field(default_factory=ModelSpec)
     rm: ModelSpec = field(default_factory=ModelSpec)
@@ -252,7 +253,7 @@ class Config:
 
 
 def register_configs() -> None:
-    """Register the schema so `conf/config.yaml` can name it as `schema` in its defaults."""
+    """Register the schema so `rlhf_scaling/conf/config.yaml` can name it as `schema` in its defaults."""
     cs = ConfigStore.instance()
     cs.store(name="schema", node=Config)
 
@@ -331,7 +332,35 @@ def _check_name(key: str, name: str) -> None:
     """Names become folder names (artifacts, study sub-runs): one plain path component only, so a
     config can never write outside the artifact store or the run folder."""
     if not is_plain_name(name):  # the artifact store's own rule, checked before any work
-        raise ConfigError(f"{key}: {name!r} must be a plain name (no '/', '\\', '..', '~'); it names folders")
+        shown = name if len(name) <= 40 else f"{name[:37]}..."
+        raise ConfigError(f"{key}: {shown!r} must be a plain name of at most {MAX_NAME_BYTES} bytes "
+                          f"(no '/', '\\', '..', '~'); it names folders")
+
+
+def _plain(cfg) -> dict:
+    """The config as plain containers (a DictConfig resolved, or a Config dataclass), without the
+    `hydra` node a resolver's root carries."""
+    if dataclasses.is_dataclass(cfg):
+        tree = dataclasses.asdict(cfg)
+    else:
+        from omegaconf import OmegaConf
+
+        tree = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
+                for k in cfg if k != "hydra"}
+    return tree
+
+
+def non_finite_keys(tree, prefix: str = "") -> List[tuple]:
+    """(dotted key, value) of every float in a nested dict/list that is NaN or infinite."""
+    if isinstance(tree, float):
+        return [] if math.isfinite(tree) else [(prefix, tree)]
+    if isinstance(tree, dict):
+        items = tree.items()
+    elif isinstance(tree, (list, tuple)):
+        items = enumerate(tree)
+    else:
+        return []
+    return [k for key, value in items for k in non_finite_keys(value, f"{prefix}.{key}" if prefix else str(key))]
 
 
 def _check_model(key: str, spec: ModelSpec) -> None:
@@ -351,6 +380,9 @@ def validate(cfg) -> None:
 
     `cfg` is the composed Config (a DictConfig typed by the schema, or a Config instance).
     """
+    # Every float field: "inf" and "nan" parse as floats, and no setting means them.
+    for key, value in non_finite_keys(_plain(cfg)):
+        raise ConfigError(f"{key}: must be a finite number, got {value}")
     for key, allowed in _CHOICES.items():
         value = _get(cfg, key)
         if value not in allowed:

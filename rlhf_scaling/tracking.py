@@ -5,10 +5,13 @@ Local record in run_dir (the source of truth for analysis; wandb 0.31 cannot rea
   config.json    the resolved config as given, secrets scrubbed
   env.json       git sha + dirty flag, package versions, host, Slurm ids, start time, command line
   metrics.jsonl  one {"_step", "_time", **metrics} object per log() call, flushed at once, so a
-                 killed job keeps everything logged so far (resume=True appends)
+                 killed job keeps everything logged so far (resume=True appends; a resumed job's
+                 first record of a step namespace replaces the records it repeats, see `log`)
   summary.json   final metrics, merged across summary() calls (and across resumes)
   status.json    running | completed | failed | interrupted, the error, the W&B run id
 JSON files are replaced atomically (temp file + os.replace): a reader never sees half a file.
+Every record is strict JSON: a non-finite float (NaN, ±inf) is written as null (`strict_json`), so
+any JSON parser reads it; pandas reads null as NaN.
 
 W&B never stops a job and never costs a local metric (DESIGN §2b; EasyR1 #69, open-instruct #864):
 any failure (import error, no or bad key, unreachable host, init timeout, a raising log/summary/
@@ -29,8 +32,10 @@ through the environment, never on the command line.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import logging
+import math
 import os
 import re
 import socket
@@ -126,7 +131,7 @@ def scrub(obj: Any, secrets: Optional[Sequence[str]] = None) -> Any:
 
 def _jsonable(value: Any) -> Any:
     """Python scalars pass; numpy/torch scalars -> .item(); containers recursively; the rest str().
-    Non-finite floats stay (written as NaN/Infinity, which json and pandas read back)."""
+    Non-finite floats stay (see `strict_json` for writing them)."""
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     if isinstance(value, Mapping):
@@ -143,9 +148,28 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def finite_or_none(obj: Any) -> Any:
+    """A copy of `obj` with every non-finite float (NaN, inf, -inf) replaced by None, recursively
+    through dicts, lists and tuples: JSON has no literal for them (Python's json writes NaN and
+    Infinity, which strict parsers such as jq, JavaScript and Go reject)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(v) for v in obj]
+    return obj
+
+
+def strict_json(obj: Any, **kwargs) -> str:
+    """json.dumps of `obj` as strict JSON: non-finite floats become null (allow_nan=False then
+    guarantees no NaN/Infinity literal can slip through); other objects fall back to str()."""
+    return json.dumps(finite_or_none(_jsonable(obj)), allow_nan=False, default=str, **kwargs)
+
+
 def _write_json_atomic(path: Path, obj: Any) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str), encoding="utf-8")
+    tmp.write_text(strict_json(obj, indent=2, sort_keys=True), encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -157,21 +181,42 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
-# Sections that say how a run is watched, not what it computes: a resubmission may change them.
-_NOT_COMPARED = ("tracking", "progress")
+# Keys that say how a run is watched, launched or resumed, not what it computes: two configs that
+# differ only here are the same run (same run folder, same record), and a resubmission may change them.
+NOT_IDENTITY = ("tracking", "progress", "slurm", "hydra", "stage.skip_completed", "stage.build_upstream")
+
+
+def run_identity(config: Mapping) -> dict:
+    """The flat {key: value} of a resolved config that names a run: secrets scrubbed (as recorded
+    in config.json), the `NOT_IDENTITY` keys left out."""
+    flat = flatten_config(finite_or_none(scrub(_jsonable(dict(config)))))
+    return {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NOT_IDENTITY)}
+
+
+def run_id(config: Mapping) -> str:
+    """12 hex chars of SHA-256 over the run's identity (`run_identity`): the name of its run folder."""
+    blob = json.dumps(run_identity(config), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def identity_differences(run_dir: Path, config: Mapping) -> List[str]:
+    """The keys whose values differ between the config recorded in `run_dir` and `config` (identity
+    keys only); [] when they are the same run or when no record exists yet."""
+    recorded = _read_json(Path(run_dir) / "config.json")
+    if not recorded:
+        return []
+    mine, theirs = run_identity(config), run_identity(recorded)
+    return sorted(k for k in set(mine) | set(theirs) if mine.get(k, "<unset>") != theirs.get(k, "<unset>"))
 
 
 def completed_summary(run_dir: Path, config: Mapping) -> Optional[dict]:
     """The summary of a run already completed in `run_dir` with this same config (resolved, as the
-    tracker would record it; tracking and progress settings aside), or None: the test a job uses
-    to skip work that a resubmitted sweep has already done."""
+    tracker would record it; the `NOT_IDENTITY` keys aside), or None: the test a job uses to skip
+    work that a rerun or a resubmitted sweep has already done."""
     run_dir = Path(run_dir)
     if _read_json(run_dir / "status.json").get("status") != "completed":
         return None
-    recorded = _read_json(run_dir / "config.json")
-    current = scrub(_jsonable(dict(config)))
-    if any(recorded.get(k) != v for k, v in current.items() if k not in _NOT_COMPARED) or \
-            set(recorded) - set(current) - set(_NOT_COMPARED):
+    if not (run_dir / "config.json").is_file() or identity_differences(run_dir, config):
         return None
     return _read_json(run_dir / "summary.json")
 
@@ -255,6 +300,9 @@ class RunTracker:
         self._finished = False
         self._step = 0
         self._summary: Dict[str, Any] = {}
+        self._step_keys: set = set()  # from define_step: "ppo/step", "rm/step", ...
+        self._resumed = False  # this job continues a record an earlier attempt left
+        self._reconciled: set = set()  # step keys whose repeated records this attempt has replaced
         if not self.active:
             return
 
@@ -263,6 +311,7 @@ class RunTracker:
         previous = _read_json(self.run_dir / "status.json") if resume else {}
         if resume and self._metrics_path.is_file():
             self._step = self._continue_metrics() + 1
+            self._resumed = self._step > 0
             self._summary = _read_json(self.run_dir / "summary.json")
         else:
             self._metrics_path.write_text("", encoding="utf-8")  # a fresh record exists even if nothing is logged
@@ -280,8 +329,10 @@ class RunTracker:
     # ------------------------------------------------------------------ local record (+ mirror)
 
     def define_step(self, prefix: str, step_key: str) -> None:
-        """Plot `prefix`* metrics against `step_key` in W&B, e.g. ("ppo/", "ppo/step"). The local
-        record keeps every key of every call anyway; this only shapes W&B's charts."""
+        """Plot `prefix`* metrics against `step_key` in W&B, e.g. ("ppo/", "ppo/step"), and make
+        `step_key` a step of the local record: after a resume, the first record carrying it
+        replaces the records the interrupted attempt logged from that step on (see `log`)."""
+        self._step_keys.add(step_key)
         if self._run is not None:
             self._mirror(lambda: (self._run.define_metric(step_key),
                                   self._run.define_metric(prefix + "*", step_metric=step_key)))
@@ -290,15 +341,26 @@ class RunTracker:
         """Append {"_step", "_time", **metrics} to metrics.jsonl (flushed), then mirror the numbers.
 
         step: this record's step (default: one more than the last); steps should increase, as W&B
-        drops records whose step goes back."""
+        drops records whose step goes back.
+
+        Resumed jobs: a job resumes from its last checkpoint, so it logs again the iterations that
+        the interrupted attempt logged after that checkpoint. The first record of this attempt that
+        carries a step key (`define_step`) at value s removes the earlier records that repeat it:
+        those of the record's last run of that key (its trailing increasing sequence, so an earlier
+        ensemble member counting from 0 again is kept) with a value >= s. Every iteration then
+        appears once, with the values of the attempt that finished it."""
         if not self.active:
             return
         if step is not None:
             self._step = int(step)
         record = {"_step": self._step, "_time": time.time()}
         record.update({str(k): _jsonable(v) for k, v in metrics.items() if str(k) not in ("_step", "_time")})
+        if self._resumed:
+            for key in sorted(self._step_keys.intersection(record) - self._reconciled):
+                self._reconciled.add(key)
+                self._drop_repeated(key, record[key])
         with open(self._metrics_path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
+            fh.write(strict_json(record) + "\n")
             fh.flush()
         if self._run is not None:
             numbers = {k: v for k, v in record.items() if not k.startswith("_") and isinstance(v, (int, float))}
@@ -355,6 +417,31 @@ class RunTracker:
             with open(self._metrics_path, "a", encoding="utf-8") as fh:
                 fh.write("\n")
         return last
+
+    def _drop_repeated(self, key: str, start: Any) -> None:
+        """Rewrite metrics.jsonl (atomically) without the trailing run of `key` records whose value
+        is >= `start`; unreadable lines and records without `key` stay where they are."""
+        try:
+            start = float(start)
+        except (TypeError, ValueError):
+            return
+        lines = self._metrics_path.read_text(encoding="utf-8").splitlines()
+        drop, later = [], None  # walk back over the last increasing run of `key`
+        for i in range(len(lines) - 1, -1, -1):
+            try:
+                value = float(json.loads(lines[i])[key])
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue
+            if value < start or (later is not None and value >= later):
+                break
+            drop.append(i)
+            later = value
+        if drop:
+            kept = [line for i, line in enumerate(lines) if i not in set(drop)]
+            tmp = self._metrics_path.with_name(f".{self._metrics_path.name}.{os.getpid()}.tmp")
+            tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+            os.replace(tmp, self._metrics_path)
+            log.info("resumed at %s=%s: replaced %d records the interrupted attempt logged", key, start, len(drop))
 
     # ------------------------------------------------------------------ W&B mirror (boilerplate)
 

@@ -1,11 +1,14 @@
 """The entry: a resubmitted job whose run folder already records a completed run of the same config
-is not run again; any change to what it computes runs it again."""
+is not run again; a different config never runs in that folder."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
+
 from rlhf_scaling import cli
+from rlhf_scaling.config import ConfigError
 from rlhf_scaling.stages import sft
 
 
@@ -26,12 +29,14 @@ def test_completed_run_is_skipped_on_resubmission_and_rerun_when_its_config_chan
     assert calls == [0] and again == first == {"sft/final_loss": 1.0}
     assert (run_dir / "metrics.jsonl").read_text() == metrics
     assert json.loads((run_dir / "status.json").read_text())["attempt"] == 1
-    # A change to what the job computes runs it again in the same folder.
-    assert cli.run_stage(cli.compose(["stage=sft", "seed=1"]), run_dir) == {"sft/final_loss": 2.0}
-    assert calls == [0, 1]
-    # And stage.skip_completed=false forces a rerun of the same config.
-    cli.run_stage(cli.compose(["stage=sft", "seed=1", "stage.skip_completed=false"]), run_dir)
-    assert calls == [0, 1, 1]
+    # stage.skip_completed=false forces a rerun of the same config, in the same folder.
+    cli.run_stage(cli.compose(["stage=sft", "stage.skip_completed=false"]), run_dir)
+    assert calls == [0, 0]
+    # A change to what the job computes is a different run: never in this run's folder.
+    with pytest.raises(ConfigError, match="holds the record of a different run.*seed"):
+        cli.run_stage(cli.compose(["stage=sft", "seed=1"]), run_dir)
+    assert calls == [0, 0]
+    assert cli.run_stage(cli.compose(["stage=sft", "seed=1"]), tmp_path / "other") == {"sft/final_loss": 2.0}
 
 
 def test_a_failed_or_interrupted_run_is_run_again(tmp_path, monkeypatch):

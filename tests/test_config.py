@@ -90,7 +90,7 @@ def test_cli_fails_before_work_with_short_message(tmp_path, args, needle):
     assert not (tmp_path / "rm").exists()  # nothing was built
 
 
-SWEEPS = sorted(p.stem for p in (CONF.parent / "sweeps").glob("*.yaml"))
+SWEEPS = sorted(p.stem for p in (CONF / "sweep").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("sweep", SWEEPS)
@@ -149,3 +149,20 @@ def test_cli_error_line_and_hydra_record_never_show_a_secret(tmp_path):
     assert "error:" in proc.stderr and secret not in proc.stderr and "***" in proc.stderr
     hydra_record = "".join(p.read_text() for p in (tmp_path / "run" / ".hydra").glob("*.yaml"))
     assert "policy.name_or_path=" in hydra_record and secret not in hydra_record
+
+
+@pytest.mark.parametrize("override, key", [
+    ("rm_train.lr=inf", "rm_train.lr"),
+    ("ppo.kl_coef=nan", "ppo.kl_coef"),
+    ("rm_train.max_grad_norm=-inf", "rm_train.max_grad_norm"),
+    ("sft.weight_decay=inf", "sft.weight_decay"),
+    ("study.rm_models.s.n_params=1", None),  # an int: not a float field, still fine
+])
+def test_non_finite_floats_are_refused_naming_the_key(override, key):
+    """Every float field, not a list of them: "inf" and "nan" parse as floats and pass every
+    range check written as a comparison (nan > 0 is False, inf > 0 is True)."""
+    if key is None:
+        compose([override])
+        return
+    with pytest.raises(ConfigError, match=f"^{key}: must be a finite number"):
+        compose([override])

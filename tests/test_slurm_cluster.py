@@ -4,7 +4,7 @@ Each test writes a tiny standalone Hydra app into tmp_path and runs it with this
 subprocess, as a user would: `python app.py -m hydra/launcher=... <sweep>`. Every job records its
 Slurm environment (as the job sees it, no sacct needed) into its Hydra output folder; the tests
 read those records and the launcher's submitit folder. The last test needs no cluster: it checks
-that conf/hydra/launcher/slurm.yaml resolves each conf/slurm profile within the project's config.
+that rlhf_scaling/conf/hydra/launcher/slurm.yaml resolves each conf/slurm profile within the project's config.
 """
 
 from __future__ import annotations
@@ -183,10 +183,10 @@ def test_gpu_request_gets_cuda_visible_devices(slurm_cluster, tmp_path, request_
 
 
 def test_project_launcher_reads_cluster_profile(slurm_cluster, tmp_path, repo_root):
-    """conf/hydra/launcher/slurm.yaml + conf/slurm/local.yaml: the profile's values reach sbatch."""
+    """rlhf_scaling/conf/hydra/launcher/slurm.yaml + conf/slurm/local.yaml: the profile's values reach sbatch."""
     sweep = run_sweep(
         slurm_cluster, tmp_path,
-        f"hydra.searchpath=[file://{repo_root / 'conf'}]",
+        f"hydra.searchpath=[file://{repo_root / 'rlhf_scaling' / 'conf'}]",
         "hydra/launcher=slurm", "+slurm=local",
         "slurm.gpus_per_node=2",  # changed on the command line, read by the launcher by interpolation
         "x=7,8",
@@ -237,10 +237,10 @@ def test_launcher_reads_profile_in_project_config(profile, repo_root):
 
     keys = ["partition", "account", "qos", "constraint", "nodes", "tasks_per_node", "gpus_per_node",
             "cpus_per_task", "mem_gb", "timeout_min", "array_parallelism", "max_num_timeout", "setup"]
-    with initialize_config_dir(config_dir=str(repo_root / "conf"), version_base=None):
+    with initialize_config_dir(config_dir=str(repo_root / "rlhf_scaling" / "conf"), version_base=None):
         cfg = compose("config", overrides=["hydra/launcher=slurm", f"slurm={profile}", "slurm.timeout_min=17"],
                       return_hydra_config=True)
-    expected = OmegaConf.to_container(OmegaConf.load(repo_root / "conf" / "slurm" / f"{profile}.yaml"))
+    expected = OmegaConf.to_container(OmegaConf.load(repo_root / "rlhf_scaling" / "conf" / "slurm" / f"{profile}.yaml"))
     expected["timeout_min"] = 17
     launcher = cfg.hydra.launcher
     assert {k: OmegaConf.to_container(launcher[k]) if k == "setup" else launcher[k] for k in keys} == {

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import pandas as pd
 import pytest
 
 from rlhf_scaling import tracking
@@ -351,3 +352,88 @@ def test_non_zero_ranks_write_nothing_and_never_touch_wandb(tmp_path, monkeypatc
 def test_unknown_mode_is_refused(tmp_path):
     with pytest.raises(ValueError, match="tracking mode"):
         RunTracker(tmp_path / "r", CONFIG, stage="rm", mode="wandb")
+
+
+# ----------------------------------------------------------------------------- resume: each step once
+
+
+def steps_of(run_dir, key):
+    """(step, value) of every readable record carrying `key`, in file order."""
+    out = []
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if key in record:
+            out.append((record[key], record.get("attempt")))
+    return out
+
+
+def test_a_resumed_run_replaces_the_iterations_it_repeats(tmp_path):
+    """Killed after logging steps 0..5 with a checkpoint at 3: the resumed job logs 3.. again and
+    its records replace the interrupted attempt's, so every step is in the record once."""
+    run = tmp_path / "r"
+    t = RunTracker(run, CONFIG, stage="ppo")
+    t.define_step("ppo/", "ppo/step")
+    t.log({"note": "setup"})
+    for s in range(6):
+        t.log({"ppo/step": s, "attempt": 1})
+    # (no finish: SIGKILL)
+    with RunTracker(run, CONFIG, stage="ppo", resume=True) as t:
+        t.log({"note": "setup"})  # records without the step key are never removed
+        t.define_step("ppo/", "ppo/step")
+        for s in range(3, 8):
+            t.log({"ppo/step": s, "attempt": 2})
+    assert steps_of(run, "ppo/step") == [(0, 1), (1, 1), (2, 1)] + [(s, 2) for s in range(3, 8)]
+    assert len(steps_of(run, "note")) == 2
+    # A plain rerun of a completed config (stage.skip_completed=false) replaces the whole curve.
+    with RunTracker(run, CONFIG, stage="ppo", resume=True) as t:
+        t.define_step("ppo/", "ppo/step")
+        for s in range(8):
+            t.log({"ppo/step": s, "attempt": 3})
+    assert steps_of(run, "ppo/step") == [(s, 3) for s in range(8)]
+
+
+@pytest.mark.parametrize("resume_at", [1, 2])
+def test_resume_keeps_an_earlier_ensemble_members_steps(tmp_path, resume_at):
+    """RM ensembles count rm/step from 1 per member: resuming member 1 (from its checkpoint at step
+    1, or from scratch) replaces member 1's repeated steps only, never member 0's."""
+    run = tmp_path / "r"
+    t = RunTracker(run, CONFIG, stage="rm")
+    t.define_step("rm/", "rm/step")
+    for member, last in ((0, 4), (1, 3)):
+        for s in range(1, last + 1):
+            t.log({"rm/step": s, "attempt": 1, "rm/member": member})
+    with RunTracker(run, CONFIG, stage="rm", resume=True) as t:
+        t.define_step("rm/", "rm/step")
+        for s in range(resume_at, 5):
+            t.log({"rm/step": s, "attempt": 2, "rm/member": 1})
+    member_1 = [(s, 1) for s in range(1, resume_at)] + [(s, 2) for s in range(resume_at, 5)]
+    assert steps_of(run, "rm/step") == [(1, 1), (2, 1), (3, 1), (4, 1)] + member_1
+
+
+def test_every_record_is_strict_json_and_the_runs_table_reads_it(tmp_path):
+    """NaN and ±inf (a diverged loss, an infinite best value) are null in every file, so strict
+    parsers read the record; the runs table sees them as missing values."""
+    from rlhf_scaling.analysis.runs import load_local_runs
+
+    def strict(text):
+        return json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON literal {c}"))
+
+    run = tmp_path / "runs" / "r"
+    with RunTracker(run, {**CONFIG, "x": float("inf")}, stage="rm") as t:
+        t.log({"rm/step": 1, "rm/loss": float("nan"), "rm/best": float("-inf"), "rm/ok": 0.5})
+        t.summary(**{"rm/val_loss": float("inf"), "rm/curve": [1.0, float("nan")], "rm/val_accuracy": 0.75})
+    for name in ("config.json", "summary.json", "status.json", "env.json"):
+        strict((run / name).read_text())
+    [line] = (run / "metrics.jsonl").read_text().splitlines()
+    record = strict(line)
+    assert record["rm/loss"] is None and record["rm/best"] is None and record["rm/ok"] == 0.5
+    summary = strict((run / "summary.json").read_text())
+    assert summary["rm/val_loss"] is None and summary["rm/curve"] == [1.0, None]
+    table = load_local_runs(tmp_path / "runs")
+    row = table.iloc[0]
+    assert len(table) == 1 and row["rm/ok"] == 0.5 and row["summary.rm/val_accuracy"] == 0.75
+    for missing in ("rm/loss", "rm/best", "summary.rm/val_loss"):  # read as missing (or a dropped empty column)
+        assert pd.isna(row.get(missing))
