@@ -99,13 +99,19 @@ def load_scorer(directory: str, *, trust_remote_code: bool = False, where: Optio
     whose head has another number of outputs. Errors are CheckpointMismatch naming `where`."""
     from transformers import AutoModelForSequenceClassification
 
+    from transformers.utils import logging as hf_logging
+
     where = where or directory
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its multi-line load report; the problem is reported below in one line
     try:
         model, info = AutoModelForSequenceClassification.from_pretrained(
             directory, num_labels=1, trust_remote_code=trust_remote_code, use_safetensors=True,
             output_loading_info=True)
     except RuntimeError as err:  # a head of another shape (num_labels != 1): size mismatch
         raise CheckpointMismatch(f"{where}: not a one-output reward model: {str(err).strip().splitlines()[-1][:200]}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
     missing = list(info.get("missing_keys") or []) + list(info.get("mismatched_keys") or [])
     if missing:
         raise CheckpointMismatch(

@@ -83,8 +83,9 @@ def _hub_snapshot(repo_id: str, revision: Optional[str], patterns, key: str) -> 
         return snapshot_download(repo_id, revision=revision, allow_patterns=list(patterns), etag_timeout=5)
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as err:
         offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+        cause = err.__cause__ or err  # snapshot_download wraps the network error it fell back from
         why = "HF_HUB_OFFLINE is set and it is not in the local hub cache" if offline else \
-            f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[-1][:160]}"
+            f"{type(cause).__name__}: {(str(cause).strip().splitlines() or [''])[0][:160]}"
         raise ModelUnavailable(
             f"model {repo_id!r}{'' if revision is None else f' (revision {revision})'} is not a local directory and "
             f"cannot be had from the Hugging Face hub ({why}); save it to a directory (README: 'A local model "
