@@ -37,7 +37,9 @@ def test_every_group_option_composes(group):
     for option in sorted(p.stem for p in (CONF / group).glob("*.yaml")):
         overrides = [f"{group}={option}"]
         if group == "task" and option != "synthetic":
-            overrides += ["task.path=/data/x.jsonl", "model@policy=pythia-14m"]
+            # Loaded text needs a policy with a tokenizer and, for the study's BoN/PPO, a model gold.
+            overrides += ["task.path=/data/x.jsonl", "model@policy=pythia-14m", "gold=model",
+                          "gold.name_or_path=/models/gold"]
         if group == "gold" and option == "model":
             overrides += ["gold.name_or_path=/models/gold"]
         compose(overrides)
