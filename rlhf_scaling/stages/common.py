@@ -42,13 +42,16 @@ class TaskSetup:
 
     def prompts(self, n: int, seed: int) -> List[str]:
         """n prompts from a generator seeded by `seed`: fresh synthetic prompts, or for loaded data
-        n distinct prompts of the prompt file (with repeats only when it has fewer than n)."""
+        n distinct prompts of the prompt file (repeated in whole shuffled passes when it has fewer)."""
         rng = random.Random(seed)
         if self.task is not None:
             return sample_prompts(self.task, n, rng)
         if self._pool is None:
             self._pool = read_prompts(self.prompt_source())
-        return rng.sample(self._pool, n) if n <= len(self._pool) else rng.choices(self._pool, k=n)
+        drawn: List[str] = []
+        while len(drawn) < n:  # whole shuffled passes over the pool: each prompt floor(n/P) times or more
+            drawn += rng.sample(self._pool, len(self._pool))
+        return drawn[:n]
 
 
 def _prompt_file(cfg: DictConfig) -> Callable[[], Path]:
@@ -73,8 +76,12 @@ def setup_task(cfg: DictConfig, device: str = "cpu") -> TaskSetup:
     else:
         raise ConfigError(f"policy.source=tiny needs task.name=synthetic (its tokenizer); "
                           f"task.name={cfg.task.name} needs a pretrained policy and its tokenizer")
-    if cfg.gold.kind == "synthetic":
-        gold = SyntheticGold(task) if task is not None else None  # loaded data, stage data or rm: no gold needed
+    # Loaded data is read, not generated, so its data and RM jobs score nothing with gold.
+    needs_gold = task is not None or cfg.stage.name in ("bon", "ppo", "study")
+    if not needs_gold:
+        gold = None
+    elif cfg.gold.kind == "synthetic":
+        gold = SyntheticGold(task)
     else:
         gold = ModelGold(cfg.gold.name_or_path, batch_size=cfg.gold.batch_size, device=device,
                          trust_remote_code=cfg.gold.trust_remote_code, revision=cfg.gold.revision)

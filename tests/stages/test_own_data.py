@@ -59,27 +59,30 @@ def built(root: Path, kind: str) -> list:
 
 
 def test_best_of_n_and_ppo_on_own_data_with_local_models_and_a_model_gold(user):
+    """The README's own-data command sequence: data -> RM -> best-of-n on the file's held-out
+    prompts -> PPO on the user's own prompt file, every model a local directory."""
+    rm = ["model@rm=local", f"rm.name_or_path={user / 'policy'}"]
     gold = ["gold=model", f"gold.name_or_path={user / 'gold'}"]
-    bon = cli(["stage=bon", "stage.build_upstream=true", *own(user), *gold, f"hydra.run.dir={user / 'runs/bon'}"],
-              user, env(user))
+    for stage in ("data", "rm"):
+        proc = cli([f"stage={stage}", *own(user), *rm], user, env(user))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    bon = cli(["stage=bon", *own(user), *rm, *gold, f"hydra.run.dir={user / 'runs/bon'}"], user, env(user))
     assert bon.returncode == 0, bon.stderr[-3000:]
     curve = pd.read_csv(user / "runs/bon/bon_curve.csv")
     assert curve["n"].tolist() == [1, 2, 4] and curve["gold"].notna().all()
-    ppo = cli(["stage=ppo", *own(user), *gold, f"hydra.run.dir={user / 'runs/ppo'}"], user, env(user))
+    # The user's own prompt file: read (a missing one is named), then used.
+    prompts = user / "prompts.jsonl"
+    missing = cli(["stage=ppo", *own(user), *rm, *gold, f"task.prompts_path={prompts}"], user, env(user))
+    assert "prompts.jsonl" in one_line_error(missing)
+    write_lines(prompts, [json.dumps({"prompt": f"about ocean : {w}"}) for w in ("wave", "tide", "salt")])
+    ppo = cli(["stage=ppo", *own(user), *rm, *gold, f"task.prompts_path={prompts}", f"hydra.run.dir={user / 'runs/ppo'}"],
+              user, env(user))
     assert ppo.returncode == 0, ppo.stderr[-3000:]
     rows = pd.read_json(user / "runs/ppo/metrics.jsonl", lines=True).dropna(subset=["ppo/step"])
     assert rows["ppo/step"].tolist() == [0, 1] and rows["ppo/gold"].notna().all()
-    # The user's own prompt file: read (a missing one is named), then used.
-    prompts = user / "prompts.jsonl"
-    missing = cli(["stage=bon", *own(user), *gold, f"task.prompts_path={prompts}"], user, env(user))
-    assert "prompts.jsonl" in one_line_error(missing)
-    write_lines(prompts, [json.dumps({"prompt": f"about ocean : {w}"}) for w in ("wave", "tide", "salt")])
-    ok = cli(["stage=bon", *own(user), *gold, f"task.prompts_path={prompts}", f"hydra.run.dir={user / 'runs/bon2'}"],
-             user, env(user))
-    assert ok.returncode == 0, ok.stderr[-3000:]
 
     # Item 4: a causal LM as gold would score with a random head: refused, naming the path.
-    bad_gold = cli(["stage=bon", *own(user), "gold=model", f"gold.name_or_path={user / 'causal'}"], user, env(user))
+    bad_gold = cli(["stage=bon", *own(user), *rm, "gold=model", f"gold.name_or_path={user / 'causal'}"], user, env(user))
     line = one_line_error(bad_gold)
     assert str(user / "causal") in line and "score" in line
     # ... and a proxy RM whose head is gone from its checkpoint likewise.
@@ -88,7 +91,7 @@ def test_best_of_n_and_ppo_on_own_data_with_local_models_and_a_model_gold(user):
     (rm_dir,) = [user / "artifacts/rm" / name for name in built(user / "artifacts", "rm")]
     member = rm_dir / "member_0" / "reward_model.safetensors"
     save_file({k: v for k, v in load_file(str(member)).items() if not k.startswith("head.")}, str(member))
-    bad_proxy = cli(["stage=bon", *own(user), *gold], user, env(user))
+    bad_proxy = cli(["stage=bon", *own(user), *rm, *gold], user, env(user))
     assert str(rm_dir / "member_0") in one_line_error(bad_proxy)
 
 
