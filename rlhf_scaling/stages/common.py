@@ -1,8 +1,8 @@
 """What every stage recipe sets up the same way: the task's tokenizer and gold reward, the
 artifact each stage produces (and the command that builds it), and the run tracker.
 
-Artifact recipes hold exactly the config sections that change the artifact, so a sweep over a
-later stage's settings reuses the earlier artifacts.
+Artifact recipes hold exactly what changes the artifact, external inputs by their content, so a
+sweep over a later stage's settings reuses the earlier artifacts and an edited input rebuilds them.
 """
 
 from __future__ import annotations
