@@ -151,3 +151,17 @@ def test_cli_error_line_and_hydra_record_never_show_a_secret(tmp_path):
     assert "error:" in proc.stderr and secret not in proc.stderr and "***" in proc.stderr
     hydra_record = "".join(p.read_text() for p in (tmp_path / "run" / ".hydra").glob("*.yaml"))
     assert "policy.name_or_path=" in hydra_record and secret not in hydra_record
+
+
+@pytest.mark.parametrize("overrides, key, hint", [
+    (["stage=rm"], "policy.source", "model@policy=local policy.name_or_path="),
+    (["stage=bon", "model@policy=local", "policy.name_or_path=/m"], "gold.kind", "gold=model gold.name_or_path="),
+    (["stage=ppo", "model@policy=local", "policy.name_or_path=/m"], "gold.kind", "gold=model gold.name_or_path="),
+])
+def test_own_data_configs_that_cannot_work_name_the_key_and_how_to_set_it(overrides, key, hint):
+    with pytest.raises(ConfigError, match=rf"^{key}: .*{hint}"):
+        compose(["task=jsonl", "task.path=/data/prefs.jsonl", *overrides])
+    # The data and RM stages of own data need no gold; the synthetic task makes its own prompts.
+    compose(["task=jsonl", "task.path=/data/prefs.jsonl", "stage=rm", "model@policy=local", "policy.name_or_path=/m"])
+    with pytest.raises(ConfigError, match="^task.prompts_path"):
+        compose(["stage=bon", "task.prompts_path=/p.jsonl"])
