@@ -41,7 +41,7 @@ class ModelSpec:
     n_head: int = 2  # attention heads (tiny only)
     max_position: int = 128  # context length in tokens (tiny only)
     n_params: Optional[int] = None  # nominal parameter count for scaling plots; None: counted at build
-    revision: Optional[str] = None  # hub revision (pretrained only)
+    revision: Optional[str] = None  # hub branch, tag or commit of a hub id (None: the default branch); artifact keys use the commit it resolves to
     trust_remote_code: bool = False  # run a hub repo's own modelling code; off unless you say so
 
 
@@ -50,7 +50,10 @@ class TaskConfig:
     """Where prompts and preference data come from."""
 
     name: str = "synthetic"  # synthetic | jsonl | hh | ultrafeedback
-    path: Optional[str] = None  # file or local dataset dir for jsonl/hh/ultrafeedback
+    path: Optional[str] = None  # file or local dataset dir for jsonl/hh/ultrafeedback (keyed by content, not path)
+    # best-of-n / PPO prompts for a loaded task: a JSONL file with a "prompt" string per line (a
+    # preference file is one); None: the held-out prompts of task.path (data.n_eval_prompts of them)
+    prompts_path: Optional[str] = None
     split: str = "train"  # split name for Hugging Face datasets
     n_topics: int = 8  # synthetic: number of topics (prompts ask about one)
     words_per_topic: int = 6  # synthetic: distinct on-topic words per topic
@@ -67,6 +70,7 @@ class GoldConfig:
     kind: str = "synthetic"  # synthetic (programmatic, rlhf_scaling.gold) | model (sequence-classification RM)
     name_or_path: Optional[str] = None  # hub id or local dir of the gold RM, for kind=model
     batch_size: int = 64  # scoring batch size (responses per forward), for kind=model
+    revision: Optional[str] = None  # hub branch, tag or commit when name_or_path is a hub id
     trust_remote_code: bool = False
 
 
@@ -426,6 +430,7 @@ def validate(cfg) -> None:
         raise ConfigError("gold.name_or_path: required when gold.kind=model")
     if cfg.task.name != "synthetic" and not cfg.task.path:
         raise ConfigError(f"task.path: required for task.name={cfg.task.name}")
+    _check_own_data(cfg)
     if any(n < 1 or n > cfg.bon.n_max for n in cfg.bon.n_grid):
         raise ConfigError(f"bon.n_grid: every n must be in [1, bon.n_max={cfg.bon.n_max}], got {list(cfg.bon.n_grid)}")
     if cfg.ppo.minibatch_size > cfg.ppo.prompts_per_step * cfg.ppo.samples_per_prompt:
@@ -437,3 +442,24 @@ def validate(cfg) -> None:
         raise ConfigError(f"deepspeed.zero_stage: must be 2 or 3 when deepspeed.enabled, got {cfg.deepspeed.zero_stage}")
     if cfg.stage.name == "study" and not cfg.study.rm_models:
         raise ConfigError("study.rm_models: the study needs at least one proxy RM size")
+
+
+_LOCAL_MODEL_HINT = "a directory written by save_pretrained (README: 'A local model directory') or a hub id"
+
+
+def _check_own_data(cfg) -> None:
+    """Loaded preference data (task.name != synthetic) brings text but no language of ours: the
+    policy must bring a tokenizer, and best-of-n / PPO need a gold that can score any text."""
+    loaded = cfg.task.name != "synthetic"
+    if loaded and cfg.policy.source == "tiny":
+        raise ConfigError(
+            f"policy.source: a tiny random-init policy knows only the synthetic task's words, not task.name={cfg.task.name}; "
+            f"set model@policy=local policy.name_or_path=<{_LOCAL_MODEL_HINT}>")
+    if loaded and cfg.gold.kind == "synthetic" and cfg.stage.name in ("bon", "ppo", "study"):
+        raise ConfigError(
+            f"gold.kind: the synthetic gold scores only the synthetic task, but stage={cfg.stage.name} scores "
+            f"task.name={cfg.task.name} responses with gold; set gold=model gold.name_or_path=<a sequence-"
+            f"classification reward model: {_LOCAL_MODEL_HINT}>")
+    if cfg.task.prompts_path and not loaded:
+        raise ConfigError("task.prompts_path: the synthetic task makes its own prompts; set it only with "
+                          "task=jsonl|hh|ultrafeedback (or drop it)")

@@ -7,11 +7,12 @@
 
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 
 from rlhf_scaling.data.synthetic import FILLER, SyntheticTask
+from rlhf_scaling.models import CheckpointMismatch, resolve_model
 
 
 class SyntheticGold:
@@ -60,18 +61,21 @@ class SyntheticGold:
 
 
 class ModelGold:
-    """A sequence-classification RM (num_labels=1) as gold, e.g. a large RM from the hub or a local dir."""
+    """A sequence-classification RM (num_labels=1) as gold, e.g. a large RM from the hub or a local dir.
+
+    Its score head must come from the checkpoint: a causal LM (or a bare backbone) loads as a
+    sequence classifier too, with a randomly initialised head, and would score random noise; that
+    is refused, naming the path."""
 
     def __init__(self, name_or_path: str, *, batch_size: int = 64, device: str = "cpu",
-                 trust_remote_code: bool = False, max_length: int = 1024):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+                 trust_remote_code: bool = False, max_length: int = 1024, revision: Optional[str] = None):
+        from transformers import AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        local = resolve_model(name_or_path, revision, key="gold.name_or_path")
+        self.tokenizer = AutoTokenizer.from_pretrained(local, trust_remote_code=trust_remote_code)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForSequenceClassification.from_pretrained(
-            name_or_path, num_labels=1, trust_remote_code=trust_remote_code, use_safetensors=True
-        ).to(device).eval()
+        self.model = load_scorer(local, trust_remote_code=trust_remote_code, where=name_or_path).to(device).eval()
         self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.batch_size, self.device, self.max_length = batch_size, device, max_length
 
@@ -87,3 +91,31 @@ class ModelGold:
             logits = self.model(**{k: v.to(self.device) for k, v in enc.items()}).logits
             out.append(logits[:, 0].float().cpu())
         return torch.cat(out) if out else torch.zeros(0)
+
+
+def load_scorer(directory: str, *, trust_remote_code: bool = False, where: Optional[str] = None):
+    """AutoModelForSequenceClassification with ONE output from `directory`, refusing a checkpoint
+    that lacks its score head (transformers would initialise the missing weights at random) or
+    whose head has another number of outputs. Errors are CheckpointMismatch naming `where`."""
+    from transformers import AutoModelForSequenceClassification
+
+    from transformers.utils import logging as hf_logging
+
+    where = where or directory
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its multi-line load report; the problem is reported below in one line
+    try:
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            directory, num_labels=1, trust_remote_code=trust_remote_code, use_safetensors=True,
+            output_loading_info=True)
+    except RuntimeError as err:  # a head of another shape (num_labels != 1): size mismatch
+        raise CheckpointMismatch(f"{where}: not a one-output reward model: {str(err).strip().splitlines()[-1][:200]}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    missing = list(info.get("missing_keys") or []) + list(info.get("mismatched_keys") or [])
+    if missing:
+        raise CheckpointMismatch(
+            f"{where}: not a reward model: {', '.join(map(str, missing[:3]))} not in the checkpoint (a causal LM "
+            f"or bare backbone gets a randomly initialised score head, so gold would be noise); give a model "
+            f"saved with its trained head (AutoModelForSequenceClassification, num_labels=1)")
+    return model

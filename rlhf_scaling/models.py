@@ -11,6 +11,7 @@ reward at a PAD after EOS, TRL #3750, #2778).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -61,10 +62,66 @@ def _check_local_path(name_or_path: str) -> None:
         raise FileNotFoundError(f"model path does not exist or is not a directory: {name_or_path}")
 
 
+class ModelUnavailable(FileNotFoundError):
+    """A hub id that neither the local hub cache nor the hub can give (offline, no network, no such
+    repo or revision); one line naming the model and how to point at a local directory instead."""
+
+
+# What the loaders read from a hub repo: configs, tokenizers, safetensors weights, remote code.
+HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.py"]
+
+
+def _hub_snapshot(repo_id: str, revision: Optional[str], patterns, key: str) -> str:
+    """The local snapshot folder (named by its commit) of repo_id at `revision`, fetching the files
+    matching `patterns` if they are not cached. HF_HUB_OFFLINE=1 reads the cache only; without it
+    the hub is asked once (one request, no per-file retries) and a failed request falls back to the
+    cache; anything else is ModelUnavailable."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return snapshot_download(repo_id, revision=revision, allow_patterns=list(patterns), etag_timeout=5)
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as err:
+        offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+        cause = err.__cause__ or err  # snapshot_download wraps the network error it fell back from
+        why = "HF_HUB_OFFLINE is set and it is not in the local hub cache" if offline else \
+            f"{type(cause).__name__}: {(str(cause).strip().splitlines() or [''])[0][:160]}"
+        raise ModelUnavailable(
+            f"model {repo_id!r}{'' if revision is None else f' (revision {revision})'} is not a local directory and "
+            f"cannot be had from the Hugging Face hub ({why}); save it to a directory (README: 'A local model "
+            f"directory') and set {key}=/path/to/that/dir") from None
+
+
+def resolve_model(name_or_path: str, revision: Optional[str] = None, key: str = "name_or_path") -> str:
+    """The local directory a pretrained spec loads from: a local directory as it is, a hub id as
+    its cached snapshot at `revision` (None: the default branch), downloaded on first use.
+
+    Every loader goes through here, so `revision` and HF_HUB_OFFLINE hold everywhere and an
+    unreachable hub is one line (ModelUnavailable) instead of retries and a traceback.
+    key: the config key to name in errors (e.g. "policy.name_or_path")."""
+    _check_local_path(name_or_path)
+    local = Path(name_or_path).expanduser()
+    if local.is_dir():
+        return str(local)
+    return _hub_snapshot(name_or_path, revision, HUB_FILES, key)
+
+
+def model_identity(name_or_path: str, revision: Optional[str] = None, key: str = "name_or_path") -> dict:
+    """What identifies a pretrained model's content, for artifact keys: a local directory by the
+    hashes of its files (fingerprint.py; config, tokenizer and weights), a hub id by the commit
+    its revision resolves to (only config.json is fetched to learn it)."""
+    from rlhf_scaling.fingerprint import directory_digest
+
+    _check_local_path(name_or_path)
+    local = Path(name_or_path).expanduser()
+    if local.is_dir():
+        return {"files_sha256": directory_digest(local, recursive=False)}
+    return {"hub": name_or_path, "commit": Path(_hub_snapshot(name_or_path, revision, ["config.json"], key)).name}
+
+
 def load_tokenizer(spec):
     """Tokenizer of a pretrained spec (a tiny spec uses the task's own tokenizer)."""
-    _check_local_path(spec.name_or_path)
-    tok = AutoTokenizer.from_pretrained(spec.name_or_path, revision=spec.revision,
+    tok = AutoTokenizer.from_pretrained(resolve_model(spec.name_or_path, spec.revision),
                                         trust_remote_code=spec.trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -76,9 +133,8 @@ def build_policy(spec, tokenizer) -> PreTrainedModel:
     if spec.source == "tiny":
         cfg = tiny_config(spec, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
         return GPTNeoXForCausalLM(cfg)
-    _check_local_path(spec.name_or_path)
     return AutoModelForCausalLM.from_pretrained(
-        spec.name_or_path, revision=spec.revision, trust_remote_code=spec.trust_remote_code, use_safetensors=True
+        resolve_model(spec.name_or_path, spec.revision), trust_remote_code=spec.trust_remote_code, use_safetensors=True
     )
 
 
@@ -140,9 +196,8 @@ def build_reward_model(spec, tokenizer) -> RewardModel:
     if spec.source == "tiny":
         cfg = tiny_config(spec, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
         return RewardModel(GPTNeoXModel(cfg))
-    _check_local_path(spec.name_or_path)
     backbone = AutoModel.from_pretrained(
-        spec.name_or_path, revision=spec.revision, trust_remote_code=spec.trust_remote_code, use_safetensors=True
+        resolve_model(spec.name_or_path, spec.revision), trust_remote_code=spec.trust_remote_code, use_safetensors=True
     )
     return RewardModel(backbone)
 

@@ -37,7 +37,9 @@ def test_every_group_option_composes(group):
     for option in sorted(p.stem for p in (CONF / group).glob("*.yaml")):
         overrides = [f"{group}={option}"]
         if group == "task" and option != "synthetic":
-            overrides += ["task.path=/data/x.jsonl", "model@policy=pythia-14m"]
+            # Loaded text needs a policy with a tokenizer and, for the study's BoN/PPO, a model gold.
+            overrides += ["task.path=/data/x.jsonl", "model@policy=pythia-14m", "gold=model",
+                          "gold.name_or_path=/models/gold"]
         if group == "gold" and option == "model":
             overrides += ["gold.name_or_path=/models/gold"]
         compose(overrides)
@@ -166,3 +168,17 @@ def test_non_finite_floats_are_refused_naming_the_key(override, key):
         return
     with pytest.raises(ConfigError, match=f"^{key}: must be a finite number"):
         compose([override])
+
+
+@pytest.mark.parametrize("overrides, key, hint", [
+    (["stage=rm"], "policy.source", "model@policy=local policy.name_or_path="),
+    (["stage=bon", "model@policy=local", "policy.name_or_path=/m"], "gold.kind", "gold=model gold.name_or_path="),
+    (["stage=ppo", "model@policy=local", "policy.name_or_path=/m"], "gold.kind", "gold=model gold.name_or_path="),
+])
+def test_own_data_configs_that_cannot_work_name_the_key_and_how_to_set_it(overrides, key, hint):
+    with pytest.raises(ConfigError, match=rf"^{key}: .*{hint}"):
+        compose(["task=jsonl", "task.path=/data/prefs.jsonl", *overrides])
+    # The data and RM stages of own data need no gold; the synthetic task makes its own prompts.
+    compose(["task=jsonl", "task.path=/data/prefs.jsonl", "stage=rm", "model@policy=local", "policy.name_or_path=/m"])
+    with pytest.raises(ConfigError, match="^task.prompts_path"):
+        compose(["stage=bon", "task.prompts_path=/p.jsonl"])

@@ -54,3 +54,26 @@ def test_model_gold_scores_from_a_local_directory(tmp_path):
     assert scores.shape == (3,) and torch.isfinite(scores).all()
     again = gold.score(["about ocean : wave"], ["tide salt"])
     torch.testing.assert_close(again[0], scores[1])  # batching and padding do not change a score
+
+
+def test_model_gold_refuses_a_directory_without_a_trained_score_head(tmp_path):
+    """A causal LM saved with save_pretrained loads as a sequence classifier with a random head:
+    refused, naming the path (transformers' loading info lists the missing head)."""
+    from transformers import GPTNeoXForCausalLM
+
+    from rlhf_scaling.models import CheckpointMismatch
+
+    tok = build_tokenizer(TASK)
+    cfg = GPTNeoXConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                        bos_token_id=tok.eos_token_id)
+    GPTNeoXForCausalLM(cfg).save_pretrained(tmp_path / "lm")
+    tok.save_pretrained(tmp_path / "lm")
+    with pytest.raises(CheckpointMismatch, match=rf"{tmp_path / 'lm'}: not a reward model: score.weight"):
+        ModelGold(str(tmp_path / "lm"))
+    # A classifier with two outputs is not a one-number gold either.
+    cfg.num_labels = 2
+    GPTNeoXForSequenceClassification(cfg).save_pretrained(tmp_path / "two")
+    tok.save_pretrained(tmp_path / "two")
+    with pytest.raises(CheckpointMismatch, match=str(tmp_path / "two")):
+        ModelGold(str(tmp_path / "two"))

@@ -110,3 +110,34 @@ def test_remote_code_in_a_model_folder_never_runs_unless_the_config_says_so(tok,
     with pytest.raises(Exception, match="trust_remote_code"):
         build_policy(spec, tok)
     assert not marker.exists()
+
+
+def test_a_proxy_rm_without_its_head_is_refused_naming_the_folder(tok, tmp_path):
+    """Best-of-n and PPO load proxies with load_reward_model: a checkpoint missing the head (which
+    would otherwise start from a fresh random init) is an error naming the folder."""
+    from safetensors.torch import load_file, save_file
+
+    from rlhf_scaling.models import CheckpointMismatch
+
+    save_reward_model(build_reward_model(TINY, tok), tmp_path / "rm")
+    weights = tmp_path / "rm" / "reward_model.safetensors"
+    save_file({k: v for k, v in load_file(str(weights)).items() if not k.startswith("head.")}, str(weights))
+    with pytest.raises(CheckpointMismatch, match=rf"{tmp_path / 'rm'}.*missing \['head.bias', 'head.weight'\]"):
+        load_reward_model(tmp_path / "rm")
+
+
+def test_hub_ids_resolve_through_the_cache_and_offline_is_one_line(tok, tmp_path, monkeypatch):
+    """HF_HUB_OFFLINE with an empty cache: ModelUnavailable (a FileNotFoundError, one line at the
+    CLI) naming the model and the key to point at a local directory; a local dir is itself."""
+    import huggingface_hub.constants as hub_constants
+
+    from rlhf_scaling.models import ModelUnavailable, model_identity, resolve_model
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(ModelUnavailable, match=r"'org/model' \(revision v1\).*HF_HUB_OFFLINE.*set rm.name_or_path="):
+        resolve_model("org/model", "v1", key="rm.name_or_path")
+    save_policy(build_policy(TINY, tok), tok, tmp_path / "dir")
+    assert resolve_model(str(tmp_path / "dir")) == str(tmp_path / "dir")
+    assert set(model_identity(str(tmp_path / "dir"))) == {"files_sha256"}

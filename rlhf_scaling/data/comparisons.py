@@ -49,9 +49,13 @@ def label_group(prompt: str, responses: Sequence[str], gold: Sequence[float], *,
     return PreferenceGroup(prompt, tuple(responses), tuple(pairs), tuple(margins), tuple(float(g) for g in gold))
 
 
-def split_eval(groups: List[PreferenceGroup], n_eval: int, seed: int):
-    """Shuffle (seeded) and hold out n_eval groups: (train, eval)."""
-    order = list(range(len(groups)))
-    random.Random(seed).shuffle(order)
-    held = set(order[:n_eval])
-    return [g for i, g in enumerate(groups) if i not in held], [groups[i] for i in sorted(held)]
+def split_eval(groups: List[PreferenceGroup], n_eval: int, seed: int, key=None):
+    """Shuffle (seeded) and hold out n_eval units: (train, eval), each in input order.
+
+    A unit is one group, or with `key` every group sharing key(group): split by prompt, a prompt
+    with several records is held out whole, so held-out prompts are never trained on."""
+    keys = list(range(len(groups))) if key is None else [key(g) for g in groups]
+    units = list(dict.fromkeys(keys))
+    random.Random(seed).shuffle(units)
+    held = set(units[:n_eval])
+    return [g for k, g in zip(keys, groups) if k not in held], [g for k, g in zip(keys, groups) if k in held]

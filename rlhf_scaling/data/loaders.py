@@ -299,11 +299,51 @@ def _records(path: str, split: str) -> Iterator[Tuple[int, object]]:
     if local.is_file() and local.suffix.lower() not in (".json", ".parquet"):
         yield from _jsonl_records(local)
         return
-    looks_local = local.exists() or str(path).startswith((".", "/", "~")) \
-        or local.suffix.lower() in (".jsonl", ".json", ".parquet")
-    if looks_local and not local.exists():
+    if _looks_local(path) and not local.exists():
         raise FileNotFoundError(f"preference data not found: {path}")
     yield from enumerate(_open_dataset(str(path), local, split), start=1)
+
+
+def _looks_local(path: str) -> bool:
+    """A path the user meant as local (it exists, starts like a path, or has a data file suffix),
+    as opposed to a hub dataset id."""
+    local = Path(path).expanduser()
+    return local.exists() or str(path).startswith((".", "/", "~")) \
+        or local.suffix.lower() in (".jsonl", ".json", ".parquet")
+
+
+def source_identity(path: str) -> dict:
+    """What identifies task.path's content, for the data artifact's key: the SHA-256 of a local
+    file or of a local folder's files (rlhf_scaling.fingerprint), or the id of a hub dataset.
+    A local path that is gone is FileNotFoundError naming it."""
+    from rlhf_scaling.fingerprint import path_digest
+
+    local = Path(path).expanduser()
+    if local.exists():
+        return {"sha256": path_digest(local, recursive=True)}
+    if _looks_local(path):
+        raise FileNotFoundError(f"preference data not found (task.path): {path}")
+    return {"hub_dataset": str(path)}  # keyed by id: a hub dataset's revision is not resolved yet
+
+
+def read_prompts(path) -> List[str]:
+    """The distinct prompts of a JSONL file, in file order: each non-blank line an object with a
+    "prompt" string (a preference file and a data artifact's eval.jsonl are such files).
+    Errors are DataError `<path>:<line>: <problem>`; a missing file is FileNotFoundError."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"prompt file not found (task.prompts_path): {path}")
+    prompts: Dict[str, None] = {}
+    for number, record in _jsonl_records(path):
+        if isinstance(record, _Bad):
+            raise DataError(f"{path}:{number}: {record}")
+        try:
+            prompts[_text(record if isinstance(record, dict) else {}, "prompt")] = None
+        except _Bad as bad:
+            raise DataError(f"{path}:{number}: {bad}") from None
+    if not prompts:
+        raise DataError(f"{path}: no prompts (want one JSON object with a \"prompt\" string per line)")
+    return list(prompts)
 
 
 def load_preferences(path: str, fmt: str, *, count_tokens: Callable[[str], int], max_prompt_tokens: int,

@@ -1,24 +1,27 @@
 """What every stage recipe sets up the same way: the task's tokenizer and gold reward, the
 artifact each stage produces (and the command that builds it), and the run tracker.
 
-Artifact recipes hold exactly the config sections that change the artifact, so a sweep over a
-later stage's settings reuses the earlier artifacts.
+Artifact recipes hold exactly what changes the artifact, external inputs by their content, so a
+sweep over a later stage's settings reuses the earlier artifacts and an edited input rebuilds them.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+import re
+import shlex
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
 from rlhf_scaling.artifacts import Artifact, make_artifact
 from rlhf_scaling.config import ConfigError
+from rlhf_scaling.data.loaders import read_prompts, source_identity
 from rlhf_scaling.data.synthetic import SyntheticTask, build_tokenizer, make_task, sample_prompts
 from rlhf_scaling.gold import ModelGold, SyntheticGold
-from rlhf_scaling.models import load_tokenizer
+from rlhf_scaling.models import load_tokenizer, model_identity, resolve_model
 
 
 def section(cfg: DictConfig, key: str) -> dict:
@@ -28,21 +31,40 @@ def section(cfg: DictConfig, key: str) -> dict:
 
 @dataclass
 class TaskSetup:
-    """The tokenizer, the synthetic task (None for loaded data) and the gold reward of a job."""
+    """The tokenizer, the synthetic task (None for loaded data), the gold reward of a job and, for
+    loaded data, where its best-of-n / PPO prompts come from."""
 
     tokenizer: object
     task: Optional[SyntheticTask]
-    gold: object  # .score(prompts, responses) -> Tensor (B,)
+    gold: object  # .score(prompts, responses) -> Tensor (B,); None where the job never scores with gold
+    prompt_source: Optional[Callable[[], Path]] = None  # loaded data: the JSONL file of prompts (read once)
+    _pool: Optional[List[str]] = field(default=None, repr=False)
 
     def prompts(self, n: int, seed: int) -> List[str]:
-        """n fresh prompts of the synthetic task from a seeded generator."""
-        if self.task is None:
-            raise ValueError("fresh prompts need task.name=synthetic; loaded data brings its own prompts")
-        return sample_prompts(self.task, n, random.Random(seed))
+        """n prompts from a generator seeded by `seed`: fresh synthetic prompts, or for loaded data
+        n distinct prompts of the prompt file (repeated in whole shuffled passes when it has fewer)."""
+        rng = random.Random(seed)
+        if self.task is not None:
+            return sample_prompts(self.task, n, rng)
+        if self._pool is None:
+            self._pool = read_prompts(self.prompt_source())
+        drawn: List[str] = []
+        while len(drawn) < n:  # whole shuffled passes over the pool: each prompt floor(n/P) times or more
+            drawn += rng.sample(self._pool, len(self._pool))
+        return drawn[:n]
+
+
+def _prompt_file(cfg: DictConfig) -> Callable[[], Path]:
+    """Loaded data's prompt file: task.prompts_path, or the data artifact's held-out groups (their
+    prompts were not trained on), looked up only when prompts are first asked for."""
+    if cfg.task.prompts_path:
+        return lambda: Path(cfg.task.prompts_path).expanduser()
+    return lambda: data_artifact(cfg).require(build_command("data", cfg)) / "eval.jsonl"
 
 
 def setup_task(cfg: DictConfig, device: str = "cpu") -> TaskSetup:
-    """Tokenizer, task and gold from cfg.task, cfg.policy and cfg.gold."""
+    """Tokenizer, task and gold from cfg.task, cfg.policy and cfg.gold (validate() has refused the
+    combinations that cannot work, naming the key to set)."""
     task = None
     if cfg.task.name == "synthetic":
         task = make_task(cfg.task.n_topics, cfg.task.words_per_topic, cfg.task.natural_length,
@@ -53,61 +75,151 @@ def setup_task(cfg: DictConfig, device: str = "cpu") -> TaskSetup:
         tokenizer = build_tokenizer(task)
     else:
         raise ConfigError(f"policy.source=tiny needs task.name=synthetic (its tokenizer); "
-                         f"task.name={cfg.task.name} needs a pretrained policy and its tokenizer")
-    if cfg.gold.kind == "synthetic":
-        if task is None:
-            raise ConfigError("gold.kind=synthetic needs task.name=synthetic")
+                          f"task.name={cfg.task.name} needs a pretrained policy and its tokenizer")
+    # Loaded data is read, not generated, so its data and RM jobs score nothing with gold.
+    needs_gold = task is not None or cfg.stage.name in ("bon", "ppo", "study")
+    if not needs_gold:
+        gold = None
+    elif cfg.gold.kind == "synthetic":
         gold = SyntheticGold(task)
     else:
         gold = ModelGold(cfg.gold.name_or_path, batch_size=cfg.gold.batch_size, device=device,
-                         trust_remote_code=cfg.gold.trust_remote_code)
-    return TaskSetup(tokenizer, task, gold)
+                         trust_remote_code=cfg.gold.trust_remote_code, revision=cfg.gold.revision)
+    return TaskSetup(tokenizer, task, gold, None if task is not None else _prompt_file(cfg))
 
 
 # ----------------------------------------------------------------------------- artifacts
+#
+# A recipe holds exactly what changes an artifact: external inputs by their content (a data file
+# by its hash, a model directory by its files' hashes, a hub id by its commit), never by path, and
+# no setting that cannot change the result (checkpoint and eval intervals, batch sizes of scoring).
+
+TINY_SHAPE = ("n_layer", "d_model", "n_head", "max_position")  # what builds a tiny spec's weights
+SYNTHETIC_TASK = ("n_topics", "words_per_topic", "natural_length", "max_response_tokens")
+LOADED_TASK = ("name", "split", "max_prompt_tokens", "on_bad_record")  # what reading task.path depends on
+LOADED_DATA = ("n_eval_prompts", "seed")  # the held-out split of loaded data; the rest of data.* generates
+RM_TRAIN_NOT_IN_WEIGHTS = ("checkpoint_every", "eval_every")  # when to save / evaluate: same weights
+
+
+def model_recipe(spec, key: str) -> dict:
+    """A model spec's identity: a tiny spec's shape, or pretrained weights' content (models.model_identity).
+    key: the spec's config key ("policy", "rm"), named in errors."""
+    if spec.source == "tiny":
+        return {"source": "tiny", **{k: spec[k] for k in TINY_SHAPE}}
+    return {"source": "pretrained", **model_identity(spec.name_or_path, spec.revision, key=f"{key}.name_or_path")}
+
+
+def task_recipe(cfg: DictConfig) -> dict:
+    """The synthetic language's parameters, or the loaded file's content and how it is read."""
+    t = cfg.task
+    if t.name == "synthetic":
+        return {"name": "synthetic", **{k: t[k] for k in SYNTHETIC_TASK}}
+    return {**{k: t[k] for k in LOADED_TASK}, "content": source_identity(t.path)}
+
+
+def gold_recipe(cfg: DictConfig) -> dict:
+    """The gold that labels synthetic data: the task's own rules, or a reward model's content."""
+    g = cfg.gold
+    if g.kind == "synthetic":
+        return {"kind": "synthetic"}
+    return {"kind": "model", **model_identity(g.name_or_path, g.revision, key="gold.name_or_path")}
 
 
 def sft_artifact(cfg: DictConfig) -> Artifact:
     """The SFT policy: depends on the policy spec, the task and the SFT settings."""
-    recipe = {"policy": section(cfg, "policy"), "task": section(cfg, "task"), "sft": section(cfg, "sft"),
+    recipe = {"policy": model_recipe(cfg.policy, "policy"), "task": task_recipe(cfg), "sft": section(cfg, "sft"),
               "seed": cfg.seed}
     return make_artifact(cfg.artifacts_dir, "sft", cfg.policy.name, recipe)
 
 
 def policy_init_path(cfg: DictConfig) -> str:
     """Where the initial (= reference) policy loads from: the SFT artifact for tiny specs, the given
-    pretrained weights (an SFT checkpoint) otherwise."""
+    pretrained weights (an SFT checkpoint; a hub id at policy.revision) otherwise."""
     if cfg.policy.source == "pretrained":
-        return cfg.policy.name_or_path
-    return str(sft_artifact(cfg).require(f"rlhf-scaling stage=sft model@policy={cfg.policy.name}"))
+        return resolve_model(cfg.policy.name_or_path, cfg.policy.revision, key="policy.name_or_path")
+    return str(sft_artifact(cfg).require(build_command("sft", cfg)))
 
 
 def data_artifact(cfg: DictConfig) -> Artifact:
-    """Preference data: generated from the init policy (synthetic) or loaded from task.path."""
-    recipe = {"task": section(cfg, "task"), "data": section(cfg, "data"), "gold": section(cfg, "gold"),
-              "seed": cfg.seed}
+    """Preference data: generated from the init policy and labelled by gold (synthetic), or read
+    from task.path with the policy's tokenizer (prompt lengths) and split into train / held out."""
     if cfg.task.name == "synthetic":
-        recipe["policy_init"] = sft_artifact(cfg).key if cfg.policy.source == "tiny" else cfg.policy.name_or_path
-    name = f"{cfg.task.name}-k{cfg.data.responses_per_prompt}"
+        policy_init = sft_artifact(cfg).key if cfg.policy.source == "tiny" else model_recipe(cfg.policy, "policy")
+        recipe = {"task": task_recipe(cfg), "data": section(cfg, "data"), "gold": gold_recipe(cfg),
+                  "policy_init": policy_init, "seed": cfg.seed}
+        name = f"{cfg.task.name}-k{cfg.data.responses_per_prompt}"
+    else:
+        recipe = {"task": task_recipe(cfg), "data": {k: cfg.data[k] for k in LOADED_DATA},
+                  "tokenizer": model_recipe(cfg.policy, "policy"), "seed": cfg.seed}
+        name = cfg.task.name
     return make_artifact(cfg.artifacts_dir, "data", name, recipe)
 
 
 def rm_artifact(cfg: DictConfig) -> Artifact:
-    """A trained proxy RM (or ensemble): depends on the data, the RM spec and its training settings."""
-    recipe = {"data": data_artifact(cfg).key, "rm": section(cfg, "rm"), "rm_train": section(cfg, "rm_train"),
-              "seed": cfg.seed}
+    """A trained proxy RM (or ensemble): depends on the data, the RM spec, its training settings
+    and the response length it truncates to."""
+    rm_train = {k: v for k, v in section(cfg, "rm_train").items() if k not in RM_TRAIN_NOT_IN_WEIGHTS}
+    recipe = {"data": data_artifact(cfg).key, "rm": model_recipe(cfg.rm, "rm"), "rm_train": rm_train,
+              "max_response_tokens": cfg.task.max_response_tokens, "seed": cfg.seed}
     return make_artifact(cfg.artifacts_dir, "rm", f"{cfg.rm.name}-{cfg.rm_train.loss}", recipe)
 
 
+# The sections whose values key the SFT policy, the data and the RM (with `seed`): a command that
+# repeats them builds the same artifacts.
+RECIPE_SECTIONS = ("policy", "rm", "task", "gold", "data", "sft", "rm_train")
+
+
 def build_command(stage: str, cfg: DictConfig) -> str:
-    """The command line that builds `stage`'s artifact for this config (for MissingArtifact)."""
-    parts = [f"rlhf-scaling stage={stage}", f"model@policy={cfg.policy.name}", f"task={cfg.task.name}"]
-    if stage == "rm":
-        parts.append(f"model@rm={cfg.rm.name}")
-    parts.append(f"data.responses_per_prompt={cfg.data.responses_per_prompt}")
-    parts.append(f"data.comparison_budget={cfg.data.comparison_budget}")
-    parts.append(f"artifacts_dir={cfg.artifacts_dir}")
-    return " ".join(parts)
+    """The command line that builds `stage`'s artifact for this config (for MissingArtifact).
+
+    It runs `stage` with stage.build_upstream=true (so it first builds whatever that stage needs)
+    and sets every key of RECIPE_SECTIONS and `seed` whose value differs from a plain
+    `rlhf-scaling stage=<stage>`, plus the artifact store: run, it builds exactly the artifact
+    this config asks for (tested through the CLI)."""
+    default = _default_config(stage)
+    parts = ["rlhf-scaling", f"stage={stage}", "stage.build_upstream=true"]
+    for name in RECIPE_SECTIONS:
+        base = OmegaConf.to_container(default[name], resolve=True)
+        for key, value in section(cfg, name).items():
+            if key not in base or value != base[key]:
+                parts.append(f"{name}.{key}={hydra_value(value)}")
+    if cfg.seed != default.seed:
+        parts.append(f"seed={cfg.seed}")
+    parts.append(f"artifacts_dir={hydra_value(str(Path(cfg.artifacts_dir).resolve()))}")
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+_BARE = re.compile(r"^[A-Za-z_/~][\w./~+@-]*$")
+
+
+def hydra_value(value) -> str:
+    """A value as Hydra override syntax that parses back to the same value and type."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(hydra_value(v) for v in value) + "]"
+    text = str(value)
+    if _BARE.match(text) and text.lower() not in ("true", "false", "null", "nan", "inf"):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _default_config(stage: str) -> DictConfig:
+    """The config of a plain `rlhf-scaling stage=<stage>`: composed inside the running Hydra app
+    when there is one (its search path), else through the CLI's compose."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        from hydra import compose
+
+        return compose(config_name="config", overrides=[f"stage={stage}"])
+    from rlhf_scaling.cli import compose
+
+    return compose([f"stage={stage}"])
 
 
 # ----------------------------------------------------------------------------- tracking

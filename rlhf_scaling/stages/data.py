@@ -6,7 +6,9 @@ n_prompts = data.comparison_budget / C(K,2) training prompts (the diversity spli
 data.n_eval_prompts held-out prompts with K responses each for RM evaluation.
 
 Loaded tasks (jsonl, hh, ultrafeedback): read and validate the file (rlhf_scaling.data.loaders),
-hold out data.n_eval_prompts records. Either way the artifact holds train.jsonl, eval.jsonl, stats.json.
+hold out data.n_eval_prompts prompts with all their records (at most a fifth of the prompts); the
+held-out prompts are also best-of-n's and PPO's prompts unless task.prompts_path names others.
+Either way the artifact holds train.jsonl, eval.jsonl, stats.json.
 """
 
 from __future__ import annotations
@@ -78,11 +80,12 @@ def _load_existing(cfg: DictConfig, setup, out) -> dict:
         cfg.task.path, cfg.task.name, count_tokens=lambda text: len(encode_texts(setup.tokenizer, [text])[0]),
         max_prompt_tokens=cfg.task.max_prompt_tokens, on_bad_record=cfg.task.on_bad_record, split=cfg.task.split)
     log.info("%s: %s", cfg.task.path, report.summary())
-    n_eval = min(cfg.data.n_eval_prompts, len(groups) // 5)
-    train, eval_ = split_eval(groups, n_eval, seed=cfg.seed + cfg.data.seed)
+    # Held out by prompt: RM evaluation, best-of-n and PPO use prompts the RM never trained on.
+    n_eval = min(cfg.data.n_eval_prompts, len({g.prompt for g in groups}) // 5)
+    train, eval_ = split_eval(groups, n_eval, seed=cfg.seed + cfg.data.seed, key=lambda g: g.prompt)
     write_groups(train, out / "train.jsonl")
     write_groups(eval_, out / "eval.jsonl")
-    return {"data/n_train_prompts": len(train), "data/n_eval_prompts": len(eval_),
+    return {"data/n_train_prompts": len({g.prompt for g in train}), "data/n_eval_prompts": len({g.prompt for g in eval_}),
             "data/comparisons": sum(len(g.pairs) for g in train),
             "data/records_read": report.n_read, "data/records_kept": report.n_kept,
             "data/records_filtered": report.n_read - report.n_kept}

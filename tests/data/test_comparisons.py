@@ -47,3 +47,11 @@ def test_split_eval_is_disjoint_and_seeded():
     tr, ev = split_eval(groups, 10, seed=3)
     assert len(ev) == 10 and set(tr).isdisjoint(ev) and set(tr) | set(ev) == set(groups)
     assert split_eval(groups, 10, seed=3) == (tr, ev)
+
+
+def test_split_eval_by_prompt_holds_out_whole_prompts():
+    groups = [label_group(f"p{i % 7}", ["a", "b"], [1.0, 0.0], label_noise=0.0, rng=random.Random(0), stats=LabelStats())
+              for i in range(30)]
+    tr, ev = split_eval(groups, 2, seed=0, key=lambda g: g.prompt)
+    held = {g.prompt for g in ev}
+    assert len(held) == 2 and not held & {g.prompt for g in tr} and len(tr) + len(ev) == 30

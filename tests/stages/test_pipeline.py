@@ -155,8 +155,8 @@ def test_jsonl_preferences_with_a_pretrained_local_model(tmp_path):
     (tmp_path / "prefs.jsonl").write_text("\n".join(lines) + "\n")
     local = [f"model@policy=local", f"policy.name_or_path={tmp_path / 'model'}", "model@rm=local",
              f"rm.name_or_path={tmp_path / 'model'}", "task=jsonl", f"task.path={tmp_path / 'prefs.jsonl'}",
-             "task.max_prompt_tokens=8", "task.max_response_tokens=16", "gold=model",
-             f"gold.name_or_path={tmp_path / 'model'}", "data.n_eval_prompts=40", "rm_train.loss=bt",
+             "task.max_prompt_tokens=8", "task.max_response_tokens=16",  # no gold: data and RM need none
+             "data.n_eval_prompts=40", "rm_train.loss=bt",
              "rm_train.epochs=1", "progress=false", f"artifacts_dir={tmp_path / 'artifacts'}"]
     from rlhf_scaling.data.loaders import DataError
 

@@ -1,0 +1,111 @@
+"""Artifact keys hash exactly what changes the artifact: for each artifact, keys that must change
+its key and keys that must not; external inputs by content (a moved file keeps its key, an edited
+one does not); the build command's values parse back to themselves."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from rlhf_scaling.cli import compose
+from rlhf_scaling.stages.common import data_artifact, hydra_value, rm_artifact, sft_artifact
+
+from local_inputs import preference_lines, save_model_dir, write_lines
+
+
+@pytest.fixture(autouse=True)
+def private_hash_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+ARTIFACTS = {"sft": sft_artifact, "data": data_artifact, "rm": rm_artifact}
+
+# Settings of later stages, of scoring and of the run itself: never part of an upstream artifact.
+NEVER = ["bon.n_max=8", "ppo.steps=3", "ppo.lr=0.5", "gold.batch_size=8", "tracking=wandb_offline",
+         "progress=false", "device=cpu", "experiment=other", "stage.build_upstream=true",
+         "policy.n_params=123", "rm.n_params=123", "rm.revision=abc", "policy.trust_remote_code=true"]
+
+SYNTHETIC = {
+    "sft": {"must": ["policy.d_model=128", "policy.n_layer=3", "task.n_topics=6", "task.max_response_tokens=12",
+                     "sft.lr=0.001", "sft.steps=10", "sft.n_demos=64", "sft.seed=1", "seed=1"],
+            "not": NEVER + ["data.comparison_budget=3072", "data.seed=3", "rm_train.lr=0.5", "rm.d_model=128",
+                            "task.max_prompt_tokens=9", "task.on_bad_record=filter", "gold.name_or_path=/x"]},
+    "data": {"must": ["data.responses_per_prompt=2", "data.comparison_budget=3072", "data.label_noise=0.1",
+                      "data.temperature=0.7", "data.seed=1", "data.n_eval_prompts=10", "sft.steps=10",
+                      "policy.d_model=128", "task.n_topics=6", "seed=1"],
+             "not": NEVER + ["rm_train.lr=0.5", "rm_train.loss=bt", "rm.d_model=128", "task.max_prompt_tokens=9"]},
+    "rm": {"must": ["rm_train.lr=0.001", "rm_train.epochs=1", "rm_train.loss=bt", "rm_train.ensemble_size=2",
+                    "rm_train.padding_free=false", "rm_train.batch_size=8", "rm_train.seed=1", "rm.d_model=128",
+                    "task.max_response_tokens=12", "data.seed=1", "sft.steps=10", "seed=1"],
+           "not": NEVER + ["rm_train.checkpoint_every=7", "rm_train.eval_every=7"]},
+}
+
+
+def key(kind, overrides):
+    return ARTIFACTS[kind](compose(["stage=rm", *overrides])).key
+
+
+@pytest.mark.parametrize("kind", ["sft", "data", "rm"])
+def test_synthetic_artifact_keys_change_exactly_with_what_builds_them(kind):
+    base = key(kind, [])
+    changed = [o for o in SYNTHETIC[kind]["must"] if key(kind, [o]) == base]
+    assert not changed, f"{kind}: these overrides change the artifact but not its key: {changed}"
+    spurious = [o for o in SYNTHETIC[kind]["not"] if key(kind, [o]) != base]
+    assert not spurious, f"{kind}: these overrides cannot change the artifact but change its key: {spurious}"
+
+
+@pytest.fixture
+def own(tmp_path):
+    """A user's preference file and local policy / RM-backbone directories."""
+    write_lines(tmp_path / "prefs.jsonl", preference_lines(40))
+    save_model_dir(tmp_path / "policy", seed=0)
+    save_model_dir(tmp_path / "backbone", seed=1)
+    return tmp_path
+
+
+def own_overrides(root, prefs="prefs.jsonl", policy="policy"):
+    return ["task=jsonl", f"task.path={root / prefs}", "task.max_prompt_tokens=8", "task.max_response_tokens=16",
+            "model@policy=local", f"policy.name_or_path={root / policy}", "model@rm=local",
+            f"rm.name_or_path={root / 'backbone'}", "data.n_eval_prompts=8"]
+
+
+def test_loaded_data_and_its_rm_are_keyed_by_content_not_path(own):
+    base = own_overrides(own)
+    data0, rm0 = key("data", base), key("rm", base)
+    # Settings that generate synthetic data, and the gold, do not touch loaded data.
+    for o in ["data.comparison_budget=3072", "data.responses_per_prompt=2", "data.label_noise=0.2",
+              "data.temperature=0.5", "gold=model gold.name_or_path=/not/read", "task.max_response_tokens=8",
+              "rm_train.lr=0.5"] + NEVER:
+        assert key("data", base + o.split()) == data0, o
+    for o in ["task.max_prompt_tokens=6", "task.on_bad_record=filter", "data.n_eval_prompts=4", "data.seed=2", "seed=1"]:
+        assert key("data", base + [o]) != data0, o
+    assert key("rm", base + ["task.max_response_tokens=8"]) != rm0  # responses are truncated to it
+    # The same content elsewhere is the same artifact.
+    shutil.copy(own / "prefs.jsonl", own / "moved.jsonl")
+    shutil.copytree(own / "policy", own / "policy_copy")
+    assert key("data", own_overrides(own, "moved.jsonl", "policy_copy")) == data0
+    # An edited file or re-saved weights are not.
+    lines = (own / "prefs.jsonl").read_text().splitlines()
+    write_lines(own / "prefs.jsonl", lines[:-1])
+    data1 = key("data", base)
+    assert data1 != data0 and key("rm", base) != rm0
+    save_model_dir(own / "backbone", seed=2)  # the RM's backbone weights change: only the RM is rebuilt
+    assert key("data", base) == data1 and key("rm", base) != rm0
+    save_model_dir(own / "policy", seed=3)  # the policy's tokenizer reads the file: the data is rebuilt
+    assert key("data", base) != data1
+
+
+def test_a_deleted_input_is_an_error_naming_it(own):
+    (own / "prefs.jsonl").unlink()
+    with pytest.raises(FileNotFoundError, match="prefs.jsonl"):
+        key("data", own_overrides(own))
+
+
+@pytest.mark.parametrize("value", [None, True, False, 3, 0.003, 1e-12, "tiny-s", "/a/b c/d.jsonl", "it's",
+                                   "123", "true", "null", "a=b,c", [1, 2]])
+def test_hydra_value_parses_back_to_the_same_value(value):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_override(f"x={hydra_value(value)}").value()
+    assert parsed == value and type(parsed) is type(value)
