@@ -111,10 +111,10 @@ def with_peaks(coef: pd.DataFrame) -> pd.DataFrame:
 
 
 def rm_accuracy_table(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per trained RM: RM, its parameters, comparison budget, held-out accuracy and loss
-    (figure (c)'s points, as figures.rm_runs selects them)."""
+    """One row per trained RM: RM, its parameters, comparison budget, the comparisons it trained on,
+    held-out accuracy and loss (figure (c)'s runs, as figures.rm_runs selects them)."""
     runs = figures.rm_runs(df)
     if runs.empty:
         return pd.DataFrame()
-    return pick(runs, ["run_id", "config.rm.name", "n_params", figures.RM_BUDGET, figures.RM_ACCURACY,
+    return pick(runs, ["run_id", "config.rm.name", "n_params", figures.RM_BUDGET, "comparisons", figures.RM_ACCURACY,
                        figures.RM_LOSS]).reset_index(drop=True)

@@ -38,10 +38,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy.optimize import OptimizeWarning  # noqa: E402
 
-from rlhf_scaling.analysis.runs import load_local_runs, load_wandb_runs, per_run  # noqa: E402
+from rlhf_scaling.analysis.runs import (RM_RECIPE, RM_RECIPE_KEYS, as_text, load_local_runs,  # noqa: E402
+                                        load_wandb_runs, named_once, per_run, varying_config, with_rm_facts)
 from rlhf_scaling.analysis.style import FIT_LINESTYLE, SIZE_CMAP, figure_style  # noqa: E402
 from rlhf_scaling.curves import (PowerLaw, bon_form, fit_log_linear, fit_overoptimization,  # noqa: E402
-                                 fit_power_law_select, rl_form)
+                                 fit_power_law_select, mean_interval, rl_form)
 
 FORM_OF = {"bon": "bon", "ppo": "rl"}  # which Gao form each optimisation method follows
 FORM_FN = {"bon": bon_form, "rl": rl_form}
@@ -248,53 +249,144 @@ def fig_coefficients(df: pd.DataFrame, source: str):
 
 
 RM_ACCURACY, RM_LOSS, RM_BUDGET = "summary.rm/val_accuracy", "summary.rm/val_loss", "config.data.comparison_budget"
+RM_COMPARISONS = "summary.rm/train_comparisons"  # what the RM job logged it trained on (stages/rm.py)
 RM_FIT_COLUMNS = ["against", "group", "metric", "n_points", "a", "b", "c", "floor"]
+# The x of each panel of figure (c), and the config columns that x stands for (not grouped by).
+RM_AXES = {"comparisons": ("comparisons", (RM_BUDGET,)), "rm_params": ("n_params", ("config.rm.",))}
 
 
 def rm_runs(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per trained RM (a job's summary): rm name, n_params, budget, val accuracy and loss.
-
-    RM jobs only where there are any; the same RM artifact reported by several jobs counts once.
+    """One row per trained RM (a job's summary, one per RM artifact): the config and summary
+    columns, plus
+      comparisons  the comparisons it trained on: rm/train_comparisons as the job that built the
+                   artifact logged it; without that record (older runs), the comparison budget for
+                   synthetic data, which generates exactly the budget; otherwise NaN (not drawn);
+      n_params     config rm.n_params where set (a nominal size), else the RM's counted rm/n_params.
+    RM jobs only where there are any; the job that built an artifact is preferred to one that reused it.
     """
     if RM_ACCURACY not in df:
         return pd.DataFrame()
-    runs = per_run(df).dropna(subset=[RM_ACCURACY])
+    runs = per_run(df)
+    trained = runs[RM_COMPARISONS].notna() if RM_COMPARISONS in runs else pd.Series(False, index=runs.index)
+    runs = with_rm_facts(runs).assign(_trained=trained).dropna(subset=[RM_ACCURACY])
     if (runs["stage"] == "rm").any():
         runs = runs[runs["stage"] == "rm"]
     if "summary.rm/artifact" in runs:
-        runs = runs.drop_duplicates("summary.rm/artifact")
+        runs = runs.sort_values("_trained", ascending=False, kind="stable").drop_duplicates("summary.rm/artifact")
+        runs = runs.sort_values("run_id", kind="stable")
     if runs.empty or "config.rm.name" not in runs:
         return pd.DataFrame()
-    runs = runs.assign(n_params=runs["config.rm.name"].astype(str).map(rm_sizes(df)))
-    for col in (RM_BUDGET, RM_LOSS):
+    for col in (RM_BUDGET, RM_LOSS, RM_COMPARISONS):
         if col not in runs:
             runs[col] = np.nan
-    return runs
+    task = runs["config.task.name"] if "config.task.name" in runs else pd.Series("synthetic", index=runs.index)
+    synthetic = task.fillna("synthetic").eq("synthetic")
+    budget = pd.to_numeric(runs[RM_BUDGET], errors="coerce").where(synthetic)
+    own = runs["summary.rm/n_params"] if "summary.rm/n_params" in runs else np.nan
+    nominal = runs["config.rm.n_params"] if "config.rm.n_params" in runs else np.nan
+    by_name = runs["config.rm.name"].astype(str).map(rm_sizes(df))
+    n_params = pd.Series(nominal, index=runs.index).fillna(pd.Series(own, index=runs.index)).fillna(by_name)
+    return runs.drop(columns="_trained").assign(
+        comparisons=pd.to_numeric(runs[RM_COMPARISONS], errors="coerce").fillna(budget),
+        n_params=pd.to_numeric(n_params, errors="coerce"))
+
+
+def rm_grouping(runs: pd.DataFrame, against: str) -> List[str]:
+    """The columns that tell figure (c)'s lines apart on the panel `against` ("comparisons" or
+    "rm_params"): every RM-recipe setting (runs.RM_RECIPE) that varies across the drawn RMs, less
+    seeds (averaged over, with an interval) and less what the panel's x stands for. The RM name
+    comes first (it labels and colours by size); on the size panel the budget does."""
+    x_cols = RM_AXES[against][1]
+    recipe = [c for c in runs.columns if c.startswith(RM_RECIPE) or c in RM_RECIPE_KEYS]
+    varied = [c for c in varying_config(runs[recipe], seeds=False) if not c.startswith(x_cols) and c not in x_cols]
+    first = "config.rm.name" if against == "comparisons" else RM_BUDGET
+    return [first] + [c for c in varied if c != first] if first in runs else varied
+
+
+# Short names of settings often varied, for legends.
+SHORT_KEYS = {"config.data.responses_per_prompt": "K", "config.rm_train.loss": "loss",
+              "config.data.comparison_budget": "budget", "config.rm_train.epochs": "epochs"}
+
+
+def _group_label(keys: tuple, columns: List[str], runs: pd.DataFrame, sizes: Dict[str, float]) -> str:
+    """'tiny-s (25.5k), rm_train.loss=bt' for one group of figure (c): the RM name with its size,
+    other settings as key=value (model spec fields that the name determines left out)."""
+    parts = []
+    shown = named_once(runs, columns)
+    for col, value in zip(columns, keys):
+        if col not in shown:
+            continue
+        if col == "config.rm.name":
+            parts.append(f"{value} ({_human(sizes[value])})" if value in sizes else str(value))
+        else:
+            name = SHORT_KEYS.get(col, col.removeprefix("config."))
+            parts.append(f"{name}={float(value):g}" if _is_number(value) else f"{name}={value}")
+    return ", ".join(parts) or "all RMs"
+
+
+def _is_number(value) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def rm_points(runs: pd.DataFrame, against: str) -> pd.DataFrame:
+    """Figure (c)'s points on one panel: per (group, x) the mean held-out accuracy over the runs
+    there (seeds) with its 95% t-interval (curves.mean_interval), and the mean loss. Columns: group
+    (label), x, n_runs, accuracy, low, high, loss, plus the grouping columns. RMs without a known x
+    are left out."""
+    x_col = RM_AXES[against][0]
+    columns = rm_grouping(runs, against)
+    runs = runs.dropna(subset=[x_col])
+    if runs.empty:
+        return pd.DataFrame(columns=["group", "x", "n_runs", "accuracy", "low", "high", "loss"])
+    sizes = dict(zip(runs["config.rm.name"].astype(str), runs["n_params"]))
+    keys = as_text(runs[columns]) if columns else pd.DataFrame(index=runs.index)
+    rows = []
+    for key, r in (runs.groupby([keys[c] for c in columns], sort=False) if columns else [((), runs)]):
+        key = key if isinstance(key, tuple) else (key,)
+        label = _group_label(key, columns, runs, sizes)
+        for x, at in r.groupby(x_col, sort=True):
+            mean, low, high = mean_interval(at[RM_ACCURACY].to_numpy(float))
+            rows.append({"group": label, "x": float(x), "n_runs": len(at), "accuracy": mean, "low": low, "high": high,
+                         "loss": float(at[RM_LOSS].astype(float).mean()), **dict(zip(columns, key)),
+                         "_size": float(r["n_params"].min()), "_key": key})
+    points = pd.DataFrame(rows)
+    # Lines in RM-size order, then by their settings (numbers as numbers): the colour order.
+    first = points.drop_duplicates("group")
+    order = sorted(first.to_dict("records"), key=lambda p: (
+        p["_size"] if np.isfinite(p["_size"]) else math.inf,
+        tuple((0, float(v), "") if _is_number(v) else (1, 0.0, str(v)) for v in p["_key"])))
+    rank = {p["group"]: i for i, p in enumerate(order)}
+    points = points.assign(_rank=points["group"].map(rank)).sort_values(["_rank", "x"], kind="stable")
+    return points.drop(columns=["_rank", "_size", "_key"]).reset_index(drop=True)
 
 
 def rm_scaling_fits(df: pd.DataFrame) -> pd.DataFrame:
-    """Power laws of RM held-out error (1 − accuracy) and loss against training comparisons (one fit
-    per RM) and against RM parameters (one fit per budget), each y ≈ a·x^(−b) (+ c floor where AICc
-    prefers it, curves.fit_power_law_select), fitted to the mean over runs at each x; groups with
-    fewer than 3 distinct x are not fitted. Columns: RM_FIT_COLUMNS.
+    """Power laws of RM held-out error (1 − accuracy) and loss against training comparisons and
+    against RM parameters, each y ≈ a·x^(−b) (+ c floor where AICc prefers it,
+    curves.fit_power_law_select), one per line of figure (c) (group: its label), fitted to the mean
+    over seeds at each x; lines with fewer than 3 distinct x are not fitted. Columns: RM_FIT_COLUMNS.
     """
     runs = rm_runs(df)
     rows = []
     if runs.empty:
         return pd.DataFrame(columns=RM_FIT_COLUMNS)
-    for against, x_col, group_col in (("comparisons", RM_BUDGET, "config.rm.name"), ("rm_params", "n_params", RM_BUDGET)):
-        for group, r in runs.dropna(subset=[x_col]).groupby(group_col, sort=True):
-            for metric, col, transform in (("error", RM_ACCURACY, lambda a: 1.0 - a), ("loss", RM_LOSS, lambda v: v)):
-                mean = transform(r.groupby(x_col, sort=True)[col].mean()).dropna()
-                if len(mean) < 3 or (mean <= 0).any():
+    for against in RM_AXES:
+        points = rm_points(runs, against)
+        for group, p in (points.groupby("group", sort=False) if not points.empty else []):
+            for metric, ys in (("error", 1.0 - p["accuracy"]), ("loss", p["loss"])):
+                x, y = p["x"].to_numpy(float), ys.to_numpy(float)
+                if len(x) < 3 or not np.all(np.isfinite(y)) or (y <= 0).any():
                     continue
                 try:
                     with warnings.catch_warnings():  # the covariance is not used: an exact fit may lack one
                         warnings.simplefilter("ignore", OptimizeWarning)
-                        fit, floor = fit_power_law_select(mean.index.to_numpy(float), mean.to_numpy(float))
+                        fit, floor = fit_power_law_select(x, y)
                 except (ValueError, RuntimeError):  # curve_fit failed to converge
                     continue
-                rows.append({"against": against, "group": group, "metric": metric, "n_points": len(mean),
+                rows.append({"against": against, "group": group, "metric": metric, "n_points": len(x),
                              "a": fit.a, "b": fit.b, "c": fit.c, "floor": floor})
     return pd.DataFrame(rows, columns=RM_FIT_COLUMNS)
 
@@ -310,39 +402,46 @@ def _draw_error_fit(ax, fits: pd.DataFrame, against: str, group, x: np.ndarray, 
 
 
 def fig_rm_accuracy(df: pd.DataFrame, source: str):
-    """(c) RM held-out pair accuracy vs training comparisons (per RM) and vs RM size (per budget),
-    with the fitted power laws of the error (rm_scaling_fits) dashed."""
+    """(c) RM held-out pair accuracy vs the comparisons each RM trained on, and vs RM size: one line
+    per setting that varies across the RMs (RM, loss, K, budget, ...; rm_grouping), points the mean
+    over seeds with a 95% interval, the fitted power laws of the error (rm_scaling_fits) dashed.
+    A panel with no points is left out."""
     runs = rm_runs(df)
     if runs.empty:
         return None
     fits = rm_scaling_fits(df)
-    style = _size_order(df, runs["config.rm.name"].astype(str))
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    # Several runs at one point (seeds, or the same setting in two sweeps): their mean, joined by a line.
-    for rm, r in runs.groupby("config.rm.name", sort=True):
-        colour, label = style[str(rm)]
-        mean = r.groupby(RM_BUDGET, sort=True)[RM_ACCURACY].mean()
-        axes[0].plot(mean.index, mean.to_numpy(), "o-", color=colour, label=label, lw=0.8)
-        _draw_error_fit(axes[0], fits, "comparisons", rm, mean.index.to_numpy(float), colour)
-    axes[0].set_xlabel("training comparisons (data.comparison_budget)")
-    axes[0].set_title("RM accuracy vs comparisons")
-    _legend_once(axes[0], style, title="proxy RM")
-    sized = runs.dropna(subset=["n_params"])
-    for b, r in sized.groupby(RM_BUDGET, sort=True, dropna=False):
-        mean = r.groupby("n_params", sort=True)[RM_ACCURACY].mean()
-        line, = axes[1].plot(mean.index, mean.to_numpy(), "o-", lw=0.8,
-                             label=f"{b:g} comparisons" if np.isfinite(b) else "budget unknown")
-        _draw_error_fit(axes[1], fits, "rm_params", b, mean.index.to_numpy(float), line.get_color())
-    axes[1].set_xlabel("proxy RM parameters N")
-    axes[1].set_title("RM accuracy vs RM size")
-    _legend_once(axes[1])
-    for ax in axes:
+    panels = [(a, rm_points(runs, a)) for a in RM_AXES]
+    panels = [(a, p) for a, p in panels if not p.empty]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), squeeze=False)
+    for ax, (against, points) in zip(axes[0], panels):
+        groups = list(dict.fromkeys(points["group"]))
+        colours = plt.get_cmap(SIZE_CMAP)(np.linspace(0.05, 0.85, max(len(groups), 1)))
+        for colour, group in zip(colours, groups):
+            p = points[points["group"] == group]
+            # The t-interval of 2-3 seeds can pass 0 or 1; an accuracy cannot.
+            low, high = p["low"].clip(0.0, 1.0), p["high"].clip(0.0, 1.0)
+            spread = np.vstack([p["accuracy"] - low, high - p["accuracy"]])
+            ax.errorbar(p["x"], p["accuracy"], yerr=np.where(np.isfinite(spread), spread, 0.0), fmt="o-", lw=0.8,
+                        capsize=2.5, color=colour, label=group)
+            _draw_error_fit(ax, fits, against, group, p["x"].to_numpy(float), colour)
+        ax.set_xlabel("comparisons the RM trained on (rm/train_comparisons)" if against == "comparisons"
+                      else "proxy RM parameters N")
+        ax.set_title("RM accuracy vs comparisons" if against == "comparisons" else "RM accuracy vs RM size")
         ax.set_ylabel("held-out pair accuracy")
         ax.axhline(0.5, color="0.5", lw=0.6)
-        if ax.has_data():
-            ax.set_xscale("log")
-    _footer(fig, source, len(runs), "accuracy against gold on held-out comparisons; points: mean over runs; "
-                                    "dashed: power law of the error (+ floor where AICc prefers it)")
+        ax.set_xscale("log")
+        ax.legend(fontsize=6.5)
+    seeds = pd.concat([p["n_runs"] for _, p in panels])
+    note = (f"points: mean over seeds, bars: 95% t-interval, clipped to [0, 1] ({seeds.min()}–{seeds.max()} seeds per point)"
+            if seeds.max() > 1 else "one seed per point: no interval")
+    unknown = int(runs["comparisons"].isna().sum())
+    if unknown:
+        note += f"; {unknown} RM(s) without a recorded comparison count left off the left panel"
+    if not fits[fits["metric"] == "error"].empty:
+        note += "; dashed: power law of the error (+ floor where AICc prefers it)"
+    _footer(fig, source, len(runs), note)
     return fig
 
 
@@ -551,6 +650,8 @@ def main(argv=None) -> None:
     parser.add_argument("--only", nargs="+", choices=list(FIGURES), help="make only these figures")
     args = parser.parse_args(argv)
     source = args.wandb or args.runs
+    if args.runs and not Path(args.runs).is_dir():
+        parser.exit(2, f"{parser.prog}: error: no such runs folder: {args.runs}\n")
     with one_line_warnings():
         df = load_runs(args.runs, args.wandb, args.filters)
     if df.empty:

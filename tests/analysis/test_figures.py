@@ -99,7 +99,7 @@ def test_report_writes_table_csv_and_markdown(runs_root, tmp_path, capsys, synth
         path = report.main(["--runs", str(runs_root), "--out", str(tmp_path)]) or tmp_path / "report.md"
     text = path.read_text()
     assert "![overoptimization_bon](figures/overoptimization_bon.png)" in text
-    assert "| run_id | run_name | stage | status |" in text and "coefficient ≈ slope·ln N" in text
+    assert "## rm\n\n| run_id | status |" in text and "coefficient ≈ slope·ln N" in text
     csv = (tmp_path / "runs.csv").read_text().splitlines()
     assert len(csv) == 1 + synthetic.N_RUNS
     printed = capsys.readouterr().out
@@ -129,7 +129,7 @@ def test_rm_scaling_fits_recover_a_power_law_of_the_error_with_its_floor(tmp_pat
                                           "rm/artifact": f"/a/rm/{i}"}, f"w{i}")
     fits = figures.rm_scaling_fits(load_local_runs(tmp_path)).set_index(["against", "metric"])
     error = fits.loc[("comparisons", "error")]
-    assert error["group"] == "tiny-s" and error["n_points"] == 6 and bool(error["floor"])
+    assert error["group"] == "tiny-s (1M)" and error["n_points"] == 6 and bool(error["floor"])
     assert (error["a"], error["b"], error["c"]) == pytest.approx((0.8, 0.3, 0.1), rel=1e-3)
     loss = fits.loc[("comparisons", "loss")]
     assert not bool(loss["floor"]) and (loss["a"], loss["b"]) == pytest.approx((2.0, 0.2), rel=1e-4)
