@@ -17,7 +17,7 @@ import pandas as pd
 
 from rlhf_scaling.analysis.figures import (FIGURES, coefficient_scaling, fitted_coefficients, load_runs,
                                            one_line_warnings, source_args, write_figures)
-from rlhf_scaling.analysis.runs import as_text, named_once, summary_table, varying_config, with_rm_facts
+from rlhf_scaling.analysis.runs import as_text, full_table, named_once, varying_config, with_rm_facts
 
 # Summary metrics printed per stage, where the runs have them (runs.csv keeps every metric). A
 # best-of-n or PPO job shows the accuracy of the RM it used (runs.with_rm_facts).
@@ -30,6 +30,11 @@ STAGE_METRICS = {
     "study": ["study/minutes", "study/figures"],
 }
 IDENTITY = ["run_id", "status"]
+# The config sections a stage's result depends on (the recipe of its artifacts, then its own):
+# a setting outside them is not shown in that stage's block even where it varies.
+RECIPE = {"sft": ("policy", "task", "sft"), "data": ("policy", "task", "sft", "data", "gold")}
+RECIPE["rm"] = RECIPE["data"] + ("rm", "rm_train")
+RECIPE["bon"], RECIPE["ppo"] = RECIPE["rm"] + ("bon",), RECIPE["rm"] + ("ppo",)
 
 
 def _fmt(value) -> str:
@@ -40,11 +45,35 @@ def _short(column: str) -> str:
     return column.removeprefix("summary.").removeprefix("config.")
 
 
+def short_ids(ids: pd.Series, width: int = 28) -> pd.Series:
+    """Run ids cut for the terminal: each folder name longer than `width` cut to `width` characters
+    and '…' (a Hydra sweep point's folder spells out all its overrides, which the settings columns
+    show anyway). The full ids are kept where cutting would make two runs look the same."""
+    cut = ids.map(lambda i: "/".join(p if len(p) <= width else p[:width] + "…" for p in str(i).split("/")))
+    return cut if cut.nunique() == ids.nunique() else ids
+
+
 def varied_settings(table: pd.DataFrame) -> List[str]:
     """The config columns that differ between the runs (model specs named once, stage.name left
     out: the runs are printed by stage)."""
     cols = [c for c in varying_config(table) if c != "config.stage.name"]
     return named_once(table, cols)
+
+
+def _matters(column: str, stage: str) -> bool:
+    """Whether a config column can change a `stage` job's result: top-level keys (experiment,
+    seed) always, sections only when in the stage's RECIPE (every section for other stages)."""
+    key = column.removeprefix("config.")
+    return "." not in key or stage not in RECIPE or key.split(".", 1)[0] in RECIPE[stage]
+
+
+def _headers(config: List[str]) -> dict:
+    """Config column -> its printed header: the key's last part where that says what it is on its
+    own (longer than 12 characters) and no other shown key ends the same way
+    (data.responses_per_prompt -> responses_per_prompt; rm.name, rm_train.seed stay as they are)."""
+    last = [c.rsplit(".", 1)[-1] for c in config]
+    return {c: name if len(name) > 12 and last.count(name) == 1 else c.removeprefix("config.")
+            for c, name in zip(config, last)}
 
 
 def stage_blocks(table: pd.DataFrame) -> List[Tuple[str, pd.DataFrame]]:
@@ -57,10 +86,11 @@ def stage_blocks(table: pd.DataFrame) -> List[Tuple[str, pd.DataFrame]]:
     blocks = []
     for stage in order:
         runs = table[stages == stage]
-        config = [c for c in varied if as_text(runs[c]).nunique() > 1]
+        config = [c for c in varied if as_text(runs[c]).nunique() > 1 and _matters(c, stage)]
         metrics = [f"summary.{m}" for m in STAGE_METRICS.get(stage, [])]
         metrics = [m for m in metrics if m in runs and runs[m].notna().any()]
-        blocks.append((stage, runs[IDENTITY + config + metrics].rename(columns=_short).reset_index(drop=True)))
+        block = runs[IDENTITY + config + metrics].assign(run_id=lambda b: short_ids(b["run_id"]))
+        blocks.append((stage, block.rename(columns=_headers(config)).rename(columns=_short).reset_index(drop=True)))
     return blocks
 
 
@@ -92,7 +122,7 @@ def write_report(runs_source: Optional[str], out_dir, *, wandb_path: Optional[st
     df = load_runs(runs_source, wandb_path, filters)
     if df.empty:
         raise SystemExit(f"no run records in {source}")
-    table = summary_table(df)
+    table = full_table(df)
     csv = out_dir / "runs.csv"
     table.to_csv(csv, index=False)
     print_summary(table, csv)

@@ -245,6 +245,14 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
     return runs[["run_id", "run_name", "stage", "status"] + config_cols + summary_cols]
 
 
+def full_table(df: pd.DataFrame) -> pd.DataFrame:
+    """summary_table's columns first (identity, key and varying config, every summary metric),
+    then every other config key, constant ones included: the whole record of each run."""
+    runs = per_run(df)
+    first = list(summary_table(df).columns)
+    return runs[first + sorted(c for c in runs.columns if c.startswith("config.") and c not in first)]
+
+
 def as_text(values):
     """A Series or DataFrame as text cells, missing values included ("nan"), for comparing and
     grouping config values of mixed types (astype(str) keeps missing values missing in pandas 3)."""
@@ -303,8 +311,11 @@ def with_rm_facts(runs: pd.DataFrame) -> pd.DataFrame:
         for col in facts:
             runs[col] = runs[col].fillna(runs["summary.rm/artifact"].map(known[col].first()))
     recipe = [c for c in runs.columns if c.startswith(RM_RECIPE) or c in RM_RECIPE_KEYS]
-    if recipe:
-        key = as_text(runs[recipe]).agg("\x1f".join, axis=1)
+    # An RM job of the same experiment first (the one the job's own sweep or study trained), then any.
+    for columns in ([*recipe, "config.experiment"] if "config.experiment" in runs else recipe, recipe):
+        if not recipe:
+            break
+        key = as_text(runs[columns]).agg("\x1f".join, axis=1)
         rm_key = key[rm_jobs.index]
         for col in facts:
             inherited = key.map(rm_jobs[col].groupby(rm_key).first())
