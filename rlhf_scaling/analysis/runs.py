@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple
@@ -117,9 +118,20 @@ def _group(config: dict) -> Optional[str]:
 
 
 def find_runs(root) -> List[Path]:
-    """Every run folder under root (root itself included), sorted."""
+    """Every run folder under root (root itself included), sorted. Symbolic links to folders are
+    followed (a study assembled from links to sweep folders), each real folder visited once, so a
+    link back up the tree cannot loop. (Path.rglob does not follow links before Python 3.13.)"""
     root = Path(root)
-    return sorted({p.parent for p in root.rglob("config.json") if (p.parent / "metrics.jsonl").is_file()})
+    runs, seen = set(), set()
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders.clear()
+            continue
+        seen.add(real)
+        if "config.json" in files and "metrics.jsonl" in files:
+            runs.add(Path(folder))
+    return sorted(runs)
 
 
 def read_metrics(path) -> List[dict]:
