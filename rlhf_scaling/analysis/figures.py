@@ -26,6 +26,7 @@ import contextlib
 import json
 import math
 import sys
+import textwrap
 import warnings
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
@@ -169,9 +170,24 @@ def _run_gold(runs: pd.DataFrame) -> Optional[str]:
 # ----------------------------------------------------------------------------- plot: one function per figure
 
 
+FOOTER_PT = 6.5  # footer font size (points)
+
+
 def _footer(fig, source: str, n_runs: int, note: str = "") -> None:
+    """The source, the runs behind the figure and a note, at the bottom, wrapped to the figure's
+    width (about 0.6 em per character); `save` makes room for as many lines as it takes."""
     text = f"source: {source}  |  {n_runs} run{'s' if n_runs != 1 else ''}" + (f"  |  {note}" if note else "")
-    fig.text(0.01, 0.01, text, fontsize=6.5, color="0.4", ha="left", va="bottom")
+    width = int(0.98 * fig.get_figwidth() * 72 / (0.6 * FOOTER_PT))
+    text = textwrap.fill(text, width, break_long_words=True, break_on_hyphens=False)
+    fig.text(0.01, 0.01, text, fontsize=FOOTER_PT, color="0.4", ha="left", va="bottom", gid="footer")
+
+
+def layout(fig) -> None:
+    """Tight layout above the footer: its lines (FOOTER_PT, line spacing 1.2) plus a margin."""
+    footer = [t for t in fig.texts if t.get_gid() == "footer"]
+    lines = footer[0].get_text().count("\n") + 1 if footer else 0
+    bottom = (0.02 * 72 + lines * 1.2 * FOOTER_PT + 4) / (fig.get_figheight() * 72) if footer else 0.0
+    fig.tight_layout(rect=(0, bottom, 1, 1))
 
 
 def _legend_once(ax, style: Optional[dict] = None, **kw) -> None:
@@ -588,7 +604,7 @@ FIGURES: Dict[str, Callable] = {
 
 def save(fig, out_dir: Path, name: str) -> Path:
     """name.png and name.pdf, without timestamps or version strings; returns the PNG path."""
-    fig.tight_layout(rect=(0, 0.04, 1, 1))  # room for the footer
+    layout(fig)
     png = out_dir / f"{name}.png"
     fig.savefig(png, metadata=PNG_METADATA)
     fig.savefig(out_dir / f"{name}.pdf", metadata=PDF_METADATA)

@@ -135,3 +135,21 @@ def test_rm_scaling_fits_recover_a_power_law_of_the_error_with_its_floor(tmp_pat
     assert not bool(loss["floor"]) and (loss["a"], loss["b"]) == pytest.approx((2.0, 0.2), rel=1e-4)
     assert math.isclose(loss["c"], 0.0)
     assert "rm_params" not in fits.index.get_level_values(0)  # one RM size: nothing to fit against N
+
+
+def test_footers_fit_in_the_image_below_the_axes(runs_df):
+    """A long source path and note: the footer wraps inside the figure, under the axes' labels."""
+    import matplotlib.pyplot as plt
+
+    source = "/cluster/scratch/some-user/rlhf-scaling/multirun/" + "overoptimization-with-a-long-name/" * 3
+    with style.figure_style():
+        for name, make in FIGURES.items():
+            fig = make(runs_df, source)
+            figures.layout(fig)
+            renderer = fig.canvas.get_renderer()
+            footer = next(t for t in fig.texts if t.get_gid() == "footer")
+            box = footer.get_window_extent(renderer)
+            assert box.x0 >= 0 and box.x1 <= fig.bbox.x1 and box.y0 >= 0, name
+            lowest = min(ax.get_tightbbox(renderer).y0 for ax in fig.axes)
+            assert lowest >= box.y1, name  # x labels and tick labels above the footer
+            plt.close(fig)
