@@ -119,9 +119,16 @@ def _fit(curve: pd.DataFrame, target: str, form: str) -> Optional[tuple]:
         return None
 
 
+def turns_down(beta: float) -> bool:
+    """Whether a fitted Gao gold curve has the form's shape: β > 0, so gold rises, peaks and falls.
+    β <= 0 breaks the form (curves.peak would say inf): report it as such, never as a peak."""
+    return bool(np.isfinite(beta) and beta > 0)
+
+
 def fitted_coefficients(df: pd.DataFrame) -> pd.DataFrame:
     """One row per (kind, run): kind, run_id, group, rm, n_params, alpha, beta (gold-gain fit of the
-    kind's Gao form), alpha_proxy, beta_proxy. Runs whose points cannot be fitted are left out."""
+    kind's Gao form), alpha_proxy, beta_proxy, turns_down (β > 0: the gold fit has a peak). Runs
+    whose points cannot be fitted are left out."""
     rows = []
     for kind, form in FORM_OF.items():
         curves = overoptimization_curves(df, kind)
@@ -132,9 +139,9 @@ def fitted_coefficients(df: pd.DataFrame) -> pd.DataFrame:
             proxy = _fit(c, "proxy_gain", form) or (np.nan, np.nan)
             rows.append({"kind": kind, "run_id": run_id, "group": c["group"].iloc[0], "rm": c["rm"].iloc[0],
                          "n_params": c["n_params"].iloc[0], "alpha": gold[0], "beta": gold[1],
-                         "alpha_proxy": proxy[0], "beta_proxy": proxy[1]})
+                         "alpha_proxy": proxy[0], "beta_proxy": proxy[1], "turns_down": turns_down(gold[1])})
     return pd.DataFrame(rows, columns=["kind", "run_id", "group", "rm", "n_params", "alpha", "beta", "alpha_proxy",
-                                       "beta_proxy"])
+                                       "beta_proxy", "turns_down"])
 
 
 def coefficient_scaling(coef: pd.DataFrame) -> pd.DataFrame:
@@ -210,6 +217,7 @@ def fig_overoptimization(df: pd.DataFrame, source: str, kind: str):
     form = FORM_OF[kind]
     style = _size_order(df, curves["rm"])
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    no_peak = []  # runs whose gold fit has β <= 0: it never turns down, so it has no peak
     for run_id, c in curves.groupby("run_id", sort=True):
         colour, label = style[c["rm"].iloc[0]]
         d = c["sqrt_kl"].to_numpy()
@@ -220,7 +228,9 @@ def fig_overoptimization(df: pd.DataFrame, source: str, kind: str):
             else:  # PPO batch means are noisy: small faint points, the fit carries the trend
                 ax.plot(d, c[target], ".", ms=2.5, alpha=0.45, color=colour, label=label)
             fit = _fit(c, target, form)
-            if fit is not None:
+            if fit is not None and target == "gold_gain" and not turns_down(fit[1]):
+                no_peak.append(str(c["run_name"].iloc[0]))  # a sign that breaks the form: not drawn
+            elif fit is not None:
                 ax.plot(grid, FORM_FN[form](grid, *fit), FIT_LINESTYLE, lw=1.2, color=colour)
     method = "best-of-n" if kind == "bon" else "PPO"
     for ax, target in zip(axes, ("gold", "proxy")):
@@ -230,7 +240,11 @@ def fig_overoptimization(df: pd.DataFrame, source: str, kind: str):
         ax.set_title(f"{method}: {target} reward")
     _legend_once(axes[0], style, title="proxy RM", markerscale=1 if kind == "bon" else 3)
     equation = "d(α − βd)" if form == "bon" else "d(α − β log d)"
-    _footer(fig, source, curves["run_id"].nunique(), f"dashed: least-squares fit R(d) = {equation} (Gao et al. 2022)")
+    note = f"dashed: least-squares fit R(d) = {equation} (Gao et al. 2022)"
+    if no_peak:
+        note += (f"; gold fit not drawn where β ≤ 0 (it never turns down: no peak, the form does not hold): "
+                 f"{', '.join(no_peak)}")
+    _footer(fig, source, curves["run_id"].nunique(), note)
     return fig
 
 

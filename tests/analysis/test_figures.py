@@ -153,3 +153,36 @@ def test_footers_fit_in_the_image_below_the_axes(runs_df):
             lowest = min(ax.get_tightbbox(renderer).y0 for ax in fig.axes)
             assert lowest >= box.y1, name  # x labels and tick labels above the footer
             plt.close(fig)
+
+
+def test_a_gold_fit_with_beta_below_zero_is_reported_not_drawn(tmp_path, synthetic):
+    """Gold gain d(0.2 + 0.05 d) (β = −0.05): the BoN form's sign is broken. The fit is reported
+    as not turning down (no peak), left out of the figure and named in its footer; a β > 0 run
+    next to it keeps its dashed fit."""
+    import math
+
+    from rlhf_scaling.analysis.runs import load_local_runs
+    from rlhf_scaling.curves import bon_form
+
+    def records(alpha, beta):
+        out = []
+        for n in synthetic.BON_GRID:
+            d = math.sqrt(math.log(n) - (n - 1) / n)
+            gain = float(bon_form(d, alpha, beta))
+            out.append({"bon/n": n, "bon/kl": d * d, "bon/sqrt_kl": d, "bon/gold": gain, "bon/gold_gain": gain,
+                        "bon/proxy": d, "bon/proxy_gain": d})
+        return out
+
+    for name, rm, beta in (("rising", "tiny-s", -0.05), ("peaked", "tiny-xs", 0.1)):
+        synthetic.write_run(tmp_path / f"bon_{name}", synthetic._config("x", "bon", rm), records(0.2, beta), {}, name)
+    df = load_local_runs(tmp_path)
+    coef = figures.fitted_coefficients(df).set_index("run_id")
+    assert coef.loc["bon_rising", "beta"] == pytest.approx(-0.05) and not coef.loc["bon_rising", "turns_down"]
+    assert coef.loc["bon_peaked", "turns_down"]
+    fig = figures.fig_overoptimization(df, "x", "bon")
+    gold = fig.axes[0]
+    dashed = [line for line in gold.lines if line.get_linestyle() == "--"]
+    assert len(dashed) == 1  # the β > 0 run's fit only
+    assert dashed[0].get_ydata().max() < 0.2 * 0.2 / (4 * 0.1) * 1.01  # it peaks, at α²/4β
+    footer = next(t for t in fig.texts if t.get_gid() == "footer").get_text().replace("\n", " ")
+    assert "β ≤ 0" in footer and "rising" in footer and "peaked" not in footer.split("β ≤ 0")[1]
