@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import json
 import math
+import re
 import sys
 import textwrap
 import warnings
@@ -70,10 +71,53 @@ def rm_sizes(df: pd.DataFrame) -> Dict[str, float]:
     return sizes
 
 
+def proxy_sizes(df: pd.DataFrame) -> Dict[str, float]:
+    """run_id -> parameter count of the proxy RM the run used: config rm.n_params where set (a
+    nominal size), else the run's own record (rm/n_params: an RM job's count, or a best-of-n / PPO
+    job's record of its proxy where it has one), else that of the RM job with the same RM recipe
+    (runs.with_rm_facts), else any run's count for the RM's name (rm_sizes)."""
+    if "config.rm.name" not in df:
+        return {}
+    runs = with_rm_facts(per_run(df))
+    size = pd.Series(np.nan, index=runs.index)
+    for col in ("config.rm.n_params", "summary.rm/n_params"):
+        if col in runs:
+            size = size.fillna(pd.to_numeric(runs[col], errors="coerce"))
+    size = size.fillna(runs["config.rm.name"].astype(str).map(rm_sizes(df)))
+    return dict(zip(runs["run_id"], size.astype(float)))
+
+
+_UNITS = {"k": 1e3, "m": 1e6, "b": 1e9}
+
+
+def estimated_sizes(df: pd.DataFrame) -> Dict[str, float]:
+    """RM name -> a size to ORDER by where none was counted: 12·n_layer·d_model² (the non-embedding
+    parameters of a transformer block stack) for tiny specs, else the size a hub name spells
+    ("pythia-410m" -> 4.1e8). Names with neither are left out."""
+    out: Dict[str, float] = {}
+    if "config.rm.name" not in df:
+        return out
+    runs = per_run(df).drop_duplicates("config.rm.name")
+    for row in runs.to_dict("records"):
+        name = str(row["config.rm.name"])
+        layers, width = row.get("config.rm.n_layer"), row.get("config.rm.d_model")
+        if row.get("config.rm.source", "tiny") == "tiny" and _is_number(layers) and _is_number(width):
+            out[name] = 12.0 * float(layers) * float(width) ** 2
+            continue
+        spelled = re.findall(r"(\d+(?:\.\d+)?)([kmb])(?![a-z])", name.lower())
+        if spelled:
+            number, unit = spelled[-1]
+            out[name] = float(number) * _UNITS[unit]
+    return out
+
+
 def _size_order(df: pd.DataFrame, names) -> Dict[str, tuple]:
-    """RM name -> (colour, label), ordered by size (unknown sizes last, by name)."""
+    """RM name -> (colour, label), ordered by size: counted sizes, else estimated ones
+    (estimated_sizes: so tiny-xs < tiny-s < tiny-m < tiny-l even where no run counted them), then
+    the rest by name. The label shows counted sizes only."""
     sizes = rm_sizes(df)
-    order = sorted(set(names), key=lambda n: (sizes.get(n, math.inf), n))
+    guess = {**estimated_sizes(df), **sizes}
+    order = sorted(set(names), key=lambda n: (guess.get(n, math.inf), n))
     colours = plt.get_cmap(SIZE_CMAP)(np.linspace(0.05, 0.85, max(len(order), 1)))
     return {n: (colours[i], f"{n} ({_human(sizes[n])})" if n in sizes else n) for i, n in enumerate(order)}
 
@@ -94,7 +138,7 @@ def overoptimization_curves(df: pd.DataFrame, kind: str) -> pd.DataFrame:
     rows = df.dropna(subset=[x, d, gold]).sort_values(["run_id", x], kind="stable")
     rows = rows.assign(_sweep=_sweep_group(rows))
     rows = rows.drop_duplicates(["run_id", x], keep="last")  # a resumed run re-logs a few iterations
-    sizes = rm_sizes(df)
+    sizes = proxy_sizes(df)
     out = []
     for run_id, r in rows.groupby("run_id", sort=True):
         rm = str(r["config.rm.name"].iloc[0]) if "config.rm.name" in r else "?"
@@ -104,7 +148,7 @@ def overoptimization_curves(df: pd.DataFrame, kind: str) -> pd.DataFrame:
         g_gain = r[f"{kind}/gold_gain"].to_numpy(float) if f"{kind}/gold_gain" in r else g - g[0]
         p_gain = r[f"{kind}/proxy_gain"].to_numpy(float) if f"{kind}/proxy_gain" in r else p - p[0]
         out.append(pd.DataFrame({"run_id": run_id, "run_name": r["run_name"].to_numpy(), "group": r["_sweep"].iloc[0], "rm": rm,
-                                 "n_params": sizes.get(rm, np.nan), "x": r[x].to_numpy(float),
+                                 "n_params": sizes.get(run_id, np.nan), "x": r[x].to_numpy(float),
                                  "sqrt_kl": r[d].to_numpy(float), "proxy_gain": p_gain, "gold_gain": g_gain,
                                  "gold": g, "proxy": p}))
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame()

@@ -186,3 +186,43 @@ def test_a_gold_fit_with_beta_below_zero_is_reported_not_drawn(tmp_path, synthet
     assert dashed[0].get_ydata().max() < 0.2 * 0.2 / (4 * 0.1) * 1.01  # it peaks, at α²/4β
     footer = next(t for t in fig.texts if t.get_gid() == "footer").get_text().replace("\n", " ")
     assert "β ≤ 0" in footer and "rising" in footer and "peaked" not in footer.split("β ≤ 0")[1]
+
+
+def _bon_run(root, synthetic, name: str, rm: dict, summary: dict) -> None:
+    """A best-of-n run against the proxy spec `rm` (no RM job beside it)."""
+    config = synthetic._config("sizes", "bon", "tiny-s")
+    config["rm"] = rm
+    synthetic.write_run(root / name, config, synthetic.bon_records(1e6), summary, name)
+
+
+def test_colour_order_follows_size_even_where_no_run_counted_it(tmp_path, synthetic, repo_root):
+    """No RM job and no rm.n_params: tiny specs are ordered by their shape (from conf/model), hub
+    names by the size they spell, never alphabetically (which puts tiny-l before tiny-xs)."""
+    import yaml
+
+    from rlhf_scaling.analysis.runs import load_local_runs
+
+    for name in ("tiny-l", "tiny-m", "tiny-s", "tiny-xs"):
+        spec = yaml.safe_load((repo_root / "conf" / "model" / f"{name}.yaml").read_text())
+        _bon_run(tmp_path / "tiny", synthetic, name, {**spec, "n_params": None}, {})
+    order = list(figures._size_order(load_local_runs(tmp_path / "tiny"), ["tiny-l", "tiny-m", "tiny-s", "tiny-xs"]))
+    assert order == ["tiny-xs", "tiny-s", "tiny-m", "tiny-l"]
+    for name in ("rm-1.4b", "rm-70m", "rm-410m"):
+        _bon_run(tmp_path / "hub", synthetic, name, {"name": name, "source": "pretrained", "n_params": None}, {})
+    order = list(figures._size_order(load_local_runs(tmp_path / "hub"), ["rm-1.4b", "rm-70m", "rm-410m"]))
+    assert order == ["rm-70m", "rm-410m", "rm-1.4b"]
+
+
+def test_a_runs_own_record_of_its_proxy_size_feeds_the_coefficient_figure(tmp_path, synthetic):
+    """Best-of-n runs that record their proxy's rm/n_params, with no RM job in the folder: Gao's
+    α/β-vs-size figure is drawn from them alone, at the sizes they recorded, even where the proxies
+    share a name (three local model directories, all `model@rm=local`)."""
+    from rlhf_scaling.analysis.runs import load_local_runs
+
+    for name, n_params in (("a", 1e5), ("b", 1e6), ("c", 1e7)):
+        _bon_run(tmp_path, synthetic, name, {"name": "local", "source": "pretrained", "name_or_path": f"/models/{name}",
+                                             "n_params": None}, {"rm/n_params": n_params})
+    df = load_local_runs(tmp_path)
+    coef = figures.fitted_coefficients(df).set_index("run_id")
+    assert coef["n_params"].to_dict() == {"a": 1e5, "b": 1e6, "c": 1e7}
+    assert figures.fig_coefficients(df, "x") is not None
