@@ -30,7 +30,7 @@ import sys
 import textwrap
 import warnings
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import matplotlib
 
@@ -120,6 +120,40 @@ def _size_order(df: pd.DataFrame, names) -> Dict[str, tuple]:
     order = sorted(set(names), key=lambda n: (guess.get(n, math.inf), n))
     colours = plt.get_cmap(SIZE_CMAP)(np.linspace(0.05, 0.85, max(len(order), 1)))
     return {n: (colours[i], f"{n} ({_human(sizes[n])})" if n in sizes else n) for i, n in enumerate(order)}
+
+
+def run_styles(df: pd.DataFrame, run_ids, kind: str) -> Tuple[Dict[str, tuple], Dict[str, tuple]]:
+    """Colour and legend label per run of a `kind` ("bon" | "ppo") figure, by what was swept: the
+    settings of the runs' recipe (runs.RM_RECIPE and the kind's own section) that vary across
+    them, seeds left out, so runs that differ only in seed share a colour and a legend entry.
+    Returns (run_id -> (colour, label), label -> (colour, label)) in size order (the second for
+    _legend_once). Where only the RM varies, the RM-size colour map of _size_order."""
+    runs = per_run(df)
+    runs = runs[runs["run_id"].isin(set(run_ids))]
+    recipe = [c for c in runs.columns if c.startswith(RM_RECIPE + (f"config.{kind}.",)) or c in RM_RECIPE_KEYS]
+    varied = varying_config(runs[recipe], seeds=False)
+    if "config.rm.name" in varied:  # the RM first: it orders the colours by size
+        varied = ["config.rm.name"] + [c for c in varied if c != "config.rm.name"]
+    shown = named_once(runs, varied)
+    if shown in ([], ["config.rm.name"]):
+        names = runs["config.rm.name"].astype(str) if "config.rm.name" in runs else pd.Series("?", index=runs.index)
+        by_rm = _size_order(df, names)
+        return {r: by_rm[n] for r, n in zip(runs["run_id"], names)}, {v[1]: v for v in by_rm.values()}
+    sizes, guess = rm_sizes(df), {**estimated_sizes(df), **rm_sizes(df)}
+    keys = as_text(runs[shown])
+    labels = {r: _group_label(tuple(k), shown, runs, sizes) for r, k in zip(runs["run_id"], keys.itertuples(index=False))}
+    first = {label: tuple(k) for label, k in zip(labels.values(), keys.itertuples(index=False))}
+
+    def order(label):
+        key = first[label]
+        return (guess.get(key[0], math.inf) if shown[0] == "config.rm.name" else 0.0,
+                tuple((0, float(v), "") if _is_number(v) else (1, 0.0, str(v)) for v in key))
+
+    ordered = sorted(first, key=order)
+    colours = (plt.get_cmap("tab10").colors if len(ordered) <= 10
+               else plt.get_cmap(SIZE_CMAP)(np.linspace(0.05, 0.85, len(ordered))))
+    style = {label: (colours[i], label) for i, label in enumerate(ordered)}
+    return {r: style[label] for r, label in labels.items()}, style
 
 
 def _human(n: float) -> str:
@@ -259,11 +293,11 @@ def fig_overoptimization(df: pd.DataFrame, source: str, kind: str):
     if curves.empty:
         return None
     form = FORM_OF[kind]
-    style = _size_order(df, curves["rm"])
+    by_run, style = run_styles(df, curves["run_id"].unique(), kind)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     no_peak = []  # runs whose gold fit has β <= 0: it never turns down, so it has no peak
     for run_id, c in curves.groupby("run_id", sort=True):
-        colour, label = style[c["rm"].iloc[0]]
+        colour, label = by_run[run_id]
         d = c["sqrt_kl"].to_numpy()
         grid = np.linspace(0.0, max(np.nanmax(d), 1e-3), 200)
         for ax, target in zip(axes, ("gold_gain", "proxy_gain")):
@@ -282,7 +316,8 @@ def fig_overoptimization(df: pd.DataFrame, source: str, kind: str):
         ax.set_xlabel("sqrt(KL(π ‖ π_init))  [nats^½]")
         ax.set_ylabel(f"{target} reward gain")
         ax.set_title(f"{method}: {target} reward")
-    _legend_once(axes[0], style, title="proxy RM", markerscale=1 if kind == "bon" else 3)
+    _legend_once(axes[0], style, title="proxy RM" if len(style) == len(set(curves["rm"])) else None,
+                 markerscale=1 if kind == "bon" else 3)
     equation = "d(α − βd)" if form == "bon" else "d(α − β log d)"
     note = f"dashed: least-squares fit R(d) = {equation} (Gao et al. 2022)"
     if no_peak:
@@ -379,7 +414,8 @@ def rm_grouping(runs: pd.DataFrame, against: str) -> List[str]:
 
 # Short names of settings often varied, for legends.
 SHORT_KEYS = {"config.data.responses_per_prompt": "K", "config.rm_train.loss": "loss",
-              "config.data.comparison_budget": "budget", "config.rm_train.epochs": "epochs"}
+              "config.data.comparison_budget": "budget", "config.rm_train.epochs": "epochs",
+              "config.ppo.samples_per_prompt": "samples_per_prompt", "config.bon.n_max": "n_max"}
 
 
 def _group_label(keys: tuple, columns: List[str], runs: pd.DataFrame, sizes: Dict[str, float]) -> str:
@@ -539,15 +575,15 @@ def fig_samples_per_prompt(df: pd.DataFrame, source: str):
     axes = dict(zip(panels, axes[0]))
     n_runs = 0
     if "bon" in axes:
-        style = _size_order(df, bon["rm"])
+        by_run, style = run_styles(df, bon["run_id"].unique(), "bon")
         for run_id, c in bon.groupby("run_id", sort=True):
-            colour, label = style[c["rm"].iloc[0]]
+            colour, label = by_run[run_id]
             axes["bon"].plot(c["x"], c["gold"], "o-", color=colour, label=label)
         axes["bon"].set_xscale("log", base=2)
         axes["bon"].set_xlabel("best-of-n: samples per prompt n (≤ bon.n_max)")
         axes["bon"].set_ylabel("gold reward")
         axes["bon"].set_title("best-of-n gold vs n")
-        _legend_once(axes["bon"], style, title="proxy RM")
+        _legend_once(axes["bon"], style, title="proxy RM" if len(style) == len(set(bon["rm"])) else None)
         n_runs += bon["run_id"].nunique()
     if "ppo" in axes:
         ax = axes["ppo"]
@@ -619,19 +655,19 @@ def fig_ppo_training(df: pd.DataFrame, source: str):
         return None
     rm = rows["config.rm.name"].astype(str) if "config.rm.name" in rows else pd.Series("?", index=rows.index)
     rows = rows.assign(rm=rm)
-    style = _size_order(df, rows["rm"])
+    by_run, style = run_styles(df, rows["run_id"].unique(), "ppo")
     keys = [(k, t) for k, t in (("ppo/proxy", "proxy reward"), ("ppo/gold", "gold reward"),
                                 ("ppo/kl", "KL(π ‖ π_init)  [nats/sequence]")) if k in rows]
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.4), squeeze=False)
     for run_id, r in rows.groupby("run_id", sort=True):
         r = r.sort_values("ppo/step")
-        colour, label = style[r["rm"].iloc[0]]
+        colour, label = by_run[run_id]
         for ax, (key, _) in zip(axes[0], keys):
             ax.plot(r["ppo/step"], r[key], "-", lw=1.1, color=colour, label=label)
     for ax, (_, title) in zip(axes[0], keys):
         ax.set_title(title)
         ax.set_xlabel("PPO iteration")
-    _legend_once(axes[0][0], style, title="proxy RM")
+    _legend_once(axes[0][0], style, title="proxy RM" if len(style) == len(set(rows["rm"])) else None)
     _footer(fig, source, rows["run_id"].nunique())
     return fig
 

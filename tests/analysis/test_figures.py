@@ -226,3 +226,18 @@ def test_a_runs_own_record_of_its_proxy_size_feeds_the_coefficient_figure(tmp_pa
     coef = figures.fitted_coefficients(df).set_index("run_id")
     assert coef["n_params"].to_dict() == {"a": 1e5, "b": 1e6, "c": 1e7}
     assert figures.fig_coefficients(df, "x") is not None
+
+
+def test_curves_are_coloured_and_labelled_by_what_was_swept(runs_df):
+    """The diversity sweep's best-of-n runs share one RM and differ in K: each K is its own colour
+    and legend entry (not one colour per RM), in the order of K; runs differing only in seed share one."""
+    diversity = runs_df[runs_df["group"] == "diversity"]
+    fig = figures.fig_overoptimization(diversity, "x", "bon")
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels == [f"K={k}" for k in (2, 3, 4, 6)]
+    colours = {tuple(line.get_color()) if not isinstance(line.get_color(), str) else line.get_color()
+               for line in fig.axes[0].lines if line.get_linestyle() == "None"}
+    assert len(colours) == 4
+    by_run, style = figures.run_styles(runs_df, diversity["run_id"].unique(), "bon")
+    reseeded = runs_df.assign(**{"config.bon.seed": runs_df["run_id"].map(lambda r: hash(r) % 7)})
+    assert figures.run_styles(reseeded, diversity["run_id"].unique(), "bon")[0] == by_run
