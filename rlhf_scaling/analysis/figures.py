@@ -222,20 +222,45 @@ def fitted_coefficients(df: pd.DataFrame) -> pd.DataFrame:
                                        "beta_proxy", "turns_down"])
 
 
+def seed_bootstrap_slope(n_params: np.ndarray, values: np.ndarray, n_boot: int = 1000, seed: int = 0,
+                         level: float = 0.95) -> tuple:
+    """Percentile bootstrap interval of the log-linear slope over seeds: the runs at each size
+    (its seeds, the independent replicates) are resampled with replacement within that size, the
+    slope refitted, n_boot times. (nan, nan) unless every size has >= 2 runs (one seed: no interval).
+    n_params, values: shape (R,), one entry per run."""
+    sizes = np.unique(n_params)
+    at = [np.flatnonzero(n_params == n) for n in sizes]
+    if len(sizes) < 2 or min(len(i) for i in at) < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    slopes = []
+    for _ in range(n_boot):
+        pick = np.concatenate([rng.choice(i, size=len(i), replace=True) for i in at])
+        slopes.append(fit_log_linear(n_params[pick], values[pick])[0])
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(slopes, [tail, 1.0 - tail])
+    return float(low), float(high)
+
+
 def coefficient_scaling(coef: pd.DataFrame) -> pd.DataFrame:
     """Gao Fig. 3: per (group, kind, coefficient) the log-linear fit coefficient ≈ slope·ln N +
     intercept over RM sizes N, within one study/sweep (runs of different sweeps differ in more than
-    N). (group, kind) pairs with fewer than 2 distinct known sizes are left out."""
+    N), with the slope's 95% bootstrap interval over seeds (slope_low, slope_high:
+    seed_bootstrap_slope; NaN with one seed per size). (group, kind) pairs with fewer than 2
+    distinct known sizes are left out."""
     rows = []
     known = coef.dropna(subset=["n_params"]) if not coef.empty else coef
     for (group, kind), c in (known.groupby(["group", "kind"], sort=True) if not known.empty else []):
         if c["n_params"].nunique() < 2:
             continue
         for name in ("alpha", "beta"):
-            slope, intercept = fit_log_linear(c["n_params"].to_numpy(float), c[name].to_numpy(float))
+            n, v = c["n_params"].to_numpy(float), c[name].to_numpy(float)
+            slope, intercept = fit_log_linear(n, v)
+            low, high = seed_bootstrap_slope(n, v)
             rows.append({"group": group, "kind": kind, "coefficient": name, "slope": slope,
-                         "intercept": intercept, "n_runs": len(c)})
-    return pd.DataFrame(rows, columns=["group", "kind", "coefficient", "slope", "intercept", "n_runs"])
+                         "intercept": intercept, "n_runs": len(c), "slope_low": low, "slope_high": high})
+    return pd.DataFrame(rows, columns=["group", "kind", "coefficient", "slope", "intercept", "n_runs", "slope_low",
+                                       "slope_high"])
 
 
 def _sweep_group(runs: pd.DataFrame) -> pd.Series:
@@ -346,8 +371,10 @@ def fig_coefficients(df: pd.DataFrame, source: str):
             ax.plot(c["n_params"], c[name], marker, color=colour, label=method)
             slope, intercept = fit["slope"].iloc[0], fit["intercept"].iloc[0]
             n = np.geomspace(c["n_params"].min(), c["n_params"].max(), 50)
+            low, high = fit["slope_low"].iloc[0], fit["slope_high"].iloc[0]
+            interval = f", slope 95% [{low:+.3f}, {high:+.3f}] over seeds" if np.isfinite(low) else ", one seed per size"
             ax.plot(n, slope * np.log(n) + intercept, FIT_LINESTYLE, lw=1, color=colour,
-                    label=f"{method} fit: {slope:+.3f}·ln N {intercept:+.3f}")
+                    label=f"{method} fit: {slope:+.3f}·ln N {intercept:+.3f}{interval}")
         ax.set_xscale("log")
         ax.set_xlabel("proxy RM parameters N")
         ax.set_ylabel(f"{name} (gold)")

@@ -241,3 +241,35 @@ def test_curves_are_coloured_and_labelled_by_what_was_swept(runs_df):
     by_run, style = figures.run_styles(runs_df, diversity["run_id"].unique(), "bon")
     reseeded = runs_df.assign(**{"config.bon.seed": runs_df["run_id"].map(lambda r: hash(r) % 7)})
     assert figures.run_styles(reseeded, diversity["run_id"].unique(), "bon")[0] == by_run
+
+
+def test_the_slope_of_alpha_vs_size_comes_with_a_bootstrap_interval_over_seeds(tmp_path, synthetic):
+    """Three seeds per RM size, each seed's α off the true log-linear law by a known spread: the
+    slope's 95% interval over seeds holds the true slope and is as narrow as that spread allows;
+    with one seed per size there is no interval (NaN), and the figure's legend says so."""
+    import numpy as np
+
+    from rlhf_scaling.analysis.runs import load_local_runs
+
+    rng = np.random.default_rng(0)
+    for rm, n_params in synthetic.RM_SIZES.items():
+        for seed in range(3):
+            shift = rng.normal(0, 0.01)
+            records = [{**r, "bon/gold_gain": r["bon/gold_gain"] + shift * r["bon/sqrt_kl"]}
+                       for r in synthetic.bon_records(n_params)]  # α + shift, β unchanged
+            config = synthetic._config("seeds", "bon", rm, seed=seed)
+            config["bon"]["seed"] = seed
+            synthetic.write_run(tmp_path / f"{rm}_{seed}", config, records, {}, f"{rm}{seed}")
+    df = load_local_runs(tmp_path)
+    scaling = figures.coefficient_scaling(figures.fitted_coefficients(df)).set_index("coefficient")
+    intercept, slope = synthetic.LAWS[("bon", "alpha")]
+    alpha = scaling.loc["alpha"]
+    assert alpha["slope_low"] < slope < alpha["slope_high"]
+    assert alpha["slope_high"] - alpha["slope_low"] < 0.01  # 0.01 spread over ln N spanning 4.6
+    beta = scaling.loc["beta"]
+    assert beta["slope_low"] == pytest.approx(beta["slope_high"], abs=1e-9)  # β had no seed noise
+    one = df[df["run_id"].str.endswith("_0")]
+    single = figures.coefficient_scaling(figures.fitted_coefficients(one))
+    assert single["slope_low"].isna().all() and single["slope_high"].isna().all()
+    legend = [t.get_text() for t in figures.fig_coefficients(one, "x").axes[0].get_legend().get_texts()]
+    assert any("one seed per size" in label for label in legend)
