@@ -44,7 +44,7 @@ from rlhf_scaling.analysis.runs import (RM_RECIPE, RM_RECIPE_KEYS, as_text, load
                                         load_wandb_runs, named_once, per_run, varying_config, with_rm_facts)
 from rlhf_scaling.analysis.style import FIT_LINESTYLE, SIZE_CMAP, figure_style  # noqa: E402
 from rlhf_scaling.curves import (PowerLaw, bon_form, fit_log_linear, fit_overoptimization,  # noqa: E402
-                                 fit_power_law_select, mean_interval, rl_form)
+                                 fit_power_law, fit_power_law_select, mean_interval, rl_form)
 
 FORM_OF = {"bon": "bon", "ppo": "rl"}  # which Gao form each optimisation method follows
 FORM_FN = {"bon": bon_form, "rl": rl_form}
@@ -471,8 +471,8 @@ def _is_number(value) -> bool:
 def rm_points(runs: pd.DataFrame, against: str) -> pd.DataFrame:
     """Figure (c)'s points on one panel: per (group, x) the mean held-out accuracy over the runs
     there (seeds) with its 95% t-interval (curves.mean_interval), and the mean loss. Columns: group
-    (label), x, n_runs, accuracy, low, high, loss, plus the grouping columns. RMs without a known x
-    are left out."""
+    (label), x, n_runs, accuracy, low, high, loss, accuracies (each seed's), plus the grouping
+    columns. RMs without a known x are left out."""
     x_col = RM_AXES[against][0]
     columns = rm_grouping(runs, against)
     runs = runs.dropna(subset=[x_col])
@@ -487,7 +487,8 @@ def rm_points(runs: pd.DataFrame, against: str) -> pd.DataFrame:
         for x, at in r.groupby(x_col, sort=True):
             mean, low, high = mean_interval(at[RM_ACCURACY].to_numpy(float))
             rows.append({"group": label, "x": float(x), "n_runs": len(at), "accuracy": mean, "low": low, "high": high,
-                         "loss": float(at[RM_LOSS].astype(float).mean()), **dict(zip(columns, key)),
+                         "loss": float(at[RM_LOSS].astype(float).mean()),
+                         "accuracies": tuple(at[RM_ACCURACY].astype(float)), **dict(zip(columns, key)),
                          "_size": float(r["n_params"].min()), "_key": key})
     points = pd.DataFrame(rows)
     # Lines in RM-size order, then by their settings (numbers as numbers): the colour order.
@@ -528,14 +529,45 @@ def rm_scaling_fits(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=RM_FIT_COLUMNS)
 
 
-def _draw_error_fit(ax, fits: pd.DataFrame, against: str, group, x: np.ndarray, colour) -> None:
-    """The fitted error law of one group drawn as accuracy = 1 − error over the group's x range."""
-    row = fits[(fits["against"] == against) & (fits["group"] == group) & (fits["metric"] == "error")]
-    if row.empty:
-        return
+def error_fit_band(fits: pd.DataFrame, against: str, p: pd.DataFrame, grid: np.ndarray, n_boot: int = 200,
+                   seed: int = 0) -> Optional[tuple]:
+    """The fitted error law of one line of figure (c) as accuracy on `grid`, with its 95% band by a
+    bootstrap over seeds: each point's seeds (p["accuracies"]) resampled with replacement, the
+    mean's error refitted with the same form (floor or not), n_boot times. (fit, low, high) arrays
+    of shape grid.shape, or None where there is no fit or no interval (a point with one seed)."""
+    row = fits[(fits["against"] == against) & (fits["group"] == p["group"].iloc[0]) & (fits["metric"] == "error")]
+    if row.empty or p["n_runs"].min() < 2:
+        return None
     law = PowerLaw(*(float(v) for v in row.iloc[0][["a", "b", "c"]]))
+    floor, x = bool(row.iloc[0]["floor"]), p["x"].to_numpy(float)
+    rng = np.random.default_rng(seed)
+    curves = []
+    for _ in range(n_boot):
+        err = np.array([1.0 - rng.choice(v, size=len(v), replace=True).mean() for v in p["accuracies"]])
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", OptimizeWarning)
+                curves.append(1.0 - fit_power_law(x, err, floor=floor).predict(grid))
+        except (ValueError, RuntimeError):  # a resample the law cannot fit (y <= 0, no convergence)
+            continue
+    if len(curves) < n_boot // 2:
+        return None
+    low, high = np.quantile(np.array(curves), [0.025, 0.975], axis=0)
+    return 1.0 - law.predict(grid), low, high
+
+
+def _draw_error_fit(ax, fits: pd.DataFrame, against: str, p: pd.DataFrame, colour) -> bool:
+    """The fitted error law of one line drawn as accuracy = 1 − error over its x range, with its
+    seed-bootstrap band; only with the band (a fit without an interval is not drawn). Drawn or not."""
+    x = p["x"].to_numpy(float)
     grid = np.geomspace(x.min(), x.max(), 50)
-    ax.plot(grid, 1.0 - law.predict(grid), linestyle=FIT_LINESTYLE, color=colour, lw=1.0)
+    band = error_fit_band(fits, against, p, grid)
+    if band is None:
+        return False
+    fit, low, high = band
+    ax.fill_between(grid, low, high, color=colour, alpha=0.15, lw=0)
+    ax.plot(grid, fit, linestyle=FIT_LINESTYLE, color=colour, lw=1.0)
+    return True
 
 
 def fig_rm_accuracy(df: pd.DataFrame, source: str):
@@ -552,6 +584,7 @@ def fig_rm_accuracy(df: pd.DataFrame, source: str):
     if not panels:
         return None
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), squeeze=False)
+    drawn_fits = undrawn_fits = 0
     for ax, (against, points) in zip(axes[0], panels):
         groups = list(dict.fromkeys(points["group"]))
         colours = plt.get_cmap(SIZE_CMAP)(np.linspace(0.05, 0.85, max(len(groups), 1)))
@@ -562,7 +595,10 @@ def fig_rm_accuracy(df: pd.DataFrame, source: str):
             spread = np.vstack([p["accuracy"] - low, high - p["accuracy"]])
             ax.errorbar(p["x"], p["accuracy"], yerr=np.where(np.isfinite(spread), spread, 0.0), fmt="o-", lw=0.8,
                         capsize=2.5, color=colour, label=group)
-            _draw_error_fit(ax, fits, against, group, p["x"].to_numpy(float), colour)
+            if _draw_error_fit(ax, fits, against, p, colour):
+                drawn_fits += 1
+            elif ((fits["against"] == against) & (fits["group"] == group) & (fits["metric"] == "error")).any():
+                undrawn_fits += 1
         ax.set_xlabel("comparisons the RM trained on (rm/train_comparisons)" if against == "comparisons"
                       else "proxy RM parameters N")
         ax.set_title("RM accuracy vs comparisons" if against == "comparisons" else "RM accuracy vs RM size")
@@ -576,8 +612,10 @@ def fig_rm_accuracy(df: pd.DataFrame, source: str):
     unknown = int(runs["comparisons"].isna().sum())
     if unknown:
         note += f"; {unknown} RM(s) without a recorded comparison count left off the left panel"
-    if not fits[fits["metric"] == "error"].empty:
-        note += "; dashed: power law of the error (+ floor where AICc prefers it)"
+    if drawn_fits:
+        note += "; dashed: power law of the error (+ floor where AICc prefers it), band: its 95% seed bootstrap"
+    if undrawn_fits:
+        note += f"; {undrawn_fits} power law(s) not drawn: no interval (a point with one seed; rm_scaling_fits has them)"
     _footer(fig, source, len(runs), note)
     return fig
 

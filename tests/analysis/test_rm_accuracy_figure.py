@@ -131,3 +131,37 @@ def test_a_panel_without_points_is_left_out(tmp_path, synthetic):
     # neither: no figure
     write_rm(tmp_path / "c", synthetic, "one", task="jsonl", budget=6144, logged=None)
     assert figures.fig_rm_accuracy(load(tmp_path / "c"), "c") is None
+
+
+def test_a_power_law_is_drawn_only_with_its_seed_interval(tmp_path, synthetic):
+    """Error 0.8·D^(−0.3) over four budgets D, three seeds each (±0.005): the dashed law is drawn
+    with its 95% seed-bootstrap band, which holds the true curve. With one seed per budget the law
+    is still fitted (rm_scaling_fits) but not drawn, and the footer says why."""
+    from matplotlib.collections import PolyCollection
+
+    rng = np.random.default_rng(1)
+    budgets = [768, 1536, 3072, 6144]
+    for budget in budgets:
+        for seed in range(3):
+            accuracy = 1 - 0.8 * budget ** -0.3 + rng.normal(0, 0.005)
+            write_rm(tmp_path / "seeds", synthetic, f"{budget}_{seed}", task="synthetic", budget=budget, logged=budget,
+                     n_params=25505, accuracy=accuracy)
+    runs = figures.rm_runs(load(tmp_path / "seeds"))
+    fits = figures.rm_scaling_fits(load(tmp_path / "seeds"))
+    points = figures.rm_points(runs, "comparisons")
+    grid = np.geomspace(768, 6144, 50)
+    fit, low, high = figures.error_fit_band(fits, "comparisons", points, grid)
+    truth = 1 - 0.8 * grid ** -0.3
+    assert np.all(low <= fit) and np.all(fit <= high) and np.mean((low <= truth) & (truth <= high)) > 0.9
+    fig = figures.fig_rm_accuracy(load(tmp_path / "seeds"), "seeds")
+    left = fig.axes[0]
+    assert [line.get_linestyle() for line in left.lines].count("--") == 1
+    assert any(isinstance(c, PolyCollection) for c in left.collections)
+    assert "band: its 95% seed bootstrap" in fig.texts[-1].get_text().replace("\n", " ")
+    # one seed per budget: fitted, not drawn
+    one = load(tmp_path / "seeds")
+    one = one[one["run_name"].str.endswith("_0")]
+    assert not figures.rm_scaling_fits(one).empty
+    fig = figures.fig_rm_accuracy(one, "one")
+    assert [line.get_linestyle() for line in fig.axes[0].lines].count("--") == 0
+    assert "power law(s) not drawn: no interval" in fig.texts[-1].get_text().replace("\n", " ")
