@@ -44,6 +44,8 @@ for against in RM_AXES:
 # Power laws behind the dashed lines: held-out error (1 − accuracy) and loss against comparisons
 # and against RM parameters, one per line of the figure, y = a·x^(−b) + c, with the
 # floor c only where AICc prefers it (`curves.fit_power_law_select`); 3 or more points per fit.
+# The figure draws a law only with its 95% seed-bootstrap band (`figures.error_fit_band`), so a
+# law listed here for a line with one seed at some point is not drawn.
 
 # %%
 _common.show_table("RM error and loss power laws", rm_scaling_fits(df))
