@@ -43,7 +43,7 @@ from scipy.optimize import OptimizeWarning  # noqa: E402
 from rlhf_scaling.analysis.runs import (RM_RECIPE, RM_RECIPE_KEYS, as_text, load_local_runs,  # noqa: E402
                                         load_wandb_runs, named_once, per_run, varying_config, with_rm_facts)
 from rlhf_scaling.analysis.style import FIT_LINESTYLE, SIZE_CMAP, figure_style  # noqa: E402
-from rlhf_scaling.curves import (PowerLaw, bon_form, fit_log_linear, fit_overoptimization,  # noqa: E402
+from rlhf_scaling.curves import (PowerLaw, bon_form, bootstrap_ci, fit_log_linear, fit_overoptimization,  # noqa: E402
                                  fit_power_law, fit_power_law_select, mean_interval, rl_form)
 
 FORM_OF = {"bon": "bon", "ppo": "rl"}  # which Gao form each optimisation method follows
@@ -220,6 +220,30 @@ def fitted_coefficients(df: pd.DataFrame) -> pd.DataFrame:
                          "alpha_proxy": proxy[0], "beta_proxy": proxy[1], "turns_down": turns_down(gold[1])})
     return pd.DataFrame(rows, columns=["kind", "run_id", "group", "rm", "n_params", "alpha", "beta", "alpha_proxy",
                                        "beta_proxy", "turns_down"])
+
+
+def coefficient_intervals(df: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
+    """Gao α, β per setting with a 95% bootstrap interval over seeds: the runs of fitted_coefficients
+    grouped by (kind, sweep group, setting), the setting being the legend label of run_styles (the
+    swept settings, seeds left out). Columns: kind, group, setting, n_seeds, alpha, alpha_low,
+    alpha_high, beta, beta_low, beta_high, turns_down (β > 0 in every seed). Intervals are NaN with
+    one seed; with 2-3 seeds a percentile bootstrap has few distinct resamples (coarse, too narrow)."""
+    coef = fitted_coefficients(df)
+    columns = ["kind", "group", "setting", "n_seeds", "alpha", "alpha_low", "alpha_high", "beta", "beta_low",
+               "beta_high", "turns_down"]
+    rows = []
+    for kind, c in (coef.groupby("kind", sort=True) if not coef.empty else []):
+        by_run = run_styles(df, c["run_id"].unique(), kind)[0]
+        c = c.assign(setting=c["run_id"].map(lambda r: by_run[r][1]))
+        for (group, setting), g in c.groupby(["group", "setting"], sort=False):
+            row = {"kind": kind, "group": group, "setting": setting, "n_seeds": len(g),
+                   "turns_down": bool(g["turns_down"].all())}
+            for name in ("alpha", "beta"):
+                values = g[name].to_numpy(float)
+                low, high = bootstrap_ci(np.mean, values, n_boot=n_boot) if len(values) > 1 else (np.nan, np.nan)
+                row.update({name: float(values.mean()), f"{name}_low": low, f"{name}_high": high})
+            rows.append(row)
+    return pd.DataFrame(rows, columns=columns)
 
 
 def seed_bootstrap_slope(n_params: np.ndarray, values: np.ndarray, n_boot: int = 1000, seed: int = 0,

@@ -15,8 +15,8 @@ from typing import List, Optional, Tuple
 
 import pandas as pd
 
-from rlhf_scaling.analysis.figures import (FIGURES, coefficient_scaling, fitted_coefficients, load_runs,
-                                           one_line_warnings, source_args, write_figures)
+from rlhf_scaling.analysis.figures import (FIGURES, coefficient_intervals, coefficient_scaling, fitted_coefficients,
+                                           load_runs, one_line_warnings, source_args, write_figures)
 from rlhf_scaling.analysis.runs import as_text, full_table, named_once, varying_config, with_rm_facts
 
 # Summary metrics printed per stage, where the runs have them (runs.csv keeps every metric). A
@@ -133,6 +133,10 @@ def write_report(runs_source: Optional[str], out_dir, *, wandb_path: Optional[st
              f"`runs.csv`. Settings that vary: {varied}.", ""]
     for stage, block in stage_blocks(table):
         lines += [f"## {stage}", "", _markdown(block), ""]
+    per_setting = coefficient_intervals(df)
+    if not per_setting.empty:
+        lines += ["## Gao α, β per setting (mean over seeds, 95% bootstrap interval over seeds; "
+                  "turns_down False: β ≤ 0, no peak)", "", _markdown(per_setting), ""]
     if not scaling.empty:
         lines += ["## Overoptimization coefficients vs RM size (coefficient ≈ slope·ln N + intercept)", "",
                   _markdown(scaling), ""]

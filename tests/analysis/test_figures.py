@@ -100,6 +100,7 @@ def test_report_writes_table_csv_and_markdown(runs_root, tmp_path, capsys, synth
     text = path.read_text()
     assert "![overoptimization_bon](figures/overoptimization_bon.png)" in text
     assert "## rm\n\n| run_id | status |" in text and "coefficient ≈ slope·ln N" in text
+    assert "## Gao α, β per setting (mean over seeds" in text
     csv = (tmp_path / "runs.csv").read_text().splitlines()
     assert len(csv) == 1 + synthetic.N_RUNS
     printed = capsys.readouterr().out
@@ -273,3 +274,26 @@ def test_the_slope_of_alpha_vs_size_comes_with_a_bootstrap_interval_over_seeds(t
     assert single["slope_low"].isna().all() and single["slope_high"].isna().all()
     legend = [t.get_text() for t in figures.fig_coefficients(one, "x").axes[0].get_legend().get_texts()]
     assert any("one seed per size" in label for label in legend)
+
+
+def test_alpha_and_beta_per_setting_come_with_an_interval_over_seeds(tmp_path, synthetic):
+    """Three seeds of each of two RMs, α shifted per seed by known amounts: one row per RM (seeds
+    pooled, not separate), the mean α of its seeds, an interval inside their range; one seed: NaN."""
+    from rlhf_scaling.analysis.runs import load_local_runs
+
+    shifts = {0: -0.02, 1: 0.0, 2: 0.02}
+    for rm in ("tiny-xs", "tiny-s"):
+        for seed, shift in shifts.items():
+            records = [{**r, "bon/gold_gain": r["bon/gold_gain"] + shift * r["bon/sqrt_kl"]}
+                       for r in synthetic.bon_records(synthetic.RM_SIZES[rm])]
+            config = synthetic._config("seeds", "bon", rm, seed=seed)
+            synthetic.write_run(tmp_path / f"{rm}_{seed}", config, records, {}, f"{rm}{seed}")
+    df = load_local_runs(tmp_path)
+    table = figures.coefficient_intervals(df).set_index("setting")
+    assert sorted(table.index) == ["tiny-s (1M)", "tiny-xs (100k)"] and set(table["n_seeds"]) == {3}
+    row = table.loc["tiny-s (1M)"]
+    alpha = synthetic.coefficient("bon", "alpha", 1e6)
+    assert row["alpha"] == pytest.approx(alpha)
+    assert alpha - 0.02 - 1e-9 <= row["alpha_low"] < alpha < row["alpha_high"] <= alpha + 0.02 + 1e-9
+    single = figures.coefficient_intervals(df[df["run_id"].str.endswith("_0")])
+    assert single["alpha_low"].isna().all() and set(single["n_seeds"]) == {1}
