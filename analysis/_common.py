@@ -103,18 +103,21 @@ def pick(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
 
 def with_peaks(coef: pd.DataFrame) -> pd.DataFrame:
     """fitted_coefficients plus where each fitted gold curve peaks (d*, R*) and returns to zero, in
-    sqrt(KL) units (curves.peak / zero_crossing with the kind's Gao form)."""
+    sqrt(KL) units (curves.peak / zero_crossing with the kind's Gao form); NaN where β <= 0
+    (turns_down False: the fit never turns down, so it has no peak, not an infinite one)."""
     forms = coef["kind"].map(figures.FORM_OF)
-    peaks = [peak(a, b, f) for a, b, f in zip(coef["alpha"], coef["beta"], forms)]
-    return coef.assign(peak_sqrt_kl=[p[0] for p in peaks], peak_gain=[p[1] for p in peaks],
-                       zero_sqrt_kl=[zero_crossing(a, b, f) for a, b, f in zip(coef["alpha"], coef["beta"], forms)])
+    peaks = [peak(a, b, f) if ok else (np.nan, np.nan)
+             for a, b, f, ok in zip(coef["alpha"], coef["beta"], forms, coef["turns_down"])]
+    zeros = [zero_crossing(a, b, f) if ok else np.nan
+             for a, b, f, ok in zip(coef["alpha"], coef["beta"], forms, coef["turns_down"])]
+    return coef.assign(peak_sqrt_kl=[p[0] for p in peaks], peak_gain=[p[1] for p in peaks], zero_sqrt_kl=zeros)
 
 
 def rm_accuracy_table(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per trained RM: RM, its parameters, comparison budget, held-out accuracy and loss
-    (figure (c)'s points, as figures.rm_runs selects them)."""
+    """One row per trained RM: RM, its parameters, comparison budget, the comparisons it trained on,
+    held-out accuracy and loss (figure (c)'s runs, as figures.rm_runs selects them)."""
     runs = figures.rm_runs(df)
     if runs.empty:
         return pd.DataFrame()
-    return pick(runs, ["run_id", "config.rm.name", "n_params", figures.RM_BUDGET, figures.RM_ACCURACY,
+    return pick(runs, ["run_id", "config.rm.name", "n_params", figures.RM_BUDGET, "comparisons", figures.RM_ACCURACY,
                        figures.RM_LOSS]).reset_index(drop=True)

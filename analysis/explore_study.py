@@ -22,7 +22,7 @@
 import _common
 
 from rlhf_scaling.analysis import figures
-from rlhf_scaling.analysis.report import shown_table
+from rlhf_scaling.analysis.report import stage_blocks
 from rlhf_scaling.analysis.runs import summary_table
 
 args = _common.parse_args("Walk through a study's run records.", default_out="figures/explore")
@@ -42,12 +42,14 @@ print(df.groupby("stage")["run_id"].nunique().rename("runs per stage").to_string
 # ## One row per run
 #
 # `summary_table` keeps the key config columns, those that vary, and every summary metric;
-# `shown_table` (the report's view) trims that to the headline metrics.
+# `stage_blocks` (the report's view) trims that to one narrow table per stage: the settings that
+# vary between its runs and its headline metrics.
 
 # %%
 table = summary_table(df)
 print(f"summary table: {table.shape[0]} runs x {table.shape[1]} columns")
-_common.show_table("runs (key config and metrics)", shown_table(table))
+for stage, block in stage_blocks(table):
+    _common.show_table(f"{stage} runs (varied settings and key metrics)", block)
 
 # %% [markdown]
 # ## Overoptimization per RM size

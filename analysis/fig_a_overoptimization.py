@@ -22,7 +22,9 @@ df, source = _common.load(args)
 
 # %% [markdown]
 # The fits behind the dashed lines: α, β of each run's gold gain (α_proxy, β_proxy of its proxy
-# gain), and where the fitted gold curve peaks and falls back to zero, in sqrt(KL) units.
+# gain), and where the fitted gold curve peaks and falls back to zero, in sqrt(KL) units. Where
+# β <= 0 (turns_down False) the fit never turns down: the Gao form does not hold, there is no peak
+# (NaN, not an infinite one), and the figure leaves that fit out and names the run in its footer.
 
 # %%
 coef = _common.with_peaks(fitted_coefficients(df)).sort_values(["kind", "group", "n_params", "run_id"])

@@ -237,3 +237,24 @@ def bootstrap_ci(statistic: Callable[[np.ndarray], float], units, n_boot: int = 
     tail = (1.0 - level) / 2.0
     low, high = np.quantile(stats, [tail, 1.0 - tail])
     return float(low), float(high)
+
+
+def mean_interval(values, level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high): the mean of independent replicates (one value per seed) and its Student-t
+    interval, mean ± t_{(1+level)/2, n−1} · s/√n with s the sample SD (ddof = 1).
+
+    values: shape (n,), NaN ignored. With one finite value the interval is undefined: (v, nan, nan);
+    with none, all nan. The t interval, not a bootstrap, because seeds are few (2–5): a bootstrap
+    over 3 values has only 10 distinct resamples and too narrow an interval.
+    """
+    from scipy import stats
+
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    mean = float(v.mean())
+    if v.size == 1:
+        return mean, float("nan"), float("nan")
+    half = float(stats.t.ppf((1.0 + level) / 2.0, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
+    return mean, mean - half, mean + half

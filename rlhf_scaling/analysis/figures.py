@@ -25,10 +25,12 @@ import argparse
 import contextlib
 import json
 import math
+import re
 import sys
+import textwrap
 import warnings
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import matplotlib
 
@@ -38,10 +40,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy.optimize import OptimizeWarning  # noqa: E402
 
-from rlhf_scaling.analysis.runs import load_local_runs, load_wandb_runs, per_run  # noqa: E402
+from rlhf_scaling.analysis.runs import (RM_RECIPE, RM_RECIPE_KEYS, as_text, load_local_runs,  # noqa: E402
+                                        load_wandb_runs, named_once, per_run, varying_config, with_rm_facts)
 from rlhf_scaling.analysis.style import FIT_LINESTYLE, SIZE_CMAP, figure_style  # noqa: E402
-from rlhf_scaling.curves import (PowerLaw, bon_form, fit_log_linear, fit_overoptimization,  # noqa: E402
-                                 fit_power_law_select, rl_form)
+from rlhf_scaling.curves import (PowerLaw, bon_form, bootstrap_ci, fit_log_linear, fit_overoptimization,  # noqa: E402
+                                 fit_power_law, fit_power_law_select, mean_interval, rl_form)
 
 FORM_OF = {"bon": "bon", "ppo": "rl"}  # which Gao form each optimisation method follows
 FORM_FN = {"bon": bon_form, "rl": rl_form}
@@ -68,12 +71,89 @@ def rm_sizes(df: pd.DataFrame) -> Dict[str, float]:
     return sizes
 
 
+def proxy_sizes(df: pd.DataFrame) -> Dict[str, float]:
+    """run_id -> parameter count of the proxy RM the run used: config rm.n_params where set (a
+    nominal size), else the run's own record (rm/n_params: an RM job's count, or a best-of-n / PPO
+    job's record of its proxy where it has one), else that of the RM job with the same RM recipe
+    (runs.with_rm_facts), else any run's count for the RM's name (rm_sizes)."""
+    if "config.rm.name" not in df:
+        return {}
+    runs = with_rm_facts(per_run(df))
+    size = pd.Series(np.nan, index=runs.index)
+    for col in ("config.rm.n_params", "summary.rm/n_params"):
+        if col in runs:
+            size = size.fillna(pd.to_numeric(runs[col], errors="coerce"))
+    size = size.fillna(runs["config.rm.name"].astype(str).map(rm_sizes(df)))
+    return dict(zip(runs["run_id"], size.astype(float)))
+
+
+_UNITS = {"k": 1e3, "m": 1e6, "b": 1e9}
+
+
+def estimated_sizes(df: pd.DataFrame) -> Dict[str, float]:
+    """RM name -> a size to ORDER by where none was counted: 12·n_layer·d_model² (the non-embedding
+    parameters of a transformer block stack) for tiny specs, else the size a hub name spells
+    ("pythia-410m" -> 4.1e8). Names with neither are left out."""
+    out: Dict[str, float] = {}
+    if "config.rm.name" not in df:
+        return out
+    runs = per_run(df).drop_duplicates("config.rm.name")
+    for row in runs.to_dict("records"):
+        name = str(row["config.rm.name"])
+        layers, width = row.get("config.rm.n_layer"), row.get("config.rm.d_model")
+        if row.get("config.rm.source", "tiny") == "tiny" and _is_number(layers) and _is_number(width):
+            out[name] = 12.0 * float(layers) * float(width) ** 2
+            continue
+        spelled = re.findall(r"(\d+(?:\.\d+)?)([kmb])(?![a-z])", name.lower())
+        if spelled:
+            number, unit = spelled[-1]
+            out[name] = float(number) * _UNITS[unit]
+    return out
+
+
 def _size_order(df: pd.DataFrame, names) -> Dict[str, tuple]:
-    """RM name -> (colour, label), ordered by size (unknown sizes last, by name)."""
+    """RM name -> (colour, label), ordered by size: counted sizes, else estimated ones
+    (estimated_sizes: so tiny-xs < tiny-s < tiny-m < tiny-l even where no run counted them), then
+    the rest by name. The label shows counted sizes only."""
     sizes = rm_sizes(df)
-    order = sorted(set(names), key=lambda n: (sizes.get(n, math.inf), n))
+    guess = {**estimated_sizes(df), **sizes}
+    order = sorted(set(names), key=lambda n: (guess.get(n, math.inf), n))
     colours = plt.get_cmap(SIZE_CMAP)(np.linspace(0.05, 0.85, max(len(order), 1)))
     return {n: (colours[i], f"{n} ({_human(sizes[n])})" if n in sizes else n) for i, n in enumerate(order)}
+
+
+def run_styles(df: pd.DataFrame, run_ids, kind: str) -> Tuple[Dict[str, tuple], Dict[str, tuple]]:
+    """Colour and legend label per run of a `kind` ("bon" | "ppo") figure, by what was swept: the
+    settings of the runs' recipe (runs.RM_RECIPE and the kind's own section) that vary across
+    them, seeds left out, so runs that differ only in seed share a colour and a legend entry.
+    Returns (run_id -> (colour, label), label -> (colour, label)) in size order (the second for
+    _legend_once). Where only the RM varies, the RM-size colour map of _size_order."""
+    runs = per_run(df)
+    runs = runs[runs["run_id"].isin(set(run_ids))]
+    recipe = [c for c in runs.columns if c.startswith(RM_RECIPE + (f"config.{kind}.",)) or c in RM_RECIPE_KEYS]
+    varied = varying_config(runs[recipe], seeds=False)
+    if "config.rm.name" in varied:  # the RM first: it orders the colours by size
+        varied = ["config.rm.name"] + [c for c in varied if c != "config.rm.name"]
+    shown = named_once(runs, varied)
+    if shown in ([], ["config.rm.name"]):
+        names = runs["config.rm.name"].astype(str) if "config.rm.name" in runs else pd.Series("?", index=runs.index)
+        by_rm = _size_order(df, names)
+        return {r: by_rm[n] for r, n in zip(runs["run_id"], names)}, {v[1]: v for v in by_rm.values()}
+    sizes, guess = rm_sizes(df), {**estimated_sizes(df), **rm_sizes(df)}
+    keys = as_text(runs[shown])
+    labels = {r: _group_label(tuple(k), shown, runs, sizes) for r, k in zip(runs["run_id"], keys.itertuples(index=False))}
+    first = {label: tuple(k) for label, k in zip(labels.values(), keys.itertuples(index=False))}
+
+    def order(label):
+        key = first[label]
+        return (guess.get(key[0], math.inf) if shown[0] == "config.rm.name" else 0.0,
+                tuple((0, float(v), "") if _is_number(v) else (1, 0.0, str(v)) for v in key))
+
+    ordered = sorted(first, key=order)
+    colours = (plt.get_cmap("tab10").colors if len(ordered) <= 10
+               else plt.get_cmap(SIZE_CMAP)(np.linspace(0.05, 0.85, len(ordered))))
+    style = {label: (colours[i], label) for i, label in enumerate(ordered)}
+    return {r: style[label] for r, label in labels.items()}, style
 
 
 def _human(n: float) -> str:
@@ -92,7 +172,7 @@ def overoptimization_curves(df: pd.DataFrame, kind: str) -> pd.DataFrame:
     rows = df.dropna(subset=[x, d, gold]).sort_values(["run_id", x], kind="stable")
     rows = rows.assign(_sweep=_sweep_group(rows))
     rows = rows.drop_duplicates(["run_id", x], keep="last")  # a resumed run re-logs a few iterations
-    sizes = rm_sizes(df)
+    sizes = proxy_sizes(df)
     out = []
     for run_id, r in rows.groupby("run_id", sort=True):
         rm = str(r["config.rm.name"].iloc[0]) if "config.rm.name" in r else "?"
@@ -102,7 +182,7 @@ def overoptimization_curves(df: pd.DataFrame, kind: str) -> pd.DataFrame:
         g_gain = r[f"{kind}/gold_gain"].to_numpy(float) if f"{kind}/gold_gain" in r else g - g[0]
         p_gain = r[f"{kind}/proxy_gain"].to_numpy(float) if f"{kind}/proxy_gain" in r else p - p[0]
         out.append(pd.DataFrame({"run_id": run_id, "run_name": r["run_name"].to_numpy(), "group": r["_sweep"].iloc[0], "rm": rm,
-                                 "n_params": sizes.get(rm, np.nan), "x": r[x].to_numpy(float),
+                                 "n_params": sizes.get(run_id, np.nan), "x": r[x].to_numpy(float),
                                  "sqrt_kl": r[d].to_numpy(float), "proxy_gain": p_gain, "gold_gain": g_gain,
                                  "gold": g, "proxy": p}))
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
@@ -117,9 +197,16 @@ def _fit(curve: pd.DataFrame, target: str, form: str) -> Optional[tuple]:
         return None
 
 
+def turns_down(beta: float) -> bool:
+    """Whether a fitted Gao gold curve has the form's shape: β > 0, so gold rises, peaks and falls.
+    β <= 0 breaks the form (curves.peak would say inf): report it as such, never as a peak."""
+    return bool(np.isfinite(beta) and beta > 0)
+
+
 def fitted_coefficients(df: pd.DataFrame) -> pd.DataFrame:
     """One row per (kind, run): kind, run_id, group, rm, n_params, alpha, beta (gold-gain fit of the
-    kind's Gao form), alpha_proxy, beta_proxy. Runs whose points cannot be fitted are left out."""
+    kind's Gao form), alpha_proxy, beta_proxy, turns_down (β > 0: the gold fit has a peak). Runs
+    whose points cannot be fitted are left out."""
     rows = []
     for kind, form in FORM_OF.items():
         curves = overoptimization_curves(df, kind)
@@ -130,25 +217,74 @@ def fitted_coefficients(df: pd.DataFrame) -> pd.DataFrame:
             proxy = _fit(c, "proxy_gain", form) or (np.nan, np.nan)
             rows.append({"kind": kind, "run_id": run_id, "group": c["group"].iloc[0], "rm": c["rm"].iloc[0],
                          "n_params": c["n_params"].iloc[0], "alpha": gold[0], "beta": gold[1],
-                         "alpha_proxy": proxy[0], "beta_proxy": proxy[1]})
+                         "alpha_proxy": proxy[0], "beta_proxy": proxy[1], "turns_down": turns_down(gold[1])})
     return pd.DataFrame(rows, columns=["kind", "run_id", "group", "rm", "n_params", "alpha", "beta", "alpha_proxy",
-                                       "beta_proxy"])
+                                       "beta_proxy", "turns_down"])
+
+
+def coefficient_intervals(df: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
+    """Gao α, β per setting with a 95% bootstrap interval over seeds: the runs of fitted_coefficients
+    grouped by (kind, sweep group, setting), the setting being the legend label of run_styles (the
+    swept settings, seeds left out). Columns: kind, group, setting, n_seeds, alpha, alpha_low,
+    alpha_high, beta, beta_low, beta_high, turns_down (β > 0 in every seed). Intervals are NaN with
+    one seed; with 2-3 seeds a percentile bootstrap has few distinct resamples (coarse, too narrow)."""
+    coef = fitted_coefficients(df)
+    columns = ["kind", "group", "setting", "n_seeds", "alpha", "alpha_low", "alpha_high", "beta", "beta_low",
+               "beta_high", "turns_down"]
+    rows = []
+    for kind, c in (coef.groupby("kind", sort=True) if not coef.empty else []):
+        by_run = run_styles(df, c["run_id"].unique(), kind)[0]
+        c = c.assign(setting=c["run_id"].map(lambda r: by_run[r][1]))
+        for (group, setting), g in c.groupby(["group", "setting"], sort=False):
+            row = {"kind": kind, "group": group, "setting": setting, "n_seeds": len(g),
+                   "turns_down": bool(g["turns_down"].all())}
+            for name in ("alpha", "beta"):
+                values = g[name].to_numpy(float)
+                low, high = bootstrap_ci(np.mean, values, n_boot=n_boot) if len(values) > 1 else (np.nan, np.nan)
+                row.update({name: float(values.mean()), f"{name}_low": low, f"{name}_high": high})
+            rows.append(row)
+    return pd.DataFrame(rows, columns=columns)
+
+
+def seed_bootstrap_slope(n_params: np.ndarray, values: np.ndarray, n_boot: int = 1000, seed: int = 0,
+                         level: float = 0.95) -> tuple:
+    """Percentile bootstrap interval of the log-linear slope over seeds: the runs at each size
+    (its seeds, the independent replicates) are resampled with replacement within that size, the
+    slope refitted, n_boot times. (nan, nan) unless every size has >= 2 runs (one seed: no interval).
+    n_params, values: shape (R,), one entry per run."""
+    sizes = np.unique(n_params)
+    at = [np.flatnonzero(n_params == n) for n in sizes]
+    if len(sizes) < 2 or min(len(i) for i in at) < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    slopes = []
+    for _ in range(n_boot):
+        pick = np.concatenate([rng.choice(i, size=len(i), replace=True) for i in at])
+        slopes.append(fit_log_linear(n_params[pick], values[pick])[0])
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(slopes, [tail, 1.0 - tail])
+    return float(low), float(high)
 
 
 def coefficient_scaling(coef: pd.DataFrame) -> pd.DataFrame:
     """Gao Fig. 3: per (group, kind, coefficient) the log-linear fit coefficient ≈ slope·ln N +
     intercept over RM sizes N, within one study/sweep (runs of different sweeps differ in more than
-    N). (group, kind) pairs with fewer than 2 distinct known sizes are left out."""
+    N), with the slope's 95% bootstrap interval over seeds (slope_low, slope_high:
+    seed_bootstrap_slope; NaN with one seed per size). (group, kind) pairs with fewer than 2
+    distinct known sizes are left out."""
     rows = []
     known = coef.dropna(subset=["n_params"]) if not coef.empty else coef
     for (group, kind), c in (known.groupby(["group", "kind"], sort=True) if not known.empty else []):
         if c["n_params"].nunique() < 2:
             continue
         for name in ("alpha", "beta"):
-            slope, intercept = fit_log_linear(c["n_params"].to_numpy(float), c[name].to_numpy(float))
+            n, v = c["n_params"].to_numpy(float), c[name].to_numpy(float)
+            slope, intercept = fit_log_linear(n, v)
+            low, high = seed_bootstrap_slope(n, v)
             rows.append({"group": group, "kind": kind, "coefficient": name, "slope": slope,
-                         "intercept": intercept, "n_runs": len(c)})
-    return pd.DataFrame(rows, columns=["group", "kind", "coefficient", "slope", "intercept", "n_runs"])
+                         "intercept": intercept, "n_runs": len(c), "slope_low": low, "slope_high": high})
+    return pd.DataFrame(rows, columns=["group", "kind", "coefficient", "slope", "intercept", "n_runs", "slope_low",
+                                       "slope_high"])
 
 
 def _sweep_group(runs: pd.DataFrame) -> pd.Series:
@@ -168,9 +304,24 @@ def _run_gold(runs: pd.DataFrame) -> Optional[str]:
 # ----------------------------------------------------------------------------- plot: one function per figure
 
 
+FOOTER_PT = 6.5  # footer font size (points)
+
+
 def _footer(fig, source: str, n_runs: int, note: str = "") -> None:
+    """The source, the runs behind the figure and a note, at the bottom, wrapped to the figure's
+    width (about 0.6 em per character); `save` makes room for as many lines as it takes."""
     text = f"source: {source}  |  {n_runs} run{'s' if n_runs != 1 else ''}" + (f"  |  {note}" if note else "")
-    fig.text(0.01, 0.01, text, fontsize=6.5, color="0.4", ha="left", va="bottom")
+    width = int(0.98 * fig.get_figwidth() * 72 / (0.6 * FOOTER_PT))
+    text = textwrap.fill(text, width, break_long_words=True, break_on_hyphens=False)
+    fig.text(0.01, 0.01, text, fontsize=FOOTER_PT, color="0.4", ha="left", va="bottom", gid="footer")
+
+
+def layout(fig) -> None:
+    """Tight layout above the footer: its lines (FOOTER_PT, line spacing 1.2) plus a margin."""
+    footer = [t for t in fig.texts if t.get_gid() == "footer"]
+    lines = footer[0].get_text().count("\n") + 1 if footer else 0
+    bottom = (0.02 * 72 + lines * 1.2 * FOOTER_PT + 4) / (fig.get_figheight() * 72) if footer else 0.0
+    fig.tight_layout(rect=(0, bottom, 1, 1))
 
 
 def _legend_once(ax, style: Optional[dict] = None, **kw) -> None:
@@ -191,10 +342,11 @@ def fig_overoptimization(df: pd.DataFrame, source: str, kind: str):
     if curves.empty:
         return None
     form = FORM_OF[kind]
-    style = _size_order(df, curves["rm"])
+    by_run, style = run_styles(df, curves["run_id"].unique(), kind)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    no_peak = []  # runs whose gold fit has β <= 0: it never turns down, so it has no peak
     for run_id, c in curves.groupby("run_id", sort=True):
-        colour, label = style[c["rm"].iloc[0]]
+        colour, label = by_run[run_id]
         d = c["sqrt_kl"].to_numpy()
         grid = np.linspace(0.0, max(np.nanmax(d), 1e-3), 200)
         for ax, target in zip(axes, ("gold_gain", "proxy_gain")):
@@ -203,7 +355,9 @@ def fig_overoptimization(df: pd.DataFrame, source: str, kind: str):
             else:  # PPO batch means are noisy: small faint points, the fit carries the trend
                 ax.plot(d, c[target], ".", ms=2.5, alpha=0.45, color=colour, label=label)
             fit = _fit(c, target, form)
-            if fit is not None:
+            if fit is not None and target == "gold_gain" and not turns_down(fit[1]):
+                no_peak.append(str(c["run_name"].iloc[0]))  # a sign that breaks the form: not drawn
+            elif fit is not None:
                 ax.plot(grid, FORM_FN[form](grid, *fit), FIT_LINESTYLE, lw=1.2, color=colour)
     method = "best-of-n" if kind == "bon" else "PPO"
     for ax, target in zip(axes, ("gold", "proxy")):
@@ -211,9 +365,14 @@ def fig_overoptimization(df: pd.DataFrame, source: str, kind: str):
         ax.set_xlabel("sqrt(KL(π ‖ π_init))  [nats^½]")
         ax.set_ylabel(f"{target} reward gain")
         ax.set_title(f"{method}: {target} reward")
-    _legend_once(axes[0], style, title="proxy RM", markerscale=1 if kind == "bon" else 3)
+    _legend_once(axes[0], style, title="proxy RM" if len(style) == len(set(curves["rm"])) else None,
+                 markerscale=1 if kind == "bon" else 3)
     equation = "d(α − βd)" if form == "bon" else "d(α − β log d)"
-    _footer(fig, source, curves["run_id"].nunique(), f"dashed: least-squares fit R(d) = {equation} (Gao et al. 2022)")
+    note = f"dashed: least-squares fit R(d) = {equation} (Gao et al. 2022)"
+    if no_peak:
+        note += (f"; gold fit not drawn where β ≤ 0 (it never turns down: no peak, the form does not hold): "
+                 f"{', '.join(no_peak)}")
+    _footer(fig, source, curves["run_id"].nunique(), note)
     return fig
 
 
@@ -236,8 +395,10 @@ def fig_coefficients(df: pd.DataFrame, source: str):
             ax.plot(c["n_params"], c[name], marker, color=colour, label=method)
             slope, intercept = fit["slope"].iloc[0], fit["intercept"].iloc[0]
             n = np.geomspace(c["n_params"].min(), c["n_params"].max(), 50)
+            low, high = fit["slope_low"].iloc[0], fit["slope_high"].iloc[0]
+            interval = f", slope 95% [{low:+.3f}, {high:+.3f}] over seeds" if np.isfinite(low) else ", one seed per size"
             ax.plot(n, slope * np.log(n) + intercept, FIT_LINESTYLE, lw=1, color=colour,
-                    label=f"{method} fit: {slope:+.3f}·ln N {intercept:+.3f}")
+                    label=f"{method} fit: {slope:+.3f}·ln N {intercept:+.3f}{interval}")
         ax.set_xscale("log")
         ax.set_xlabel("proxy RM parameters N")
         ax.set_ylabel(f"{name} (gold)")
@@ -248,101 +409,238 @@ def fig_coefficients(df: pd.DataFrame, source: str):
 
 
 RM_ACCURACY, RM_LOSS, RM_BUDGET = "summary.rm/val_accuracy", "summary.rm/val_loss", "config.data.comparison_budget"
+RM_COMPARISONS = "summary.rm/train_comparisons"  # what the RM job logged it trained on (stages/rm.py)
 RM_FIT_COLUMNS = ["against", "group", "metric", "n_points", "a", "b", "c", "floor"]
+# The x of each panel of figure (c), and the config columns that x stands for (not grouped by).
+RM_AXES = {"comparisons": ("comparisons", (RM_BUDGET,)), "rm_params": ("n_params", ("config.rm.",))}
 
 
 def rm_runs(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per trained RM (a job's summary): rm name, n_params, budget, val accuracy and loss.
-
-    RM jobs only where there are any; the same RM artifact reported by several jobs counts once.
+    """One row per trained RM (a job's summary, one per RM artifact): the config and summary
+    columns, plus
+      comparisons  the comparisons it trained on: rm/train_comparisons as the job that built the
+                   artifact logged it; without that record (older runs), the comparison budget for
+                   synthetic data, which generates exactly the budget; otherwise NaN (not drawn);
+      n_params     config rm.n_params where set (a nominal size), else the RM's counted rm/n_params.
+    RM jobs only where there are any; the job that built an artifact is preferred to one that reused it.
     """
     if RM_ACCURACY not in df:
         return pd.DataFrame()
-    runs = per_run(df).dropna(subset=[RM_ACCURACY])
+    runs = per_run(df)
+    trained = runs[RM_COMPARISONS].notna() if RM_COMPARISONS in runs else pd.Series(False, index=runs.index)
+    runs = with_rm_facts(runs).assign(_trained=trained).dropna(subset=[RM_ACCURACY])
     if (runs["stage"] == "rm").any():
         runs = runs[runs["stage"] == "rm"]
     if "summary.rm/artifact" in runs:
-        runs = runs.drop_duplicates("summary.rm/artifact")
+        runs = runs.sort_values("_trained", ascending=False, kind="stable").drop_duplicates("summary.rm/artifact")
+        runs = runs.sort_values("run_id", kind="stable")
     if runs.empty or "config.rm.name" not in runs:
         return pd.DataFrame()
-    runs = runs.assign(n_params=runs["config.rm.name"].astype(str).map(rm_sizes(df)))
-    for col in (RM_BUDGET, RM_LOSS):
+    for col in (RM_BUDGET, RM_LOSS, RM_COMPARISONS):
         if col not in runs:
             runs[col] = np.nan
-    return runs
+    task = runs["config.task.name"] if "config.task.name" in runs else pd.Series("synthetic", index=runs.index)
+    synthetic = task.fillna("synthetic").eq("synthetic")
+    budget = pd.to_numeric(runs[RM_BUDGET], errors="coerce").where(synthetic)
+    own = runs["summary.rm/n_params"] if "summary.rm/n_params" in runs else np.nan
+    nominal = runs["config.rm.n_params"] if "config.rm.n_params" in runs else np.nan
+    by_name = runs["config.rm.name"].astype(str).map(rm_sizes(df))
+    n_params = pd.Series(nominal, index=runs.index).fillna(pd.Series(own, index=runs.index)).fillna(by_name)
+    return runs.drop(columns="_trained").assign(
+        comparisons=pd.to_numeric(runs[RM_COMPARISONS], errors="coerce").fillna(budget),
+        n_params=pd.to_numeric(n_params, errors="coerce"))
+
+
+def rm_grouping(runs: pd.DataFrame, against: str) -> List[str]:
+    """The columns that tell figure (c)'s lines apart on the panel `against` ("comparisons" or
+    "rm_params"): every RM-recipe setting (runs.RM_RECIPE) that varies across the drawn RMs, less
+    seeds (averaged over, with an interval) and less what the panel's x stands for. The RM name
+    comes first (it labels and colours by size); on the size panel the budget does."""
+    x_cols = RM_AXES[against][1]
+    recipe = [c for c in runs.columns if c.startswith(RM_RECIPE) or c in RM_RECIPE_KEYS]
+    varied = [c for c in varying_config(runs[recipe], seeds=False) if not c.startswith(x_cols) and c not in x_cols]
+    first = "config.rm.name" if against == "comparisons" else RM_BUDGET
+    return [first] + [c for c in varied if c != first] if first in runs else varied
+
+
+# Short names of settings often varied, for legends.
+SHORT_KEYS = {"config.data.responses_per_prompt": "K", "config.rm_train.loss": "loss",
+              "config.data.comparison_budget": "budget", "config.rm_train.epochs": "epochs",
+              "config.ppo.samples_per_prompt": "samples_per_prompt", "config.bon.n_max": "n_max"}
+
+
+def _group_label(keys: tuple, columns: List[str], runs: pd.DataFrame, sizes: Dict[str, float]) -> str:
+    """'tiny-s (25.5k), rm_train.loss=bt' for one group of figure (c): the RM name with its size,
+    other settings as key=value (model spec fields that the name determines left out)."""
+    parts = []
+    shown = named_once(runs, columns)
+    for col, value in zip(columns, keys):
+        if col not in shown:
+            continue
+        if col == "config.rm.name":
+            parts.append(f"{value} ({_human(sizes[value])})" if value in sizes else str(value))
+        else:
+            name = SHORT_KEYS.get(col, col.removeprefix("config."))
+            parts.append(f"{name}={float(value):g}" if _is_number(value) else f"{name}={value}")
+    return ", ".join(parts) or "all RMs"
+
+
+def _is_number(value) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def rm_points(runs: pd.DataFrame, against: str) -> pd.DataFrame:
+    """Figure (c)'s points on one panel: per (group, x) the mean held-out accuracy over the runs
+    there (seeds) with its 95% t-interval (curves.mean_interval), and the mean loss. Columns: group
+    (label), x, n_runs, accuracy, low, high, loss, accuracies (each seed's), plus the grouping
+    columns. RMs without a known x are left out."""
+    x_col = RM_AXES[against][0]
+    columns = rm_grouping(runs, against)
+    runs = runs.dropna(subset=[x_col])
+    if runs.empty:
+        return pd.DataFrame(columns=["group", "x", "n_runs", "accuracy", "low", "high", "loss"])
+    sizes = dict(zip(runs["config.rm.name"].astype(str), runs["n_params"]))
+    keys = as_text(runs[columns]) if columns else pd.DataFrame(index=runs.index)
+    rows = []
+    for key, r in (runs.groupby([keys[c] for c in columns], sort=False) if columns else [((), runs)]):
+        key = key if isinstance(key, tuple) else (key,)
+        label = _group_label(key, columns, runs, sizes)
+        for x, at in r.groupby(x_col, sort=True):
+            mean, low, high = mean_interval(at[RM_ACCURACY].to_numpy(float))
+            rows.append({"group": label, "x": float(x), "n_runs": len(at), "accuracy": mean, "low": low, "high": high,
+                         "loss": float(at[RM_LOSS].astype(float).mean()),
+                         "accuracies": tuple(at[RM_ACCURACY].astype(float)), **dict(zip(columns, key)),
+                         "_size": float(r["n_params"].min()), "_key": key})
+    points = pd.DataFrame(rows)
+    # Lines in RM-size order, then by their settings (numbers as numbers): the colour order.
+    first = points.drop_duplicates("group")
+    order = sorted(first.to_dict("records"), key=lambda p: (
+        p["_size"] if np.isfinite(p["_size"]) else math.inf,
+        tuple((0, float(v), "") if _is_number(v) else (1, 0.0, str(v)) for v in p["_key"])))
+    rank = {p["group"]: i for i, p in enumerate(order)}
+    points = points.assign(_rank=points["group"].map(rank)).sort_values(["_rank", "x"], kind="stable")
+    return points.drop(columns=["_rank", "_size", "_key"]).reset_index(drop=True)
 
 
 def rm_scaling_fits(df: pd.DataFrame) -> pd.DataFrame:
-    """Power laws of RM held-out error (1 − accuracy) and loss against training comparisons (one fit
-    per RM) and against RM parameters (one fit per budget), each y ≈ a·x^(−b) (+ c floor where AICc
-    prefers it, curves.fit_power_law_select), fitted to the mean over runs at each x; groups with
-    fewer than 3 distinct x are not fitted. Columns: RM_FIT_COLUMNS.
+    """Power laws of RM held-out error (1 − accuracy) and loss against training comparisons and
+    against RM parameters, each y ≈ a·x^(−b) (+ c floor where AICc prefers it,
+    curves.fit_power_law_select), one per line of figure (c) (group: its label), fitted to the mean
+    over seeds at each x; lines with fewer than 3 distinct x are not fitted. Columns: RM_FIT_COLUMNS.
     """
     runs = rm_runs(df)
     rows = []
     if runs.empty:
         return pd.DataFrame(columns=RM_FIT_COLUMNS)
-    for against, x_col, group_col in (("comparisons", RM_BUDGET, "config.rm.name"), ("rm_params", "n_params", RM_BUDGET)):
-        for group, r in runs.dropna(subset=[x_col]).groupby(group_col, sort=True):
-            for metric, col, transform in (("error", RM_ACCURACY, lambda a: 1.0 - a), ("loss", RM_LOSS, lambda v: v)):
-                mean = transform(r.groupby(x_col, sort=True)[col].mean()).dropna()
-                if len(mean) < 3 or (mean <= 0).any():
+    for against in RM_AXES:
+        points = rm_points(runs, against)
+        for group, p in (points.groupby("group", sort=False) if not points.empty else []):
+            for metric, ys in (("error", 1.0 - p["accuracy"]), ("loss", p["loss"])):
+                x, y = p["x"].to_numpy(float), ys.to_numpy(float)
+                if len(x) < 3 or not np.all(np.isfinite(y)) or (y <= 0).any():
                     continue
                 try:
                     with warnings.catch_warnings():  # the covariance is not used: an exact fit may lack one
                         warnings.simplefilter("ignore", OptimizeWarning)
-                        fit, floor = fit_power_law_select(mean.index.to_numpy(float), mean.to_numpy(float))
+                        fit, floor = fit_power_law_select(x, y)
                 except (ValueError, RuntimeError):  # curve_fit failed to converge
                     continue
-                rows.append({"against": against, "group": group, "metric": metric, "n_points": len(mean),
+                rows.append({"against": against, "group": group, "metric": metric, "n_points": len(x),
                              "a": fit.a, "b": fit.b, "c": fit.c, "floor": floor})
     return pd.DataFrame(rows, columns=RM_FIT_COLUMNS)
 
 
-def _draw_error_fit(ax, fits: pd.DataFrame, against: str, group, x: np.ndarray, colour) -> None:
-    """The fitted error law of one group drawn as accuracy = 1 − error over the group's x range."""
-    row = fits[(fits["against"] == against) & (fits["group"] == group) & (fits["metric"] == "error")]
-    if row.empty:
-        return
+def error_fit_band(fits: pd.DataFrame, against: str, p: pd.DataFrame, grid: np.ndarray, n_boot: int = 200,
+                   seed: int = 0) -> Optional[tuple]:
+    """The fitted error law of one line of figure (c) as accuracy on `grid`, with its 95% band by a
+    bootstrap over seeds: each point's seeds (p["accuracies"]) resampled with replacement, the
+    mean's error refitted with the same form (floor or not), n_boot times. (fit, low, high) arrays
+    of shape grid.shape, or None where there is no fit or no interval (a point with one seed)."""
+    row = fits[(fits["against"] == against) & (fits["group"] == p["group"].iloc[0]) & (fits["metric"] == "error")]
+    if row.empty or p["n_runs"].min() < 2:
+        return None
     law = PowerLaw(*(float(v) for v in row.iloc[0][["a", "b", "c"]]))
+    floor, x = bool(row.iloc[0]["floor"]), p["x"].to_numpy(float)
+    rng = np.random.default_rng(seed)
+    curves = []
+    for _ in range(n_boot):
+        err = np.array([1.0 - rng.choice(v, size=len(v), replace=True).mean() for v in p["accuracies"]])
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", OptimizeWarning)
+                curves.append(1.0 - fit_power_law(x, err, floor=floor).predict(grid))
+        except (ValueError, RuntimeError):  # a resample the law cannot fit (y <= 0, no convergence)
+            continue
+    if len(curves) < n_boot // 2:
+        return None
+    low, high = np.quantile(np.array(curves), [0.025, 0.975], axis=0)
+    return 1.0 - law.predict(grid), low, high
+
+
+def _draw_error_fit(ax, fits: pd.DataFrame, against: str, p: pd.DataFrame, colour) -> bool:
+    """The fitted error law of one line drawn as accuracy = 1 − error over its x range, with its
+    seed-bootstrap band; only with the band (a fit without an interval is not drawn). Drawn or not."""
+    x = p["x"].to_numpy(float)
     grid = np.geomspace(x.min(), x.max(), 50)
-    ax.plot(grid, 1.0 - law.predict(grid), linestyle=FIT_LINESTYLE, color=colour, lw=1.0)
+    band = error_fit_band(fits, against, p, grid)
+    if band is None:
+        return False
+    fit, low, high = band
+    ax.fill_between(grid, low, high, color=colour, alpha=0.15, lw=0)
+    ax.plot(grid, fit, linestyle=FIT_LINESTYLE, color=colour, lw=1.0)
+    return True
 
 
 def fig_rm_accuracy(df: pd.DataFrame, source: str):
-    """(c) RM held-out pair accuracy vs training comparisons (per RM) and vs RM size (per budget),
-    with the fitted power laws of the error (rm_scaling_fits) dashed."""
+    """(c) RM held-out pair accuracy vs the comparisons each RM trained on, and vs RM size: one line
+    per setting that varies across the RMs (RM, loss, K, budget, ...; rm_grouping), points the mean
+    over seeds with a 95% interval, the fitted power laws of the error (rm_scaling_fits) dashed.
+    A panel with no points is left out."""
     runs = rm_runs(df)
     if runs.empty:
         return None
     fits = rm_scaling_fits(df)
-    style = _size_order(df, runs["config.rm.name"].astype(str))
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    # Several runs at one point (seeds, or the same setting in two sweeps): their mean, joined by a line.
-    for rm, r in runs.groupby("config.rm.name", sort=True):
-        colour, label = style[str(rm)]
-        mean = r.groupby(RM_BUDGET, sort=True)[RM_ACCURACY].mean()
-        axes[0].plot(mean.index, mean.to_numpy(), "o-", color=colour, label=label, lw=0.8)
-        _draw_error_fit(axes[0], fits, "comparisons", rm, mean.index.to_numpy(float), colour)
-    axes[0].set_xlabel("training comparisons (data.comparison_budget)")
-    axes[0].set_title("RM accuracy vs comparisons")
-    _legend_once(axes[0], style, title="proxy RM")
-    sized = runs.dropna(subset=["n_params"])
-    for b, r in sized.groupby(RM_BUDGET, sort=True, dropna=False):
-        mean = r.groupby("n_params", sort=True)[RM_ACCURACY].mean()
-        line, = axes[1].plot(mean.index, mean.to_numpy(), "o-", lw=0.8,
-                             label=f"{b:g} comparisons" if np.isfinite(b) else "budget unknown")
-        _draw_error_fit(axes[1], fits, "rm_params", b, mean.index.to_numpy(float), line.get_color())
-    axes[1].set_xlabel("proxy RM parameters N")
-    axes[1].set_title("RM accuracy vs RM size")
-    _legend_once(axes[1])
-    for ax in axes:
+    panels = [(a, rm_points(runs, a)) for a in RM_AXES]
+    panels = [(a, p) for a, p in panels if not p.empty]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), squeeze=False)
+    drawn_fits = undrawn_fits = 0
+    for ax, (against, points) in zip(axes[0], panels):
+        groups = list(dict.fromkeys(points["group"]))
+        colours = plt.get_cmap(SIZE_CMAP)(np.linspace(0.05, 0.85, max(len(groups), 1)))
+        for colour, group in zip(colours, groups):
+            p = points[points["group"] == group]
+            # The t-interval of 2-3 seeds can pass 0 or 1; an accuracy cannot.
+            low, high = p["low"].clip(0.0, 1.0), p["high"].clip(0.0, 1.0)
+            spread = np.vstack([p["accuracy"] - low, high - p["accuracy"]])
+            ax.errorbar(p["x"], p["accuracy"], yerr=np.where(np.isfinite(spread), spread, 0.0), fmt="o-", lw=0.8,
+                        capsize=2.5, color=colour, label=group)
+            if _draw_error_fit(ax, fits, against, p, colour):
+                drawn_fits += 1
+            elif ((fits["against"] == against) & (fits["group"] == group) & (fits["metric"] == "error")).any():
+                undrawn_fits += 1
+        ax.set_xlabel("comparisons the RM trained on (rm/train_comparisons)" if against == "comparisons"
+                      else "proxy RM parameters N")
+        ax.set_title("RM accuracy vs comparisons" if against == "comparisons" else "RM accuracy vs RM size")
         ax.set_ylabel("held-out pair accuracy")
         ax.axhline(0.5, color="0.5", lw=0.6)
-        if ax.has_data():
-            ax.set_xscale("log")
-    _footer(fig, source, len(runs), "accuracy against gold on held-out comparisons; points: mean over runs; "
-                                    "dashed: power law of the error (+ floor where AICc prefers it)")
+        ax.set_xscale("log")
+        ax.legend(fontsize=6.5)
+    seeds = pd.concat([p["n_runs"] for _, p in panels])
+    note = (f"points: mean over seeds, bars: 95% t-interval, clipped to [0, 1] ({seeds.min()}–{seeds.max()} seeds per point)"
+            if seeds.max() > 1 else "one seed per point: no interval")
+    unknown = int(runs["comparisons"].isna().sum())
+    if unknown:
+        note += f"; {unknown} RM(s) without a recorded comparison count left off the left panel"
+    if drawn_fits:
+        note += "; dashed: power law of the error (+ floor where AICc prefers it), band: its 95% seed bootstrap"
+    if undrawn_fits:
+        note += f"; {undrawn_fits} power law(s) not drawn: no interval (a point with one seed; rm_scaling_fits has them)"
+    _footer(fig, source, len(runs), note)
     return fig
 
 
@@ -366,15 +664,15 @@ def fig_samples_per_prompt(df: pd.DataFrame, source: str):
     axes = dict(zip(panels, axes[0]))
     n_runs = 0
     if "bon" in axes:
-        style = _size_order(df, bon["rm"])
+        by_run, style = run_styles(df, bon["run_id"].unique(), "bon")
         for run_id, c in bon.groupby("run_id", sort=True):
-            colour, label = style[c["rm"].iloc[0]]
+            colour, label = by_run[run_id]
             axes["bon"].plot(c["x"], c["gold"], "o-", color=colour, label=label)
         axes["bon"].set_xscale("log", base=2)
         axes["bon"].set_xlabel("best-of-n: samples per prompt n (≤ bon.n_max)")
         axes["bon"].set_ylabel("gold reward")
         axes["bon"].set_title("best-of-n gold vs n")
-        _legend_once(axes["bon"], style, title="proxy RM")
+        _legend_once(axes["bon"], style, title="proxy RM" if len(style) == len(set(bon["rm"])) else None)
         n_runs += bon["run_id"].nunique()
     if "ppo" in axes:
         ax = axes["ppo"]
@@ -446,19 +744,19 @@ def fig_ppo_training(df: pd.DataFrame, source: str):
         return None
     rm = rows["config.rm.name"].astype(str) if "config.rm.name" in rows else pd.Series("?", index=rows.index)
     rows = rows.assign(rm=rm)
-    style = _size_order(df, rows["rm"])
+    by_run, style = run_styles(df, rows["run_id"].unique(), "ppo")
     keys = [(k, t) for k, t in (("ppo/proxy", "proxy reward"), ("ppo/gold", "gold reward"),
                                 ("ppo/kl", "KL(π ‖ π_init)  [nats/sequence]")) if k in rows]
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.4), squeeze=False)
     for run_id, r in rows.groupby("run_id", sort=True):
         r = r.sort_values("ppo/step")
-        colour, label = style[r["rm"].iloc[0]]
+        colour, label = by_run[run_id]
         for ax, (key, _) in zip(axes[0], keys):
             ax.plot(r["ppo/step"], r[key], "-", lw=1.1, color=colour, label=label)
     for ax, (_, title) in zip(axes[0], keys):
         ax.set_title(title)
         ax.set_xlabel("PPO iteration")
-    _legend_once(axes[0][0], style, title="proxy RM")
+    _legend_once(axes[0][0], style, title="proxy RM" if len(style) == len(set(rows["rm"])) else None)
     _footer(fig, source, rows["run_id"].nunique())
     return fig
 
@@ -489,7 +787,7 @@ FIGURES: Dict[str, Callable] = {
 
 def save(fig, out_dir: Path, name: str) -> Path:
     """name.png and name.pdf, without timestamps or version strings; returns the PNG path."""
-    fig.tight_layout(rect=(0, 0.04, 1, 1))  # room for the footer
+    layout(fig)
     png = out_dir / f"{name}.png"
     fig.savefig(png, metadata=PNG_METADATA)
     fig.savefig(out_dir / f"{name}.pdf", metadata=PDF_METADATA)
@@ -551,6 +849,8 @@ def main(argv=None) -> None:
     parser.add_argument("--only", nargs="+", choices=list(FIGURES), help="make only these figures")
     args = parser.parse_args(argv)
     source = args.wandb or args.runs
+    if args.runs and not Path(args.runs).is_dir():
+        parser.exit(2, f"{parser.prog}: error: no such runs folder: {args.runs}\n")
     with one_line_warnings():
         df = load_runs(args.runs, args.wandb, args.filters)
     if df.empty:

@@ -11,29 +11,98 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import pandas as pd
 
-from rlhf_scaling.analysis.figures import (FIGURES, coefficient_scaling, fitted_coefficients, load_runs,
-                                           one_line_warnings, source_args, write_figures)
-from rlhf_scaling.analysis.runs import summary_table
+from rlhf_scaling.analysis.figures import (FIGURES, coefficient_intervals, coefficient_scaling, fitted_coefficients,
+                                           load_runs, one_line_warnings, source_args, write_figures)
+from rlhf_scaling.analysis.runs import as_text, full_table, named_once, varying_config, with_rm_facts
 
-# Summary metrics shown in the printed table and report.md (runs.csv keeps all of them).
-KEY_METRICS = ["summary.rm/n_params", "summary.rm/val_accuracy", "summary.bon/alpha_gold", "summary.bon/beta_gold",
-               "summary.bon/best_gold", "summary.ppo/alpha_gold", "summary.ppo/beta_gold", "summary.ppo/peak_gold",
-               "summary.ppo/final_gold", "summary.ppo/final_kl"]
+# Summary metrics printed per stage, where the runs have them (runs.csv keeps every metric). A
+# best-of-n or PPO job shows the accuracy of the RM it used (runs.with_rm_facts).
+STAGE_METRICS = {
+    "sft": ["sft/gold_mean", "sft/response_length"],
+    "data": ["data/comparisons", "data/n_train_prompts", "data/responses_per_prompt"],
+    "rm": ["rm/n_params", "rm/train_comparisons", "rm/val_accuracy", "rm/val_loss"],
+    "bon": ["rm/val_accuracy", "bon/best_n", "bon/best_gold", "bon/alpha_gold", "bon/beta_gold"],
+    "ppo": ["rm/val_accuracy", "ppo/final_gold", "ppo/peak_gold", "ppo/final_kl", "ppo/alpha_gold", "ppo/beta_gold"],
+    "study": ["study/minutes", "study/figures"],
+}
+IDENTITY = ["run_id", "status"]
+# The config sections a stage's result depends on (the recipe of its artifacts, then its own):
+# a setting outside them is not shown in that stage's block even where it varies.
+RECIPE = {"sft": ("policy", "task", "sft"), "data": ("policy", "task", "sft", "data", "gold")}
+RECIPE["rm"] = RECIPE["data"] + ("rm", "rm_train")
+RECIPE["bon"], RECIPE["ppo"] = RECIPE["rm"] + ("bon",), RECIPE["rm"] + ("ppo",)
 
 
 def _fmt(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def shown_table(table: pd.DataFrame) -> pd.DataFrame:
-    """The printed view: identity, key config, key metrics; columns without any value dropped."""
-    cols = [c for c in table.columns if not c.startswith("summary.") or c in KEY_METRICS]
-    shown = table[cols].dropna(axis=1, how="all")
-    return shown.rename(columns=lambda c: c.removeprefix("summary.").removeprefix("config."))
+def _short(column: str) -> str:
+    return column.removeprefix("summary.").removeprefix("config.")
+
+
+def short_ids(ids: pd.Series, width: int = 28) -> pd.Series:
+    """Run ids cut for the terminal: each folder name longer than `width` cut to `width` characters
+    and '…' (a Hydra sweep point's folder spells out all its overrides, which the settings columns
+    show anyway). The full ids are kept where cutting would make two runs look the same."""
+    cut = ids.map(lambda i: "/".join(p if len(p) <= width else p[:width] + "…" for p in str(i).split("/")))
+    return cut if cut.nunique() == ids.nunique() else ids
+
+
+def varied_settings(table: pd.DataFrame) -> List[str]:
+    """The config columns that differ between the runs (model specs named once, stage.name left
+    out: the runs are printed by stage)."""
+    cols = [c for c in varying_config(table) if c != "config.stage.name"]
+    return named_once(table, cols)
+
+
+def _matters(column: str, stage: str) -> bool:
+    """Whether a config column can change a `stage` job's result: top-level keys (experiment,
+    seed) always, sections only when in the stage's RECIPE (every section for other stages)."""
+    key = column.removeprefix("config.")
+    return "." not in key or stage not in RECIPE or key.split(".", 1)[0] in RECIPE[stage]
+
+
+def _headers(config: List[str]) -> dict:
+    """Config column -> its printed header: the key's last part where that says what it is on its
+    own (longer than 12 characters) and no other shown key ends the same way
+    (data.responses_per_prompt -> responses_per_prompt; rm.name, rm_train.seed stay as they are)."""
+    last = [c.rsplit(".", 1)[-1] for c in config]
+    return {c: name if len(name) > 12 and last.count(name) == 1 else c.removeprefix("config.")
+            for c, name in zip(config, last)}
+
+
+def stage_blocks(table: pd.DataFrame) -> List[Tuple[str, pd.DataFrame]]:
+    """The readable view, one block per stage: identity, the varied settings that differ within
+    the stage's runs, and the stage's key metrics (STAGE_METRICS) that any of its runs has."""
+    table = with_rm_facts(table)
+    varied = varied_settings(table)
+    stages = table["stage"].fillna("?").astype(str)
+    order = [s for s in STAGE_METRICS if s in set(stages)] + sorted(set(stages) - set(STAGE_METRICS))
+    blocks = []
+    for stage in order:
+        runs = table[stages == stage]
+        config = [c for c in varied if as_text(runs[c]).nunique() > 1 and _matters(c, stage)]
+        metrics = [f"summary.{m}" for m in STAGE_METRICS.get(stage, [])]
+        metrics = [m for m in metrics if m in runs and runs[m].notna().any()]
+        block = runs[IDENTITY + config + metrics].assign(run_id=lambda b: short_ids(b["run_id"]))
+        blocks.append((stage, block.rename(columns=_headers(config)).rename(columns=_short).reset_index(drop=True)))
+    return blocks
+
+
+def print_summary(table: pd.DataFrame, csv: Path) -> None:
+    """The terminal view: what varies, then a narrow table per stage; the full table is in csv."""
+    varied = varied_settings(table)
+    print(f"{len(table)} runs; every config key and summary metric ({table.shape[1]} columns) in {csv}")
+    print("settings that vary: " + (", ".join(f"{_short(c)} ({as_text(table[c]).nunique()} values)"
+                                              for c in varied) or "none"))
+    for stage, block in stage_blocks(table):
+        print(f"\n== {stage} ({len(block)} run{'s' if len(block) != 1 else ''}) ==")
+        print(block.to_string(index=False, na_rep="", float_format=lambda v: f"{v:.4g}"))
 
 
 def _markdown(frame: pd.DataFrame) -> str:
@@ -53,14 +122,21 @@ def write_report(runs_source: Optional[str], out_dir, *, wandb_path: Optional[st
     df = load_runs(runs_source, wandb_path, filters)
     if df.empty:
         raise SystemExit(f"no run records in {source}")
-    table = summary_table(df)
-    table.to_csv(out_dir / "runs.csv", index=False)
-    shown = shown_table(table)
-    print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    table = full_table(df)
+    csv = out_dir / "runs.csv"
+    table.to_csv(csv, index=False)
+    print_summary(table, csv)
     figures = write_figures(df, out_dir / "figures", source)
     scaling = coefficient_scaling(fitted_coefficients(df))
-    lines = [f"# Runs in `{source}`", "", f"{len(table)} runs; every summary metric is in `runs.csv`.", "",
-             _markdown(shown), ""]
+    varied = ", ".join(f"`{_short(c)}`" for c in varied_settings(table)) or "none"
+    lines = [f"# Runs in `{source}`", "", f"{len(table)} runs; every config key and summary metric is in "
+             f"`runs.csv`. Settings that vary: {varied}.", ""]
+    for stage, block in stage_blocks(table):
+        lines += [f"## {stage}", "", _markdown(block), ""]
+    per_setting = coefficient_intervals(df)
+    if not per_setting.empty:
+        lines += ["## Gao α, β per setting (mean over seeds, 95% bootstrap interval over seeds; "
+                  "turns_down False: β ≤ 0, no peak)", "", _markdown(per_setting), ""]
     if not scaling.empty:
         lines += ["## Overoptimization coefficients vs RM size (coefficient ≈ slope·ln N + intercept)", "",
                   _markdown(scaling), ""]
@@ -80,6 +156,8 @@ def main(argv=None) -> None:
     source_args(parser)
     parser.add_argument("--out", default="report", help="output folder")
     args = parser.parse_args(argv)
+    if args.runs and not Path(args.runs).is_dir():
+        parser.exit(2, f"{parser.prog}: error: no such runs folder: {args.runs}\n")
     with one_line_warnings():
         report = write_report(args.runs, args.out, wandb_path=args.wandb, filters=args.filters)
     print(f"report: {report}")

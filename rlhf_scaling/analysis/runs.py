@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple
@@ -117,9 +118,20 @@ def _group(config: dict) -> Optional[str]:
 
 
 def find_runs(root) -> List[Path]:
-    """Every run folder under root (root itself included), sorted."""
+    """Every run folder under root (root itself included), sorted. Symbolic links to folders are
+    followed (a study assembled from links to sweep folders), each real folder visited once, so a
+    link back up the tree cannot loop. (Path.rglob does not follow links before Python 3.13.)"""
     root = Path(root)
-    return sorted({p.parent for p in root.rglob("config.json") if (p.parent / "metrics.jsonl").is_file()})
+    runs, seen = set(), set()
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders.clear()
+            continue
+        seen.add(real)
+        if "config.json" in files and "metrics.jsonl" in files:
+            runs.add(Path(folder))
+    return sorted(runs)
 
 
 def read_metrics(path) -> List[dict]:
@@ -238,9 +250,86 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
     """One row per run: identity, the key config columns (KEY_CONFIG where present, plus every
     other config key whose value differs between runs) and every summary metric."""
     runs = per_run(df)
-    config_cols = [c for c in runs.columns if c.startswith("config.")]
-    varying = [c for c in config_cols if runs[c].astype(str).nunique() > 1]
+    varying = varying_config(runs)
     key = [f"config.{k}" for k in KEY_CONFIG if f"config.{k}" in runs]
     config_cols = key + sorted(c for c in varying if c not in key)
     summary_cols = sorted(c for c in runs.columns if c.startswith("summary."))
     return runs[["run_id", "run_name", "stage", "status"] + config_cols + summary_cols]
+
+
+def full_table(df: pd.DataFrame) -> pd.DataFrame:
+    """summary_table's columns first (identity, key and varying config, every summary metric),
+    then every other config key, constant ones included: the whole record of each run."""
+    runs = per_run(df)
+    first = list(summary_table(df).columns)
+    return runs[first + sorted(c for c in runs.columns if c.startswith("config.") and c not in first)]
+
+
+def as_text(values):
+    """A Series or DataFrame as text cells, missing values included ("nan"), for comparing and
+    grouping config values of mixed types (astype(str) keeps missing values missing in pandas 3)."""
+    return values.astype(object).map(str)
+
+
+def is_seed(column: str) -> bool:
+    """A seed key (seed, data.seed, rm_train.seed, ...): replicates, averaged rather than grouped."""
+    return column.rsplit(".", 1)[-1] == "seed"
+
+
+def varying_config(runs: pd.DataFrame, seeds: bool = True) -> List[str]:
+    """The config.* columns whose value differs between the rows of `runs` (one row per run),
+    compared as text so that missing equals missing; seed keys left out with seeds=False."""
+    cols = [c for c in runs.columns if c.startswith("config.") and (seeds or not is_seed(c))]
+    return [c for c in cols if as_text(runs[c]).nunique() > 1]
+
+
+def named_once(runs: pd.DataFrame, columns: List[str]) -> List[str]:
+    """`columns` less the fields of a named spec that its name already determines (rm.d_model
+    where rm.name is among the columns and every run of one RM name has one d_model), so a table or
+    a legend names a varied model once. Other columns stay, even where a small set of runs makes
+    them look determined by another."""
+    names = {c.rsplit(".", 1)[0] for c in columns if c.endswith(".name")}
+    text = as_text(runs[columns])
+    kept = []
+    for col in columns:
+        section = col.rsplit(".", 1)[0]
+        if section in names and not col.endswith(".name") and text.groupby(f"{section}.name")[col].nunique().max() <= 1:
+            continue
+        kept.append(col)
+    return kept
+
+
+# The config sections an RM artifact's key is made of (stages/common.py rm_artifact, with the
+# data and SFT artifacts it depends on): two runs that agree on all of them used the same RM.
+RM_RECIPE = ("config.policy.", "config.task.", "config.sft.", "config.data.", "config.gold.", "config.rm.",
+             "config.rm_train.")
+RM_RECIPE_KEYS = ("config.seed", "config.artifacts_dir")
+# What a run inherits from the RM job that trained its proxy RM.
+RM_FACTS = ("summary.rm/val_accuracy", "summary.rm/val_loss", "summary.rm/n_params", "summary.rm/train_comparisons")
+
+
+def with_rm_facts(runs: pd.DataFrame) -> pd.DataFrame:
+    """`runs` (one row per run) with RM_FACTS filled in where a run lacks them but the record of
+    the RM it used has them: an RM job that reused an artifact logged no training (its
+    rm/train_comparisons comes from the job that built the artifact, matched on rm/artifact), and a
+    best-of-n or PPO job used the RM whose RM job agrees with it on RM_RECIPE."""
+    runs = runs.copy()
+    facts = [c for c in RM_FACTS if c in runs]
+    if not facts or "stage" not in runs:
+        return runs
+    rm_jobs = runs[runs["stage"] == "rm"]
+    if "summary.rm/artifact" in runs:  # the same artifact: the same RM, whichever job trained it
+        known = rm_jobs.dropna(subset=["summary.rm/artifact"]).groupby("summary.rm/artifact")
+        for col in facts:
+            runs[col] = runs[col].fillna(runs["summary.rm/artifact"].map(known[col].first()))
+    recipe = [c for c in runs.columns if c.startswith(RM_RECIPE) or c in RM_RECIPE_KEYS]
+    # An RM job of the same experiment first (the one the job's own sweep or study trained), then any.
+    for columns in ([*recipe, "config.experiment"] if "config.experiment" in runs else recipe, recipe):
+        if not recipe:
+            break
+        key = as_text(runs[columns]).agg("\x1f".join, axis=1)
+        rm_key = key[rm_jobs.index]
+        for col in facts:
+            inherited = key.map(rm_jobs[col].groupby(rm_key).first())
+            runs[col] = runs[col].where(runs[col].notna() | (runs["stage"] == "rm"), inherited)
+    return runs

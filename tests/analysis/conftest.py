@@ -144,3 +144,37 @@ def synthetic():
     import sys
 
     return sys.modules[__name__]
+
+
+# ----------------------------------------------------------------------------- real runs
+
+# Tiny settings for real jobs run through the CLI: a few seconds each on one CPU core.
+REAL_SMALL = ["progress=false", "device=cpu", "stage.build_upstream=true", "model@policy=tiny-xs", "sft.steps=30",
+              "sft.n_demos=200", "data.comparison_budget=96", "data.n_eval_prompts=16", "rm_train.epochs=1",
+              "rm_train.batch_size=8", "experiment=real"]
+# The sweeps behind the real runs folder: (folder, overrides); each a `rlhf-scaling -m` command.
+REAL_SWEEPS = [
+    # RM size x comparisons x RM seed, K = 4 with the K-wise loss: 8 RM jobs
+    ("sizes", ["stage=rm", "model@rm=tiny-xs,tiny-s", "data.comparison_budget=96,192", "rm_train.seed=0,1"]),
+    # K = 2 with each loss, at the same budget: 2 RM jobs (different losses must never share a point)
+    ("losses", ["stage=rm", "model@rm=tiny-xs", "data.responses_per_prompt=2", "rm_train.loss=bt,kwise"]),
+    # the first RM again (an RM job that reuses the artifact, logging no training) and best-of-n on it
+    ("reuse", ["stage=rm,bon", "model@rm=tiny-xs", "experiment=reuse", "bon.n_max=4", "bon.n_eval_prompts=4"]),
+]
+
+
+@pytest.fixture(scope="session")
+def real_runs_root(tmp_path_factory) -> Path:
+    """A runs folder written by real `rlhf-scaling -m` jobs (the tracker's own records): see REAL_SWEEPS."""
+    import os
+    import subprocess
+    import sys
+
+    root = tmp_path_factory.mktemp("real")
+    cli = Path(sys.executable).parent / "rlhf-scaling"
+    for folder, overrides in REAL_SWEEPS:
+        proc = subprocess.run([str(cli), "-m", *REAL_SMALL, f"artifacts_dir={root / 'artifacts'}",
+                               f"hydra.sweep.dir={root / 'runs' / folder}", *overrides],
+                              cwd=root, capture_output=True, text=True, timeout=600, env=os.environ.copy())
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return root / "runs"

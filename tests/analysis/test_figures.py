@@ -99,7 +99,8 @@ def test_report_writes_table_csv_and_markdown(runs_root, tmp_path, capsys, synth
         path = report.main(["--runs", str(runs_root), "--out", str(tmp_path)]) or tmp_path / "report.md"
     text = path.read_text()
     assert "![overoptimization_bon](figures/overoptimization_bon.png)" in text
-    assert "| run_id | run_name | stage | status |" in text and "coefficient ≈ slope·ln N" in text
+    assert "## rm\n\n| run_id | status |" in text and "coefficient ≈ slope·ln N" in text
+    assert "## Gao α, β per setting (mean over seeds" in text
     csv = (tmp_path / "runs.csv").read_text().splitlines()
     assert len(csv) == 1 + synthetic.N_RUNS
     printed = capsys.readouterr().out
@@ -129,9 +130,170 @@ def test_rm_scaling_fits_recover_a_power_law_of_the_error_with_its_floor(tmp_pat
                                           "rm/artifact": f"/a/rm/{i}"}, f"w{i}")
     fits = figures.rm_scaling_fits(load_local_runs(tmp_path)).set_index(["against", "metric"])
     error = fits.loc[("comparisons", "error")]
-    assert error["group"] == "tiny-s" and error["n_points"] == 6 and bool(error["floor"])
+    assert error["group"] == "tiny-s (1M)" and error["n_points"] == 6 and bool(error["floor"])
     assert (error["a"], error["b"], error["c"]) == pytest.approx((0.8, 0.3, 0.1), rel=1e-3)
     loss = fits.loc[("comparisons", "loss")]
     assert not bool(loss["floor"]) and (loss["a"], loss["b"]) == pytest.approx((2.0, 0.2), rel=1e-4)
     assert math.isclose(loss["c"], 0.0)
     assert "rm_params" not in fits.index.get_level_values(0)  # one RM size: nothing to fit against N
+
+
+def test_footers_fit_in_the_image_below_the_axes(runs_df):
+    """A long source path and note: the footer wraps inside the figure, under the axes' labels."""
+    import matplotlib.pyplot as plt
+
+    source = "/cluster/scratch/some-user/rlhf-scaling/multirun/" + "overoptimization-with-a-long-name/" * 3
+    with style.figure_style():
+        for name, make in FIGURES.items():
+            fig = make(runs_df, source)
+            figures.layout(fig)
+            renderer = fig.canvas.get_renderer()
+            footer = next(t for t in fig.texts if t.get_gid() == "footer")
+            box = footer.get_window_extent(renderer)
+            assert box.x0 >= 0 and box.x1 <= fig.bbox.x1 and box.y0 >= 0, name
+            lowest = min(ax.get_tightbbox(renderer).y0 for ax in fig.axes)
+            assert lowest >= box.y1, name  # x labels and tick labels above the footer
+            plt.close(fig)
+
+
+def test_a_gold_fit_with_beta_below_zero_is_reported_not_drawn(tmp_path, synthetic):
+    """Gold gain d(0.2 + 0.05 d) (β = −0.05): the BoN form's sign is broken. The fit is reported
+    as not turning down (no peak), left out of the figure and named in its footer; a β > 0 run
+    next to it keeps its dashed fit."""
+    import math
+
+    from rlhf_scaling.analysis.runs import load_local_runs
+    from rlhf_scaling.curves import bon_form
+
+    def records(alpha, beta):
+        out = []
+        for n in synthetic.BON_GRID:
+            d = math.sqrt(math.log(n) - (n - 1) / n)
+            gain = float(bon_form(d, alpha, beta))
+            out.append({"bon/n": n, "bon/kl": d * d, "bon/sqrt_kl": d, "bon/gold": gain, "bon/gold_gain": gain,
+                        "bon/proxy": d, "bon/proxy_gain": d})
+        return out
+
+    for name, rm, beta in (("rising", "tiny-s", -0.05), ("peaked", "tiny-xs", 0.1)):
+        synthetic.write_run(tmp_path / f"bon_{name}", synthetic._config("x", "bon", rm), records(0.2, beta), {}, name)
+    df = load_local_runs(tmp_path)
+    coef = figures.fitted_coefficients(df).set_index("run_id")
+    assert coef.loc["bon_rising", "beta"] == pytest.approx(-0.05) and not coef.loc["bon_rising", "turns_down"]
+    assert coef.loc["bon_peaked", "turns_down"]
+    fig = figures.fig_overoptimization(df, "x", "bon")
+    gold = fig.axes[0]
+    dashed = [line for line in gold.lines if line.get_linestyle() == "--"]
+    assert len(dashed) == 1  # the β > 0 run's fit only
+    assert dashed[0].get_ydata().max() < 0.2 * 0.2 / (4 * 0.1) * 1.01  # it peaks, at α²/4β
+    footer = next(t for t in fig.texts if t.get_gid() == "footer").get_text().replace("\n", " ")
+    assert "β ≤ 0" in footer and "rising" in footer and "peaked" not in footer.split("β ≤ 0")[1]
+
+
+def _bon_run(root, synthetic, name: str, rm: dict, summary: dict) -> None:
+    """A best-of-n run against the proxy spec `rm` (no RM job beside it)."""
+    config = synthetic._config("sizes", "bon", "tiny-s")
+    config["rm"] = rm
+    synthetic.write_run(root / name, config, synthetic.bon_records(1e6), summary, name)
+
+
+def test_colour_order_follows_size_even_where_no_run_counted_it(tmp_path, synthetic, repo_root):
+    """No RM job and no rm.n_params: tiny specs are ordered by their shape (from conf/model), hub
+    names by the size they spell, never alphabetically (which puts tiny-l before tiny-xs)."""
+    import yaml
+
+    from rlhf_scaling.analysis.runs import load_local_runs
+
+    for name in ("tiny-l", "tiny-m", "tiny-s", "tiny-xs"):
+        spec = yaml.safe_load((repo_root / "conf" / "model" / f"{name}.yaml").read_text())
+        _bon_run(tmp_path / "tiny", synthetic, name, {**spec, "n_params": None}, {})
+    order = list(figures._size_order(load_local_runs(tmp_path / "tiny"), ["tiny-l", "tiny-m", "tiny-s", "tiny-xs"]))
+    assert order == ["tiny-xs", "tiny-s", "tiny-m", "tiny-l"]
+    for name in ("rm-1.4b", "rm-70m", "rm-410m"):
+        _bon_run(tmp_path / "hub", synthetic, name, {"name": name, "source": "pretrained", "n_params": None}, {})
+    order = list(figures._size_order(load_local_runs(tmp_path / "hub"), ["rm-1.4b", "rm-70m", "rm-410m"]))
+    assert order == ["rm-70m", "rm-410m", "rm-1.4b"]
+
+
+def test_a_runs_own_record_of_its_proxy_size_feeds_the_coefficient_figure(tmp_path, synthetic):
+    """Best-of-n runs that record their proxy's rm/n_params, with no RM job in the folder: Gao's
+    α/β-vs-size figure is drawn from them alone, at the sizes they recorded, even where the proxies
+    share a name (three local model directories, all `model@rm=local`)."""
+    from rlhf_scaling.analysis.runs import load_local_runs
+
+    for name, n_params in (("a", 1e5), ("b", 1e6), ("c", 1e7)):
+        _bon_run(tmp_path, synthetic, name, {"name": "local", "source": "pretrained", "name_or_path": f"/models/{name}",
+                                             "n_params": None}, {"rm/n_params": n_params})
+    df = load_local_runs(tmp_path)
+    coef = figures.fitted_coefficients(df).set_index("run_id")
+    assert coef["n_params"].to_dict() == {"a": 1e5, "b": 1e6, "c": 1e7}
+    assert figures.fig_coefficients(df, "x") is not None
+
+
+def test_curves_are_coloured_and_labelled_by_what_was_swept(runs_df):
+    """The diversity sweep's best-of-n runs share one RM and differ in K: each K is its own colour
+    and legend entry (not one colour per RM), in the order of K; runs differing only in seed share one."""
+    diversity = runs_df[runs_df["group"] == "diversity"]
+    fig = figures.fig_overoptimization(diversity, "x", "bon")
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels == [f"K={k}" for k in (2, 3, 4, 6)]
+    colours = {tuple(line.get_color()) if not isinstance(line.get_color(), str) else line.get_color()
+               for line in fig.axes[0].lines if line.get_linestyle() == "None"}
+    assert len(colours) == 4
+    by_run, style = figures.run_styles(runs_df, diversity["run_id"].unique(), "bon")
+    reseeded = runs_df.assign(**{"config.bon.seed": runs_df["run_id"].map(lambda r: hash(r) % 7)})
+    assert figures.run_styles(reseeded, diversity["run_id"].unique(), "bon")[0] == by_run
+
+
+def test_the_slope_of_alpha_vs_size_comes_with_a_bootstrap_interval_over_seeds(tmp_path, synthetic):
+    """Three seeds per RM size, each seed's α off the true log-linear law by a known spread: the
+    slope's 95% interval over seeds holds the true slope and is as narrow as that spread allows;
+    with one seed per size there is no interval (NaN), and the figure's legend says so."""
+    import numpy as np
+
+    from rlhf_scaling.analysis.runs import load_local_runs
+
+    rng = np.random.default_rng(0)
+    for rm, n_params in synthetic.RM_SIZES.items():
+        for seed in range(3):
+            shift = rng.normal(0, 0.01)
+            records = [{**r, "bon/gold_gain": r["bon/gold_gain"] + shift * r["bon/sqrt_kl"]}
+                       for r in synthetic.bon_records(n_params)]  # α + shift, β unchanged
+            config = synthetic._config("seeds", "bon", rm, seed=seed)
+            config["bon"]["seed"] = seed
+            synthetic.write_run(tmp_path / f"{rm}_{seed}", config, records, {}, f"{rm}{seed}")
+    df = load_local_runs(tmp_path)
+    scaling = figures.coefficient_scaling(figures.fitted_coefficients(df)).set_index("coefficient")
+    intercept, slope = synthetic.LAWS[("bon", "alpha")]
+    alpha = scaling.loc["alpha"]
+    assert alpha["slope_low"] < slope < alpha["slope_high"]
+    assert alpha["slope_high"] - alpha["slope_low"] < 0.01  # 0.01 spread over ln N spanning 4.6
+    beta = scaling.loc["beta"]
+    assert beta["slope_low"] == pytest.approx(beta["slope_high"], abs=1e-9)  # β had no seed noise
+    one = df[df["run_id"].str.endswith("_0")]
+    single = figures.coefficient_scaling(figures.fitted_coefficients(one))
+    assert single["slope_low"].isna().all() and single["slope_high"].isna().all()
+    legend = [t.get_text() for t in figures.fig_coefficients(one, "x").axes[0].get_legend().get_texts()]
+    assert any("one seed per size" in label for label in legend)
+
+
+def test_alpha_and_beta_per_setting_come_with_an_interval_over_seeds(tmp_path, synthetic):
+    """Three seeds of each of two RMs, α shifted per seed by known amounts: one row per RM (seeds
+    pooled, not separate), the mean α of its seeds, an interval inside their range; one seed: NaN."""
+    from rlhf_scaling.analysis.runs import load_local_runs
+
+    shifts = {0: -0.02, 1: 0.0, 2: 0.02}
+    for rm in ("tiny-xs", "tiny-s"):
+        for seed, shift in shifts.items():
+            records = [{**r, "bon/gold_gain": r["bon/gold_gain"] + shift * r["bon/sqrt_kl"]}
+                       for r in synthetic.bon_records(synthetic.RM_SIZES[rm])]
+            config = synthetic._config("seeds", "bon", rm, seed=seed)
+            synthetic.write_run(tmp_path / f"{rm}_{seed}", config, records, {}, f"{rm}{seed}")
+    df = load_local_runs(tmp_path)
+    table = figures.coefficient_intervals(df).set_index("setting")
+    assert sorted(table.index) == ["tiny-s (1M)", "tiny-xs (100k)"] and set(table["n_seeds"]) == {3}
+    row = table.loc["tiny-s (1M)"]
+    alpha = synthetic.coefficient("bon", "alpha", 1e6)
+    assert row["alpha"] == pytest.approx(alpha)
+    assert alpha - 0.02 - 1e-9 <= row["alpha_low"] < alpha < row["alpha_high"] <= alpha + 0.02 + 1e-9
+    single = figures.coefficient_intervals(df[df["run_id"].str.endswith("_0")])
+    assert single["alpha_low"].isna().all() and set(single["n_seeds"]) == {1}

@@ -155,3 +155,19 @@ def test_wandb_loader_passes_filters_and_names_duplicates(runs_root, runs_df):
         twice = per_run(load_wandb_runs("me/p", api=Twice(runs_root)))
     assert list(twice["run_id"]) == ["samples_per_prompt/2_spp=4:wb0021", "samples_per_prompt/2_spp=4:wbXXXX"]
     assert list(twice["status"]) == ["completed", "failed"]
+
+
+def test_run_folders_behind_symbolic_links_are_found_once(runs_root, tmp_path, synthetic):
+    """A study folder assembled from links to sweep folders (and a link back up, which must not
+    loop): every run behind a link is read, each real folder once, under the linked path."""
+    study = tmp_path / "assembled"
+    study.mkdir()
+    (study / "rm_sizes").symlink_to(runs_root / "study", target_is_directory=True)
+    (study / "more").symlink_to(runs_root / "data_size", target_is_directory=True)
+    (study / "loop").symlink_to(study, target_is_directory=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the study's truncated line
+        df = load_local_runs(study)
+    ids = sorted(df["run_id"].unique())
+    assert len(ids) == 9 + 6
+    assert "rm_sizes/rm_tiny-s" in ids and "more/0_budget=768,rm=tiny-xs" in ids
