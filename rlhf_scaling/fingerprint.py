@@ -95,3 +95,23 @@ def path_digest(path, recursive: bool = True) -> str:
     """file_digest of a file or directory_digest of a folder (FileNotFoundError naming it if neither)."""
     p = Path(path).expanduser()
     return directory_digest(p, recursive) if p.is_dir() else file_digest(p)
+
+
+# Config keys that may name a local file or folder the run reads: its content, not its path, is
+# part of the run's identity (tracking.run_id), so an edited data file or re-saved model is a new run.
+INPUT_KEYS = {"task.path": True, "task.prompts_path": True,  # key -> hash sub-folders too
+              "policy.name_or_path": False, "rm.name_or_path": False, "gold.name_or_path": False}
+
+
+def input_digests(config) -> dict:
+    """{config key: content digest} for each INPUT_KEYS value of a resolved config (nested dicts)
+    that is an existing local file or folder; hub ids and unset keys are left out (artifact keys
+    resolve hub revisions), and a missing path is left to the stage, which names it."""
+    digests = {}
+    for key, recursive in INPUT_KEYS.items():
+        value = config
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if isinstance(value, str) and value and Path(value).expanduser().exists():
+            digests[key] = path_digest(value, recursive=recursive)
+    return digests

@@ -3,6 +3,8 @@ mirrored to Weights & Biases when asked.
 
 Local record in run_dir (the source of truth for analysis; wandb 0.31 cannot read offline runs back):
   config.json    the resolved config as given, secrets scrubbed
+  inputs.json    content digests of the local files and folders the config names (data, models):
+                 with the config, the run's identity (an edited data file is a different run)
   env.json       git sha + dirty flag, package versions, host, Slurm ids, start time, command line
   metrics.jsonl  one {"_step", "_time", **metrics} object per log() call, flushed at once, so a
                  killed job keeps everything logged so far (resume=True appends; a resumed job's
@@ -186,16 +188,22 @@ def _read_json(path: Path) -> dict:
 NOT_IDENTITY = ("tracking", "progress", "slurm", "hydra", "stage.skip_completed", "stage.build_upstream")
 
 
-def run_identity(config: Mapping) -> dict:
+def run_identity(config: Mapping, inputs: Optional[Mapping] = None) -> dict:
     """The flat {key: value} of a resolved config that names a run: secrets scrubbed (as recorded
-    in config.json), the `NOT_IDENTITY` keys left out."""
+    in config.json), the `NOT_IDENTITY` keys left out, plus `inputs.<key>`: the content digests of
+    the local files and folders it reads (fingerprint.input_digests; recorded in inputs.json)."""
     flat = flatten_config(finite_or_none(scrub(_jsonable(dict(config)))))
-    return {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NOT_IDENTITY)}
+    flat = {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NOT_IDENTITY)}
+    flat.update({f"inputs.{k}": v for k, v in (inputs or {}).items()})
+    return flat
 
 
 def run_id(config: Mapping) -> str:
-    """12 hex chars of SHA-256 over the run's identity (`run_identity`): the name of its run folder."""
-    blob = json.dumps(run_identity(config), sort_keys=True, separators=(",", ":"), default=str)
+    """12 hex chars of SHA-256 over the run's identity (`run_identity`, with its inputs' content as
+    they are now): the name of its run folder."""
+    from rlhf_scaling.fingerprint import input_digests
+
+    blob = json.dumps(run_identity(config, input_digests(config)), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -205,7 +213,10 @@ def identity_differences(run_dir: Path, config: Mapping) -> List[str]:
     recorded = _read_json(Path(run_dir) / "config.json")
     if not recorded:
         return []
-    mine, theirs = run_identity(config), run_identity(recorded)
+    from rlhf_scaling.fingerprint import input_digests
+
+    mine = run_identity(config, input_digests(config))
+    theirs = run_identity(recorded, _read_json(Path(run_dir) / "inputs.json"))
     return sorted(k for k in set(mine) | set(theirs) if mine.get(k, "<unset>") != theirs.get(k, "<unset>"))
 
 
@@ -316,6 +327,9 @@ class RunTracker:
         else:
             self._metrics_path.write_text("", encoding="utf-8")  # a fresh record exists even if nothing is logged
         _write_json_atomic(self.run_dir / "config.json", self.config)
+        from rlhf_scaling.fingerprint import input_digests  # the content this run reads: part of its identity
+
+        _write_json_atomic(self.run_dir / "inputs.json", input_digests(dict(config)))
         _write_json_atomic(self.run_dir / "env.json", scrub(environment()))
         _write_json_atomic(self.run_dir / "summary.json", self._summary)
         self._status = {"status": "running", "stage": stage, "error": None, "wandb_mode": mode,

@@ -437,3 +437,32 @@ def test_every_record_is_strict_json_and_the_runs_table_reads_it(tmp_path):
     assert len(table) == 1 and row["rm/ok"] == 0.5 and row["summary.rm/val_accuracy"] == 0.75
     for missing in ("rm/loss", "rm/best", "summary.rm/val_loss"):  # read as missing (or a dropped empty column)
         assert pd.isna(row.get(missing))
+
+
+def test_a_run_is_identified_by_the_content_of_the_files_it_reads_not_their_path(tmp_path):
+    """An edited data file (or re-saved local model) is a different run: a new run folder, and a
+    completed record of the old content is never reported as this run's result."""
+    data = tmp_path / "prefs.jsonl"
+    data.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n')
+    config = {"task": {"name": "jsonl", "path": str(data)}, "seed": 0}
+    first = tracking.run_id(config)
+    run = tmp_path / "run"
+    with RunTracker(run, config, stage="rm") as tracker:
+        tracker.summary(acc=0.5)
+    assert tracking.completed_summary(run, config) == {"acc": 0.5}
+    assert json.loads((run / "inputs.json").read_text()) == {"task.path": tracking_digest(data)}
+
+    data.write_text('{"prompt": "a", "chosen": "c", "rejected": "b"}\n')  # same size, labels flipped
+    assert tracking.run_id(config) != first
+    assert tracking.completed_summary(run, config) is None
+    assert tracking.identity_differences(run, config) == ["inputs.task.path"]
+
+    moved = tmp_path / "moved.jsonl"  # same content at another path: the path is in the config,
+    moved.write_bytes(data.read_bytes())  # so it is another config, but its digest is the same
+    assert tracking_digest(moved) == tracking_digest(data)
+
+
+def tracking_digest(path):
+    from rlhf_scaling.fingerprint import path_digest
+
+    return path_digest(path)
