@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from rlhf_scaling.bon import expected_best_of_n, expected_best_of_n_batch
+from rlhf_scaling.bon_math import expected_best_of_n, expected_best_of_n_batch
 
 
 def timed(fn):

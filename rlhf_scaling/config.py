@@ -123,14 +123,21 @@ class RMTrainConfig:
 
 
 @dataclass
+class ProxyConfig:
+    """How the proxy RM's ensemble members (rm_train.ensemble_size) combine into one score, for
+    best-of-n and PPO alike (Coste et al. 2023); not part of the RM artifact: the members are the same."""
+
+    ensemble: str = "mean"  # mean | min (worst case) | uwo (mean - uwo_lambda * population variance)
+    uwo_lambda: float = 1.0  # uncertainty penalty of uwo
+
+
+@dataclass
 class BoNConfig:
     """Best-of-n against a proxy RM, scored by the gold reward with the unbiased estimator."""
 
     n_max: int = 256  # N: pool of responses per evaluation prompt
     n_eval_prompts: int = 64  # evaluation prompts
     n_grid: List[int] = field(default_factory=list)  # n values; empty: powers of two up to n_max, and n_max
-    ensemble: str = "mean"  # how an RM ensemble combines: mean | min | uwo (mean - lambda * population var)
-    uwo_lambda: float = 1.0  # uncertainty penalty of uwo
     temperature: float = 1.0
     padding_free: bool = True  # the proxy RMs score the pool packed end to end (rlhf_scaling/packing.py)
     seed: int = 0
@@ -237,6 +244,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     rm_train: RMTrainConfig = field(default_factory=RMTrainConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
     bon: BoNConfig = field(default_factory=BoNConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
@@ -291,7 +299,7 @@ _CHOICES = {
     "rm_train.loss": ("bt", "kwise", "margin"),
     "rm_train.lr_schedule": ("cosine", "linear", "constant"),
     "rm_train.precision": ("fp32", "bf16"),
-    "bon.ensemble": ("mean", "min", "uwo"),
+    "proxy.ensemble": ("mean", "min", "uwo"),
     "ppo.kl_estimator": ("k1", "k3"),
     "ppo.critic": ("separate", "shared"),
     "stage.name": ("sft", "data", "rm", "bon", "ppo", "study"),
@@ -314,7 +322,7 @@ _POSITIVE = [
 
 _NON_NEGATIVE = [
     "sft.weight_decay", "rm_train.weight_decay", "rm_train.max_grad_norm", "rm_train.margin_scale",
-    "ppo.kl_coef", "ppo.max_grad_norm", "ppo.vf_coef", "bon.uwo_lambda",
+    "ppo.kl_coef", "ppo.max_grad_norm", "ppo.vf_coef", "proxy.uwo_lambda",
 ]
 
 _UNIT_INTERVAL = ["sft.warmup_ratio", "rm_train.warmup_ratio", "ppo.gamma", "ppo.lam", "ppo.clip_range"]

@@ -159,7 +159,7 @@ def zero3_construction(ds_config: dict, loads_pretrained: bool = False) -> Itera
     Each module's parameters are sharded across the ranks as soon as its __init__ returns, so a
     model too large for one device never exists whole; `from_pretrained` inside this context
     loads the checkpoint into the shards when `loads_pretrained` keeps an HfDeepSpeedConfig alive
-    (DESIGN §6; transformers needs `accelerate` installed for that).
+    (transformers needs `accelerate` installed for that).
     Anything that reads or re-initialises a parameter afterwards must do so inside `gathered`:
     outside it the tensors are empty placeholders (OpenRLHF #186, TRL #3097). A no-op for ZeRO-0/2.
     """

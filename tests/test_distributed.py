@@ -142,7 +142,7 @@ def test_rank_shares_add_up_to_the_one_process_loss(world):
     """sum_r weight_r x mean(pair losses of rank r) / W == mean over all pairs of the micro-batch,
     with unequal pair counts per unit and more ranks than units (weight-0 stand-ins)."""
     from rlhf_scaling.data.rm_batches import EncodedGroup
-    from rlhf_scaling.stages.rm import _rank_share
+    from rlhf_scaling.stages.rm import rank_share
 
     gen = torch.Generator().manual_seed(0)
     pair_counts = [1, 6, 3, 2]
@@ -152,7 +152,7 @@ def test_rank_shares_add_up_to_the_one_process_loss(world):
     one_process = torch.cat([losses[i] for i in idx]).mean()
     total, used = 0.0, []
     for rank in range(world):
-        mine, weight = _rank_share(train, idx, DistEnv(rank, rank, world))
+        mine, weight = rank_share(train, idx, rank, world)
         assert mine, "every rank forwards something (ZeRO-3 collectives)"
         total += weight * torch.cat([losses[i] for i in mine]).mean() / world
         used += mine if weight else []

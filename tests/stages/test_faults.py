@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 import torch
 
-from rlhf_scaling import ppo as P
+from rlhf_scaling.actor_critic import Critic, value_head
+from rlhf_scaling import ppo_math as P
 from rlhf_scaling.checkpoint import load_checkpoint
 from rlhf_scaling.cli import compose
 from rlhf_scaling.models import build_reward_model, load_policy
@@ -237,7 +238,7 @@ def ppo_iteration(monkeypatch):
 def ppo_checkpoint(cfg, run_dir):
     """<run dir>/checkpoint loaded into a fresh policy + critic, as the stage resumes: (state, modules)."""
     policy = load_policy(policy_init_path(cfg))
-    trainable = torch.nn.ModuleDict({"policy": policy, "critic": ppo_stage.Critic(policy)})
+    trainable = torch.nn.ModuleDict({"policy": policy, "critic": Critic(policy)})
     return load_checkpoint(run_dir / "checkpoint", trainable), trainable
 
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from rlhf_scaling.ppo import (
+from rlhf_scaling.ppo_math import (
     AdaptiveKLController,
     FixedKLController,
     entropy_from_logits,
