@@ -266,9 +266,11 @@ def entropy_per_token(logits: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(logits, dim=-1) - (p * logits).sum(dim=-1)
 
 
-def entropy_from_logits(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean per-token entropy of the policy over real tokens, in nats (scalar). logits: (B, T, V); mask: (B, T)."""
-    return masked_mean(entropy_per_token(logits), mask)
+def entropy_from_logits(logits: torch.Tensor, mask: torch.Tensor,
+                        reduce: Callable[[torch.Tensor], torch.Tensor] = no_reduce) -> torch.Tensor:
+    """Mean per-token entropy of the policy over real tokens, in nats (scalar). logits: (B, T, V); mask: (B, T);
+    reduce: over every rank's tokens (masked_mean)."""
+    return masked_mean(entropy_per_token(logits), mask, reduce=reduce)
 
 
 # --------------------------------------------------------------------------------------------

@@ -79,19 +79,22 @@ def check_finite(value, where: str, step: int, what: str = "loss") -> None:
 # ----------------------------------------------------------------------------- the training seam
 
 
-def rank_env(engine_profile) -> DistEnv:
+def rank_env(data_parallel: bool) -> DistEnv:
     """This process's place among the data-parallel ranks: from the launcher's environment when
-    the stage trains through DeepSpeed (`engine_profile.enabled`), one process otherwise."""
-    return dist_env_from_environ() if engine_profile.enabled else DistEnv()
+    the stage trains through DeepSpeed (deepspeed.enabled), one process otherwise."""
+    return dist_env_from_environ() if data_parallel else DistEnv()
 
 
-def engine_config(engine_profile, *, micro_batch_per_gpu: int, grad_accum: int, world_size: int,
-                  max_grad_norm: float, precision: str) -> Optional[dict]:
-    """The complete DeepSpeed config of a stage (rlhf_scaling.distributed.deepspeed_config), or
-    None when the stage trains in one process with a plain torch optimizer."""
-    if not engine_profile.enabled:
+def engine_config(*, enabled: bool, zero_stage: int, offload_optimizer: bool, offload_param: bool, bf16: bool,
+                  micro_batch_per_gpu: int, grad_accum: int, world_size: int, max_grad_norm: float,
+                  precision: str) -> Optional[dict]:
+    """The complete DeepSpeed config of a stage (rlhf_scaling.distributed.deepspeed_config) from the
+    `deepspeed` section's fields and the stage's own numbers, or None when the stage trains in one
+    process with a plain torch optimizer (enabled=false)."""
+    if not enabled:
         return None
-    return deepspeed_config(engine_profile, micro_batch_per_gpu=micro_batch_per_gpu, grad_accum=grad_accum,
+    return deepspeed_config(zero_stage=zero_stage, offload_optimizer=offload_optimizer, offload_param=offload_param,
+                            bf16=bf16, micro_batch_per_gpu=micro_batch_per_gpu, grad_accum=grad_accum,
                             world_size=world_size, max_grad_norm=max_grad_norm, precision=precision)
 
 

@@ -16,16 +16,17 @@ ppo.checkpoint_every iterations and at a preemption signal (rlhf_scaling/preempt
 started again in the same run folder resumes there and produces the same curves (tested). The trained
 policy is written as one consolidated safetensors model to <run dir>/policy.
 
-Data-parallel (deepspeed.enabled, W ranks; the engine lives behind rlhf_scaling/training.py): policy and
-critic train as ONE module (ZeRO-2/3, bf16 from the profile); ppo.prompts_per_step x samples_per_prompt rollouts and ppo.minibatch_size are GLOBAL
-and split evenly over the ranks. Generation runs inside `trainer.whole()` (ZeRO-3: the weights
-gathered whole on every rank and the per-layer hooks off, so ranks may stop generating at
-different lengths without deadlocking). Batch statistics (reward and advantage whitening, the KL
+Data-parallel over W ranks (deepspeed.enabled; rlhf_scaling/training.py does the sharded
+training): policy and critic train as ONE module, sharded as the profile says;
+ppo.prompts_per_step x samples_per_prompt rollouts and ppo.minibatch_size are GLOBAL and split
+evenly over the ranks. Generation runs inside `trainer.whole()` (sharded weights gathered whole on
+every rank once per iteration, so ranks may stop generating at different lengths without
+deadlocking per-layer collectives). Batch statistics (reward and advantage whitening, the KL
 controller's input, every logged metric) are taken over all ranks' rollouts, as one process would
-(the ppo_math functions with reduce=sum_over_ranks);
-the gradient is the mean of the ranks' minibatch losses, each a mean over its own tokens (the
-usual data-parallel approximation of the global token mean). The frozen reference policy and the
-proxy RMs are replicated on every rank (inference only; bf16 when the profile trains in bf16).
+(the ppo_math functions with reduce=sum_over_ranks); the gradient is the mean of the ranks'
+minibatch losses, each a mean over its own tokens (the usual data-parallel approximation of the
+global token mean). The frozen reference policy and the proxy RMs are replicated on every rank
+(inference only; in the trainer's compute dtype).
 """
 
 
@@ -64,13 +65,13 @@ RANK_SEED_STRIDE = 1_000_003  # rank r samples from seed + r·stride: ranks draw
 def run(cfg: DictConfig, tracker) -> dict:
     """Train the policy; write ppo_curve.csv and policy/ in the run folder; returns the RL-form fit summary."""
     p = cfg.ppo
-    env = rank_env(cfg.deepspeed)
+    env = rank_env(cfg.deepspeed.enabled)
     local_n, local_mb = rank_batch(p.prompts_per_step * p.samples_per_prompt, p.minibatch_size, env.world_size)
     device = resolve_device(cfg.device)
     setup = setup_task(cfg, device=str(device))
     rm_dir = rm_artifact(cfg).require(build_command("rm", cfg))
     seed_everything(cfg.seed + p.seed + RANK_SEED_STRIDE * env.rank)
-    engine_cfg = engine_config(cfg.deepspeed, micro_batch_per_gpu=local_mb, grad_accum=1, world_size=env.world_size,
+    engine_cfg = engine_config(**cfg.deepspeed, micro_batch_per_gpu=local_mb, grad_accum=1, world_size=env.world_size,
                                max_grad_norm=p.max_grad_norm, precision="fp32")
     trainer, reference = build_actor_critic(policy_init_path(cfg), p, device, engine_cfg, env)
     proxies = load_ensemble(rm_dir, device)
@@ -88,7 +89,7 @@ def run(cfg: DictConfig, tracker) -> dict:
             clock = [time.perf_counter()]
             prompts = rank_prompts(rollout_prompts(setup, step, p.prompts_per_step, cfg.seed + p.seed),
                                    p.samples_per_prompt, env.rank, local_n)
-            with trainer.whole():  # ZeRO-3: gathered once, no per-layer collectives
+            with trainer.whole():  # sharded weights gathered once, no per-layer collectives
                 ro = sample(trainer.module["policy"], setup.tokenizer, prompts,
                             max_new_tokens=cfg.task.max_response_tokens, temperature=p.temperature)
             clock.append(time.perf_counter())
@@ -135,7 +136,7 @@ def rank_prompts(prompts, samples_per_prompt: int, rank: int, local_n: int) -> l
 def rank_batch(n_rollouts: int, minibatch_size: int, world_size: int) -> tuple[int, int]:
     """(rollouts, minibatch) of one rank: the global rollouts per iteration (ppo.prompts_per_step x
     samples_per_prompt) and ppo.minibatch_size split evenly over world_size ranks (an uneven
-    split would leave ranks with different numbers of optimizer steps, which ZeRO's collectives cannot do)."""
+    split would leave ranks with different numbers of optimizer steps, which sharded training's collectives cannot do)."""
     for name, value in (("ppo.prompts_per_step x ppo.samples_per_prompt", n_rollouts),
                         ("ppo.minibatch_size", minibatch_size)):
         if value % world_size:
@@ -206,7 +207,7 @@ def experience(module, reference, ro, proxy: torch.Tensor, kl_coef: float, p, de
     batch = ResponseBatch.of(ids, mask, ro.prompt_ids.shape[1], p.padding_free)
     logits, old_values = logits_and_values(module["policy"], module["critic"], batch, p.temperature)
     old_logprobs = P.logprobs_from_logits(logits, r_ids)
-    entropy = P.masked_mean(P.entropy_per_token(logits), r_mask, reduce=sum_over_ranks)
+    entropy = P.entropy_from_logits(logits, r_mask, reduce=sum_over_ranks)
     ref_logprobs = P.logprobs_from_logits(policy_forward(reference, batch, p.temperature)[0], r_ids)
     old_values = old_values * r_mask
     scores = P.whiten_scores(proxy, reduce=sum_over_ranks) if p.whiten_rewards else proxy
@@ -285,7 +286,7 @@ def resume(trainer, ckpt_dir: Path, kl_ctl, rank: int) -> int:
 
 def export_policy(trainer, tokenizer, out: Path, env: DistEnv) -> None:
     """The trained policy as one consolidated fp32 safetensors model (loads with load_policy /
-    model source=pretrained), whatever the engine (a collective: every rank calls it)."""
+    model source=pretrained), however it was trained (a collective: every rank calls it)."""
     policy = trainer.export("policy")
     if env.is_main:
         save_policy(policy, tokenizer, out)

@@ -2,7 +2,7 @@
 
 Recipe: data artifact -> (margin loss: each pair's margin x rm_train.margin_scale) -> encode every
 response once -> per member: seed, build RM, AdamW + schedule, a trainer (rlhf_scaling/training.py:
-one process, or DeepSpeed ranks) -> loop over micro-batches (bt/margin: one pair each; kwise: one
+one process, or data-parallel ranks) -> loop over micro-batches (bt/margin: one pair each; kwise: one
 prompt's K responses with all its C(K,2) pairs, ONE forward per response) -> periodic held-out eval
 and resumable checkpoints -> re-centre so the init policy's mean reward is 0 -> save the RM artifact.
 
@@ -95,11 +95,11 @@ def run(cfg: DictConfig, tracker, stop_at_step: Optional[int] = None) -> dict:
     artifact = rm_artifact(cfg)
     if not artifact.exists():
         t = cfg.rm_train
-        env = rank_env(cfg.deepspeed)
+        env = rank_env(cfg.deepspeed.enabled)
         if t.batch_size % env.world_size:
             raise ConfigError(f"rm_train.batch_size={t.batch_size} (the global micro-batch) must be divisible by "
                               f"the {env.world_size} ranks")
-        engine_cfg = engine_config(cfg.deepspeed, micro_batch_per_gpu=t.batch_size // env.world_size,
+        engine_cfg = engine_config(**cfg.deepspeed, micro_batch_per_gpu=t.batch_size // env.world_size,
                                    grad_accum=t.grad_accum, world_size=env.world_size, max_grad_norm=t.max_grad_norm,
                                    precision=t.precision)
         setup = setup_task(cfg)
@@ -204,7 +204,7 @@ def train_member(trainer, train: List[EncodedGroup], eval_groups: List[EncodedGr
     step = int(state["step"]) if state is not None else 0
     if step:
         log.info("member %d resumed at step %d/%d from %s", member, step, total_steps, ckpt_dir)
-    if padding_free:  # under ZeRO-3 a collective forward: every rank runs it
+    if padding_free:  # with sharded parameters a collective forward: every rank runs it
         require_exact_packing(trainer.module.backbone, "rm_train.padding_free", device)
     bar = tqdm(total=total_steps, initial=step, desc=progress, disable=progress is None, leave=False)
     trainer.module.train()
@@ -259,7 +259,7 @@ def rank_share(train: List[EncodedGroup], idx: List[int], rank: int, world_size:
     mine = idx[rank::world_size]
     total = sum(len(train[i].pairs) for i in idx)
     if not mine:  # fewer units than ranks (the last micro-batch): forward one unit that counts for nothing
-        return idx[:1], 0.0  # (under ZeRO-3 every rank must forward)
+        return idx[:1], 0.0  # (with sharded parameters every rank must forward)
     return mine, sum(len(train[i].pairs) for i in mine) / total * world_size
 
 
