@@ -117,7 +117,7 @@ class RMTrainConfig:
     ensemble_size: int = 1  # M independently seeded RMs (Coste et al. 2023)
     eval_every: int = 50  # optimizer steps between held-out evaluations
     checkpoint_every: int = 100  # optimizer steps between resumable checkpoints
-    margin_scale: float = 1.0  # margin loss: m = margin_scale x |gold_w - gold_l| when data has no margin
+    margin_scale: float = 1.0  # margin loss: m = margin_scale x the pair's margin (the data's, else |gold_w - gold_l|)
     padding_free: bool = True  # pack each batch's responses end to end in training and eval forwards (rlhf_scaling/packing.py)
     seed: int = 0
 
@@ -164,7 +164,7 @@ class PPOConfig:
     clip_range_value: float = 0.2
     vf_coef: float = 0.5
     max_grad_norm: float = 1.0
-    whiten_rewards: bool = False  # normalise scores per batch before adding the KL penalty
+    whiten_rewards: bool = False  # scale RM scores to unit std over the batch (mean kept) before adding the KL penalty
     temperature: float = 1.0
     # separate: the critic is its own transformer + a value head, initialised from the init policy;
     # shared: a value head on the policy's trunk, one forward and backward per minibatch and half the

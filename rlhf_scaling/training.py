@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import math
 import random
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 import numpy as np
 import torch
@@ -33,6 +34,8 @@ from rlhf_scaling.distributed import (DistEnv, deepspeed_config, dist_env_from_e
                                       gathered, load_deepspeed_checkpoint, mean_over_ranks,
                                       save_deepspeed_checkpoint, whole_for_generation, wrap_with_deepspeed,
                                       zero3_construction)
+
+log = logging.getLogger(__name__)
 
 
 def seed_everything(seed: int) -> None:
@@ -99,15 +102,18 @@ def engine_config(*, enabled: bool, zero_stage: int, offload_optimizer: bool, of
 
 
 def build_for_training(build: Callable[[], nn.Module], device, engine_cfg: Optional[dict], *,
-                       pretrained: bool = False, reinit: Optional[Callable[[nn.Module], None]] = None) -> nn.Module:
+                       pretrained: bool = False, reinit: Optional[Callable[[nn.Module], None]] = None,
+                       reinit_params: Callable[[nn.Module], Iterable[nn.Parameter]] = lambda m: m.parameters()
+                       ) -> nn.Module:
     """The model to train, from `build()` (seeded by the caller).
 
     Built whole and moved to `device`, except under ZeRO-3 with `pretrained` weights: then loaded
-    straight into shards (zero.Init), and `reinit(model)` re-initialises, while gathered, what
-    the constructor initialised into empty shards (a fresh head: OpenRLHF #186). Random-init
-    models are built whole in any case and deepspeed.initialize shards them: under zero.Init
-    transformers' weight init would also hit empty shards and training would start from PyTorch's
-    default init instead (measured: 19 of 30 tensors differ), breaking the equality with one process.
+    straight into shards (zero.Init), and `reinit(model)` re-initialises, with `reinit_params(model)`
+    gathered (only those: the rest stays sharded), what the constructor initialised into empty
+    shards (a fresh head: OpenRLHF #186). Random-init models are built whole in any case and
+    deepspeed.initialize shards them: under zero.Init transformers' weight init would also hit
+    empty shards and training would start from PyTorch's default init instead (measured: 19 of 30
+    tensors differ), breaking the equality with one process.
     """
     zero3 = engine_cfg is not None and engine_cfg["zero_optimization"]["stage"] == 3
     if not (zero3 and pretrained):
@@ -116,13 +122,10 @@ def build_for_training(build: Callable[[], nn.Module], device, engine_cfg: Optio
         with zero3_construction(engine_cfg, loads_pretrained=True):
             model = build()
     except RuntimeError as err:  # transformers' ZeRO-3 loading needs accelerate
-        import logging
-
-        logging.getLogger(__name__).warning("%s; building the model whole on every rank and sharding it "
-                                            "afterwards (more CPU memory)", err)
+        log.warning("%s; building the model whole on every rank and sharding it afterwards (more CPU memory)", err)
         return build().to(device)
     if reinit is not None:
-        with gathered(list(model.parameters()), modifier_rank=0):
+        with gathered(list(reinit_params(model)), modifier_rank=0):
             reinit(model)
     return model
 

@@ -167,7 +167,8 @@ def train_and_save_member(cfg: DictConfig, m: int, train, evals, tok, out: Path,
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed + t.seed + 1000 * m)
     model = build_for_training(lambda: build_reward_model(cfg.rm, tok), device, engine_cfg,
-                               pretrained=cfg.rm.source != "tiny", reinit=RewardModel.init_head)
+                               pretrained=cfg.rm.source != "tiny", reinit=RewardModel.init_head,
+                               reinit_params=lambda model: model.head.parameters())
     steps_per_epoch = max(1, math.ceil(len(train) / t.batch_size) // t.grad_accum)
     optimizer, scheduler = optimizer_and_schedule(
         model.parameters(), lr=t.lr, weight_decay=t.weight_decay, schedule=t.lr_schedule,
