@@ -24,7 +24,8 @@ pytestmark = pytest.mark.slow
 PPO = ["ppo.steps=2", "ppo.prompts_per_step=4", "ppo.samples_per_prompt=2", "ppo.minibatch_size=8",
        "ppo.ppo_epochs=1", "ppo.checkpoint_every=1000", "ppo.lr=1e-3"]
 BON = ["bon.n_max=4", "bon.n_eval_prompts=8"]
-ENSEMBLE = ["rm_train.ensemble_size=2"]
+# A cheap 2-member ensemble: tiny-xs members, 12 optimizer steps each (independently seeded, so they disagree).
+ENSEMBLE = ["rm_train.ensemble_size=2", "model@rm=tiny-xs", "rm_train.batch_size=32"]
 
 
 def cfg_of(store, stage, *extra):
@@ -133,7 +134,7 @@ def test_proxy_ensemble_combination_in_best_of_n(ensemble_store, tmp_path):
 
 
 def rm_weights(store, tmp_path, *extra):
-    cfg = cfg_of(store, "rm", "model@rm=tiny-xs", *extra)
+    cfg = cfg_of(store, "rm", "model@rm=tiny-xs", "rm_train.batch_size=32", *extra)  # 12 steps
     run_stage(rm, cfg, tmp_path / "_".join(extra or ["bt"]), "rm")
     from safetensors.torch import load_file
 
