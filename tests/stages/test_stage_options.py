@@ -18,7 +18,7 @@ from rlhf_scaling.stages import bon, ppo, rm
 from rlhf_scaling.stages.common import open_tracker, rm_artifact
 from rlhf_scaling.stages.rm import scaled_margins
 
-pytestmark = pytest.mark.slow
+slow = pytest.mark.slow  # every test here but the last runs a stage
 
 # 8 rollouts per iteration, one minibatch, one epoch: each iteration is one optimizer step.
 PPO = ["ppo.steps=2", "ppo.prompts_per_step=4", "ppo.samples_per_prompt=2", "ppo.minibatch_size=8",
@@ -63,6 +63,7 @@ def ensemble_store(ppo_store, tmp_path_factory):
 # ----------------------------------------------------------------------------- PPO options
 
 
+@slow
 def test_whiten_rewards_trains_on_scores_scaled_to_unit_std_with_their_mean_kept(ppo_store, baseline, tmp_path,
                                                                                  monkeypatch):
     seen = []
@@ -81,6 +82,7 @@ def test_whiten_rewards_trains_on_scores_scaled_to_unit_std_with_their_mean_kept
     assert rows[0]["ppo/value_loss"] != pytest.approx(baseline[0]["ppo/value_loss"], rel=1e-4)
 
 
+@slow
 def test_adaptive_kl_moves_beta_by_the_controller_rule(ppo_store, baseline, tmp_path):
     rows = ppo_rows(ppo_store, tmp_path / "run", "ppo.adaptive_kl=true", "ppo.target_kl=1.0", "ppo.kl_horizon=16",
                     "ppo.kl_coef=0.05")
@@ -91,6 +93,7 @@ def test_adaptive_kl_moves_beta_by_the_controller_rule(ppo_store, baseline, tmp_
     assert baseline[1]["ppo/kl_coef"] == baseline[0]["ppo/kl_coef"]  # fixed β by default
 
 
+@slow
 def test_kl_estimator_k3_is_the_logged_and_penalised_kl(ppo_store, baseline, tmp_path):
     rows = ppo_rows(ppo_store, tmp_path / "run", "ppo.kl_estimator=k3")
     assert baseline[1]["ppo/kl"] == baseline[1]["ppo/kl_k1"]  # k1: the penalised KL is the k1 estimate
@@ -100,6 +103,7 @@ def test_kl_estimator_k3_is_the_logged_and_penalised_kl(ppo_store, baseline, tmp
     assert rows[1]["ppo/kl"] != pytest.approx(rows[1]["ppo/kl_k1"], rel=1e-3)
 
 
+@slow
 def test_proxy_ensemble_combination_in_ppo(ensemble_store, tmp_path):
     """Iteration 0 samples the same rollouts whatever the combination (the policy is the init
     policy): the combined proxy score is the only difference. min and uwo sit strictly below
@@ -115,6 +119,7 @@ def test_proxy_ensemble_combination_in_ppo(ensemble_store, tmp_path):
 # ----------------------------------------------------------------------------- best-of-n
 
 
+@slow
 def test_proxy_ensemble_combination_in_best_of_n(ensemble_store, tmp_path):
     def at_n1(*extra):
         run_stage(bon, cfg_of(ensemble_store, "bon", *BON, *ENSEMBLE, *extra), tmp_path / "_".join(extra), "bon")
@@ -141,6 +146,7 @@ def rm_weights(store, tmp_path, *extra):
     return load_file(str(rm_artifact(cfg).path / "member_0" / REWARD_MODEL_FILE))
 
 
+@slow
 def test_margin_loss_and_margin_scale_change_the_trained_rm(ppo_store, tmp_path):
     """margin_scale=0 makes every margin 0: exactly the Bradley–Terry RM; scale 1 trains another."""
     bt = rm_weights(ppo_store, tmp_path, "rm_train.loss=bt")
