@@ -86,7 +86,7 @@ def run(cfg: DictConfig, tracker) -> dict:
                disable=not cfg.progress or not env.is_main, leave=False)
     with Preemption() as preemption:
         for step in bar:
-            clock = [time.perf_counter()]
+            clock = [time.perf_counter()]  # rollout -> score -> experience -> update -> log -> checkpoint
             prompts = rank_prompts(rollout_prompts(setup, step, p.prompts_per_step, cfg.seed + p.seed),
                                    p.samples_per_prompt, env.rank, local_n)
             with trainer.whole():  # sharded weights gathered once, no per-layer collectives
@@ -100,7 +100,7 @@ def run(cfg: DictConfig, tracker) -> dict:
             clock.append(time.perf_counter())
             stats = update(trainer, exp, p, local_mb, step)
             clock.append(time.perf_counter())
-            beta_used = kl_ctl.value
+            beta_used = kl_ctl.value  # the β this iteration's penalty used; then the controller's update
             kl_ctl.update(float(exp.all_seq_kl.mean()), p.prompts_per_step * p.samples_per_prompt)
             if step % p.log_every == 0 or step == p.steps - 1:
                 metrics = iteration_metrics(step, exp, gold, ro, stats, beta_used, clock,
