@@ -84,10 +84,13 @@ class NaNGradient(torch.autograd.Function):
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """SFT policy, K=4 preference data and (for PPO) a normally trained RM."""
+def store(ppo_store, tmp_path_factory):
+    """SFT policy, K=4 preference data and (for PPO) a normally trained RM. The SFT policy and the
+    data are the session's shared ones (tests/conftest.py: the same settings, so the same artifact
+    keys; the run calls below reuse them), copied so that no test here can damage them."""
     root = tmp_path_factory.mktemp("faults_store")
     runs = tmp_path_factory.mktemp("faults_runs")
+    shutil.copytree(ppo_store.artifacts, root / "artifacts", ignore=shutil.ignore_patterns("rm"))
     cfg = make_cfg(root / "artifacts", "ppo", *PPO)
     run(sft, cfg, runs / "sft", "sft")
     run(data, cfg, runs / "data", "data")
