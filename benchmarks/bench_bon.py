@@ -20,7 +20,7 @@ import time
 import numpy as np
 from scipy.special import gammaln
 
-from rlhf_scaling.bon import _support_width, expected_best_of_n, expected_best_of_n_batch
+from rlhf_scaling.bon_math import _support_width, expected_best_of_n, expected_best_of_n_batch
 
 
 def timed(fn):

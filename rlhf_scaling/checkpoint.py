@@ -103,3 +103,18 @@ def load_checkpoint(directory: Path, model: torch.nn.Module) -> Optional[dict]:
             # weights_only: never unpickle arbitrary objects from disk.
             return torch.load(candidate / "trainer_state.pt", weights_only=True)
     return None
+
+
+def rng_state() -> dict:
+    """This process's RNG streams: CPU, and CUDA where sampling runs on a GPU (resume-exact sampling)."""
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what rng_state saved."""
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])

@@ -122,9 +122,18 @@ class RMTrainConfig:
     ensemble_size: int = 1  # M independently seeded RMs (Coste et al. 2023)
     eval_every: int = 50  # optimizer steps between held-out evaluations
     checkpoint_every: int = 100  # optimizer steps between resumable checkpoints
-    margin_scale: float = 1.0  # margin loss: m = margin_scale x |gold_w - gold_l| when data has no margin
+    margin_scale: float = 1.0  # margin loss: m = margin_scale x the pair's margin (the data's, else |gold_w - gold_l|)
     padding_free: bool = True  # pack each batch's responses end to end in training and eval forwards (rlhf_scaling/packing.py)
     seed: int = 0
+
+
+@dataclass
+class ProxyConfig:
+    """How the proxy RM's ensemble members (rm_train.ensemble_size) combine into one score, for
+    best-of-n and PPO alike (Coste et al. 2023); not part of the RM artifact: the members are the same."""
+
+    ensemble: str = "mean"  # mean | min (worst case) | uwo (mean - uwo_lambda * population variance)
+    uwo_lambda: float = 1.0  # uncertainty penalty of uwo
 
 
 @dataclass
@@ -134,8 +143,6 @@ class BoNConfig:
     n_max: int = 256  # N: pool of responses per evaluation prompt
     n_eval_prompts: int = 64  # evaluation prompts
     n_grid: List[int] = field(default_factory=list)  # n values; empty: powers of two up to n_max, and n_max
-    ensemble: str = "mean"  # how an RM ensemble combines: mean | min | uwo (mean - lambda * population var)
-    uwo_lambda: float = 1.0  # uncertainty penalty of uwo
     temperature: float = 1.0
     padding_free: bool = True  # the proxy RMs score the pool packed end to end (rlhf_scaling/packing.py)
     seed: int = 0
@@ -162,7 +169,7 @@ class PPOConfig:
     clip_range_value: float = 0.2
     vf_coef: float = 0.5
     max_grad_norm: float = 1.0
-    whiten_rewards: bool = False  # normalise scores per batch before adding the KL penalty
+    whiten_rewards: bool = False  # scale RM scores to unit std over the batch (mean kept) before adding the KL penalty
     temperature: float = 1.0
     # separate: the critic is its own transformer + a value head, initialised from the init policy;
     # shared: a value head on the policy's trunk, one forward and backward per minibatch and half the
@@ -242,6 +249,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     rm_train: RMTrainConfig = field(default_factory=RMTrainConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
     bon: BoNConfig = field(default_factory=BoNConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
@@ -296,7 +304,7 @@ _CHOICES = {
     "rm_train.loss": ("bt", "kwise", "margin"),
     "rm_train.lr_schedule": ("cosine", "linear", "constant"),
     "rm_train.precision": ("fp32", "bf16"),
-    "bon.ensemble": ("mean", "min", "uwo"),
+    "proxy.ensemble": ("mean", "min", "uwo"),
     "ppo.kl_estimator": ("k1", "k3"),
     "ppo.critic": ("separate", "shared"),
     "stage.name": ("sft", "data", "rm", "bon", "ppo", "study"),
@@ -319,7 +327,7 @@ _POSITIVE = [
 
 _NON_NEGATIVE = [
     "sft.weight_decay", "rm_train.weight_decay", "rm_train.max_grad_norm", "rm_train.margin_scale",
-    "ppo.kl_coef", "ppo.max_grad_norm", "ppo.vf_coef", "bon.uwo_lambda",
+    "ppo.kl_coef", "ppo.max_grad_norm", "ppo.vf_coef", "proxy.uwo_lambda",
 ]
 
 _UNIT_INTERVAL = ["sft.warmup_ratio", "rm_train.warmup_ratio", "ppo.gamma", "ppo.lam", "ppo.clip_range"]

@@ -114,9 +114,11 @@ def init_distributed(env: DistEnv, backend: Optional[str] = None, timeout_s: int
     return True
 
 
-def deepspeed_config(ds, *, micro_batch_per_gpu: int, grad_accum: int, world_size: int, max_grad_norm: float,
+def deepspeed_config(*, zero_stage: int, offload_optimizer: bool, offload_param: bool, bf16: bool,
+                     micro_batch_per_gpu: int, grad_accum: int, world_size: int, max_grad_norm: float,
                      precision: str) -> dict:
-    """A complete DeepSpeed config from the DeepSpeed profile and the stage's own settings.
+    """A complete DeepSpeed config from the DeepSpeed profile (zero_stage, offload_*, bf16: the
+    `deepspeed` config section) and the stage's own settings.
 
     Every number is filled here (HF's "auto" is resolved only by its Trainer):
       train_batch_size = micro_batch_per_gpu x grad_accum x world_size (DeepSpeed asserts this);
@@ -128,19 +130,19 @@ def deepspeed_config(ds, *, micro_batch_per_gpu: int, grad_accum: int, world_siz
     master weights on the CPU: identical maths, no JIT build, slower than DeepSpeedCPUAdam on big
     models (a throughput cost only where offload is used).
     """
-    zero = {"stage": ds.zero_stage, "overlap_comm": False, "contiguous_gradients": True}
-    if ds.offload_optimizer:
+    zero = {"stage": zero_stage, "overlap_comm": False, "contiguous_gradients": True}
+    if offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": False}
-    if ds.offload_param and ds.zero_stage == 3:
+    if offload_param and zero_stage == 3:
         zero["offload_param"] = {"device": "cpu", "pin_memory": False}
-    if ds.zero_stage == 3:
+    if zero_stage == 3:
         zero["stage3_gather_16bit_weights_on_model_save"] = True
     return {
         "train_batch_size": micro_batch_per_gpu * grad_accum * world_size,
         "train_micro_batch_size_per_gpu": micro_batch_per_gpu,
         "gradient_accumulation_steps": grad_accum,
         "gradient_clipping": float(max_grad_norm or 0.0),
-        "bf16": {"enabled": bool(ds.bf16 or precision == "bf16")},
+        "bf16": {"enabled": bool(bf16 or precision == "bf16")},
         "zero_optimization": zero,
         "zero_allow_untested_optimizer": True,  # torch AdamW is "untested" to DeepSpeed, and fine
         "zero_force_ds_cpu_optimizer": False,
@@ -159,7 +161,7 @@ def zero3_construction(ds_config: dict, loads_pretrained: bool = False) -> Itera
     Each module's parameters are sharded across the ranks as soon as its __init__ returns, so a
     model too large for one device never exists whole; `from_pretrained` inside this context
     loads the checkpoint into the shards when `loads_pretrained` keeps an HfDeepSpeedConfig alive
-    (DESIGN §6; transformers needs `accelerate` installed for that).
+    (transformers needs `accelerate` installed for that).
     Anything that reads or re-initialises a parameter afterwards must do so inside `gathered`:
     outside it the tensors are empty placeholders (OpenRLHF #186, TRL #3097). A no-op for ZeRO-0/2.
     """

@@ -45,23 +45,6 @@ LLAMA2_MARGINS = {
 # --------------------------------------------------------------------------------------------
 
 
-def pairwise_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor,
-                  margin: Optional[torch.Tensor | float] = None) -> torch.Tensor:
-    """Bradley–Terry loss: mean over the batch of −log σ(r_w − r_l − m).
-
-    r_chosen, r_rejected: (B,) rewards of the preferred / rejected responses.
-    margin: None (m = 0), a float, or (B,) margins (Touvron et al. 2023 §3.2.2).
-    Returns a scalar tensor in nats per comparison.
-
-    F.logsigmoid is used instead of log(sigmoid(.)) because the latter underflows to log(0) = −inf
-    for large negative differences.
-    """
-    diff = r_chosen - r_rejected
-    if margin is not None:
-        diff = diff - margin
-    return -F.logsigmoid(diff).mean()
-
-
 def kwise_loss(rewards: torch.Tensor, pairs: torch.Tensor, pair_mask: Optional[torch.Tensor] = None,
                margins: Optional[torch.Tensor] = None) -> torch.Tensor:
     """InstructGPT K-wise loss (Ouyang et al. 2022, eq. 1), optionally with Llama 2 margins.
@@ -74,7 +57,7 @@ def kwise_loss(rewards: torch.Tensor, pairs: torch.Tensor, pair_mask: Optional[t
     Returns a scalar: the mean over ALL real pairs of the batch of −log σ(r_w − r_l − m), in nats.
 
     Averaging over pairs (not per group then over groups) makes the loss identical to
-    `pairwise_loss` on the explicitly expanded pairs, for any K and any number of pairs per group.
+    the Bradley–Terry loss on the explicitly expanded pairs (K = 2 groups, one pair each: rm_train.loss=bt), for any K and any number of pairs per group.
     """
     if pairs.dim() != 3 or pairs.shape[-1] != 2:
         raise ValueError(f"pairs must have shape (B, P, 2), got {tuple(pairs.shape)}")
@@ -114,7 +97,7 @@ def llama2_margin(strength: str, table: str = "small") -> float:
 
     In the synthetic setup there are no annotated strengths: the data stage derives a numeric
     margin from the gold-score difference of the two responses instead, and passes it directly as
-    `margins` to `kwise_loss` / `margin` to `pairwise_loss`. This function is for human-labelled
+    `margins` to `kwise_loss`. This function is for human-labelled
     data that carries Llama-2-style strength labels.
     """
     if table not in LLAMA2_MARGINS:

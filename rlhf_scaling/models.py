@@ -167,9 +167,13 @@ class RewardModel(nn.Module):
         self.backbone = backbone
         hidden = backbone.config.hidden_size
         self.head = nn.Linear(hidden, 1)
-        nn.init.normal_(self.head.weight, std=1.0 / (hidden + 1) ** 0.5)
-        nn.init.zeros_(self.head.bias)
+        self.init_head()
         self.register_buffer("offset", torch.zeros(()))
+
+    def init_head(self) -> None:
+        """The fresh head's init: N(0, 1/(H+1)) weights, zero bias."""
+        nn.init.normal_(self.head.weight, std=1.0 / (self.head.in_features + 1) ** 0.5)
+        nn.init.zeros_(self.head.bias)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, padding_free: bool = False) -> torch.Tensor:
         """(B, L) token ids and 0/1 mask -> (B,) rewards (float32, minus `offset`).

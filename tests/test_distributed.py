@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from rlhf_scaling import distributed
 from rlhf_scaling.distributed import (DistEnv, deepspeed_config, dist_env_from_environ, first_host, free_port,
@@ -99,12 +98,12 @@ def test_init_distributed_fails_with_a_message_instead_of_hanging(monkeypatch):
 
 
 def _profile(**kw):
-    return OmegaConf.create({"zero_stage": 2, "offload_optimizer": False, "offload_param": False, "bf16": False, **kw})
+    return {"zero_stage": 2, "offload_optimizer": False, "offload_param": False, "bf16": False, **kw}
 
 
 @pytest.mark.parametrize("micro, accum, world", [(1, 1, 1), (4, 8, 16), (3, 2, 2), (8, 1, 64)])
 def test_deepspeed_batch_arithmetic(micro, accum, world):
-    cfg = deepspeed_config(_profile(), micro_batch_per_gpu=micro, grad_accum=accum, world_size=world,
+    cfg = deepspeed_config(**_profile(), micro_batch_per_gpu=micro, grad_accum=accum, world_size=world,
                            max_grad_norm=1.0, precision="fp32")
     assert cfg["train_batch_size"] == micro * accum * world
     assert cfg["train_micro_batch_size_per_gpu"] == micro and cfg["gradient_accumulation_steps"] == accum
@@ -112,7 +111,7 @@ def test_deepspeed_batch_arithmetic(micro, accum, world):
 
 def test_deepspeed_config_takes_its_numbers_from_the_stage():
     ds = _profile(zero_stage=3, offload_optimizer=True, offload_param=True)
-    cfg = deepspeed_config(ds, micro_batch_per_gpu=4, grad_accum=8, world_size=16, max_grad_norm=0.5, precision="bf16")
+    cfg = deepspeed_config(**ds, micro_batch_per_gpu=4, grad_accum=8, world_size=16, max_grad_norm=0.5, precision="bf16")
     assert cfg["gradient_clipping"] == 0.5 and cfg["bf16"]["enabled"]
     assert cfg["zero_optimization"]["stage"] == 3 and cfg["zero_optimization"]["offload_param"]["device"] == "cpu"
     assert cfg["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
@@ -122,14 +121,14 @@ def test_deepspeed_config_takes_its_numbers_from_the_stage():
 
 
 def test_deepspeed_precision_and_clipping_switches():
-    plain = deepspeed_config(_profile(), micro_batch_per_gpu=1, grad_accum=1, world_size=1, max_grad_norm=0.0,
+    plain = deepspeed_config(**_profile(), micro_batch_per_gpu=1, grad_accum=1, world_size=1, max_grad_norm=0.0,
                              precision="fp32")
     assert plain["gradient_clipping"] == 0.0 and not plain["bf16"]["enabled"]
     assert "offload_optimizer" not in plain["zero_optimization"]
-    assert deepspeed_config(_profile(bf16=True), micro_batch_per_gpu=1, grad_accum=1, world_size=1, max_grad_norm=1.0,
+    assert deepspeed_config(**_profile(bf16=True), micro_batch_per_gpu=1, grad_accum=1, world_size=1, max_grad_norm=1.0,
                             precision="fp32")["bf16"]["enabled"]
     # offload_param exists only in ZeRO-3
-    z2 = deepspeed_config(_profile(offload_param=True), micro_batch_per_gpu=1, grad_accum=1, world_size=1,
+    z2 = deepspeed_config(**_profile(offload_param=True), micro_batch_per_gpu=1, grad_accum=1, world_size=1,
                           max_grad_norm=1.0, precision="fp32")
     assert "offload_param" not in z2["zero_optimization"]
 
@@ -142,7 +141,7 @@ def test_rank_shares_add_up_to_the_one_process_loss(world):
     """sum_r weight_r x mean(pair losses of rank r) / W == mean over all pairs of the micro-batch,
     with unequal pair counts per unit and more ranks than units (weight-0 stand-ins)."""
     from rlhf_scaling.data.rm_batches import EncodedGroup
-    from rlhf_scaling.stages.rm import _rank_share
+    from rlhf_scaling.stages.rm import rank_share
 
     gen = torch.Generator().manual_seed(0)
     pair_counts = [1, 6, 3, 2]
@@ -152,7 +151,7 @@ def test_rank_shares_add_up_to_the_one_process_loss(world):
     one_process = torch.cat([losses[i] for i in idx]).mean()
     total, used = 0.0, []
     for rank in range(world):
-        mine, weight = _rank_share(train, idx, DistEnv(rank, rank, world))
+        mine, weight = rank_share(train, idx, rank, world)
         assert mine, "every rank forwards something (ZeRO-3 collectives)"
         total += weight * torch.cat([losses[i] for i in mine]).mean() / world
         used += mine if weight else []

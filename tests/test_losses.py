@@ -12,10 +12,18 @@ from rlhf_scaling.losses import (
     length_correlation,
     llama2_margin,
     pair_accuracy,
-    pairwise_loss,
 )
 
 LN3 = math.log(3.0)
+
+
+def pairwise_loss(r_chosen, r_rejected, margin=None):
+    """The Bradley–Terry loss of (B,) chosen/rejected rewards as the RM stage computes it for
+    rm_train.loss=bt/margin: kwise_loss on B groups of K = 2 with one pair each."""
+    rewards = torch.stack([r_chosen, r_rejected], dim=1)
+    pairs = torch.tensor([[[0, 1]]]).expand(len(r_chosen), 1, 2)
+    margins = None if margin is None else torch.as_tensor(margin, dtype=rewards.dtype).expand(len(r_chosen))[:, None]
+    return kwise_loss(rewards, pairs, margins=margins)
 
 
 # --------------------------------------------------------------------------------------------

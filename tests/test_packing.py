@@ -8,7 +8,7 @@ from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 from rlhf_scaling.config import ConfigError
 from rlhf_scaling.packing import pack, packed_hidden_states, plan_packing, position_ids_from_mask
-from rlhf_scaling.stages.ppo import Critic, ResponseBatch, check_plain_lm_head, logits_and_values, value_head
+from rlhf_scaling.actor_critic import Critic, ResponseBatch, check_plain_lm_head, logits_and_values, value_head
 
 VOCAB, PAD = 40, 0
 

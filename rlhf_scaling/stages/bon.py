@@ -1,9 +1,9 @@
 """Stage `bon`: best-of-n against a proxy RM, scored by gold with the unbiased estimator.
 
 Recipe: init policy -> a pool of N = bon.n_max responses for each of bon.n_eval_prompts prompts,
-sampled once -> proxy scores (ensemble combined: mean | min | uwo) and gold scores ->
+sampled once -> proxy scores (ensemble combined by proxy.ensemble: mean | min | uwo) and gold scores ->
 for every n on the grid, the unbiased estimate of the expected proxy and gold score of the
-best-of-n choice (rlhf_scaling.bon) and KL_bon(n) = log n − (n−1)/n -> fit Gao's BoN form
+best-of-n choice (rlhf_scaling.bon_math) and KL_bon(n) = log n − (n−1)/n -> fit Gao's BoN form
 R(d) = d(α − βd) to the gold and proxy gains over n = 1, with d = sqrt(KL_bon).
 """
 
@@ -16,14 +16,15 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from rlhf_scaling.bon import combine_ensemble, expected_best_of_n_batch, kl_best_of_n
+from rlhf_scaling.bon_math import combine_ensemble, expected_best_of_n_batch, kl_best_of_n
 from rlhf_scaling.config import bon_grid
-from rlhf_scaling.curves import bootstrap_ci, fit_overoptimization, peak
+from rlhf_scaling.curves import bootstrap_ci
 from rlhf_scaling.models import load_policy
 from rlhf_scaling.packing import require_exact_packing
 from rlhf_scaling.sampling import sample
 from rlhf_scaling.scoring import load_ensemble, score_texts
 from rlhf_scaling.stages.common import build_command, policy_init_path, rm_artifact, setup_task
+from rlhf_scaling.summaries import bon_fit_summary
 from rlhf_scaling.training import resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
@@ -46,19 +47,6 @@ def bon_curve(proxy: np.ndarray, gold: np.ndarray, grid) -> pd.DataFrame:
                          "gold_gain_low": ci[:, 0], "gold_gain_high": ci[:, 1]})
 
 
-def fit_summary(curve: pd.DataFrame, prefix: str) -> dict:
-    """Gao BoN-form fits of gold and proxy gains vs sqrt(KL); gold's peak."""
-    out = {}
-    for target in ("gold", "proxy"):
-        alpha, beta = fit_overoptimization(curve["sqrt_kl"].to_numpy(), curve[f"{target}_gain"].to_numpy(), "bon")
-        out[f"{prefix}/alpha_{target}"], out[f"{prefix}/beta_{target}"] = alpha, beta
-    d_star, r_star = peak(out[f"{prefix}/alpha_gold"], out[f"{prefix}/beta_gold"], "bon")
-    out[f"{prefix}/peak_sqrt_kl_fit"], out[f"{prefix}/peak_gold_gain_fit"] = d_star, r_star
-    best = curve.loc[curve["gold"].idxmax()]
-    out[f"{prefix}/best_n"], out[f"{prefix}/best_gold"] = int(best["n"]), float(best["gold"])
-    return out
-
-
 def run(cfg: DictConfig, tracker) -> dict:
     """Sample the pool, score it, write bon_curve.csv in the run folder; returns fit summary."""
     b = cfg.bon
@@ -76,7 +64,7 @@ def run(cfg: DictConfig, tracker) -> dict:
                    temperature=b.temperature).texts
     member_scores = score_texts(proxies, setup.tokenizer, pool_prompts, texts,
                                 max_response_tokens=cfg.task.max_response_tokens, padding_free=b.padding_free).numpy()  # (M, P*N)
-    proxy = combine_ensemble(member_scores, b.ensemble, b.uwo_lambda).reshape(len(prompts), b.n_max)
+    proxy = combine_ensemble(member_scores, cfg.proxy.ensemble, cfg.proxy.uwo_lambda).reshape(len(prompts), b.n_max)
     gold = setup.gold.score(pool_prompts, texts).numpy().reshape(len(prompts), b.n_max)
     curve = bon_curve(proxy, gold, bon_grid(b))
     curve.to_csv(tracker.run_dir / "bon_curve.csv", index=False)
@@ -85,7 +73,7 @@ def run(cfg: DictConfig, tracker) -> dict:
         tracker.log({"bon/n": int(row.n), "bon/kl": row.kl, "bon/sqrt_kl": row.sqrt_kl, "bon/proxy": row.proxy,
                      "bon/gold": row.gold, "bon/proxy_gain": row.proxy_gain, "bon/gold_gain": row.gold_gain,
                      "bon/gold_gain_low": row.gold_gain_low, "bon/gold_gain_high": row.gold_gain_high})
-    summary = fit_summary(curve, "bon")
+    summary = bon_fit_summary(curve, "bon")
     summary["bon/n_max"] = b.n_max
     summary["bon/gold_at_n_max"] = float(curve["gold"].iloc[-1])
     log.info("best-of-n %s: gold %.3f at n=1, best %.3f at n=%d, %.3f at n=%d (KL %.2f nats)", cfg.rm.name,

@@ -1,6 +1,7 @@
 """Stage `sft`: initialise the policy by supervised training on the task's demonstrations.
 
-Recipe: demonstrations -> tiny policy (random init) -> next-token loss on response tokens ->
+Recipe: demonstrations -> tiny policy (random init) -> next-token loss on response tokens, one
+trainer step each (rlhf_scaling/training.py: one process) ->
 sample and score with gold -> save the policy (safetensors + tokenizer) as the SFT artifact.
 Pretrained policies skip this stage: give their SFT checkpoint as `policy.name_or_path`.
 """
@@ -16,10 +17,10 @@ from tqdm.auto import tqdm
 from rlhf_scaling.artifacts import building
 from rlhf_scaling.data.encode import encode_prompt_response, encode_texts, pad_batch
 from rlhf_scaling.data.synthetic import sample_demonstrations
-from rlhf_scaling.models import build_policy, load_policy, save_policy
+from rlhf_scaling.models import build_policy, save_policy
 from rlhf_scaling.sampling import sample
 from rlhf_scaling.stages.common import setup_task, sft_artifact
-from rlhf_scaling.training import autocast, check_finite, optimizer_and_schedule, resolve_device, seed_everything
+from rlhf_scaling.training import make_trainer, optimizer_and_schedule, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -56,23 +57,20 @@ def run(cfg: DictConfig, tracker) -> dict:
         optimizer, scheduler = optimizer_and_schedule(
             policy.parameters(), lr=s.lr, weight_decay=s.weight_decay, schedule=s.lr_schedule,
             warmup_ratio=s.warmup_ratio, total_steps=s.steps)
+        trainer = make_trainer(policy, optimizer, scheduler, engine_cfg=None, where="sft", max_grad_norm=1.0,
+                               precision=s.precision, device=device)
         tracker.define_step("sft/", "sft/step")
         gen = torch.Generator().manual_seed(cfg.seed + s.seed)
         bar = tqdm(range(s.steps), desc=f"sft {cfg.policy.name}", disable=not cfg.progress, leave=False)
         for step in bar:
             idx = torch.randint(len(seqs), (s.batch_size,), generator=gen).tolist()
             ids, mask, labels = response_labels([seqs[i] for i in idx], [prompt_lens[i] for i in idx], tok.pad_token_id)
-            with autocast(s.precision, device):
+            with trainer.autocast():
                 loss = policy(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
-            check_finite(loss, "sft", step)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
-            check_finite(grad_norm, "sft", step, "gradient norm")  # before the weights move
-            optimizer.step()
-            scheduler.step()
+            loss = trainer.backward(loss, step)
+            trainer.step(step)
             if step % 20 == 0 or step == s.steps - 1:
-                tracker.log({"sft/step": step, "sft/loss": loss.item(), "sft/lr": scheduler.get_last_lr()[0]})
+                tracker.log({"sft/step": step, "sft/loss": loss.item(), "sft/lr": trainer.lr()})
                 bar.set_postfix(loss=f"{loss.item():.3f}")
         eval_prompts = setup.prompts(256, seed=cfg.seed + s.seed + 1)
         rollouts = sample(policy, tok, eval_prompts, max_new_tokens=cfg.task.max_response_tokens)
@@ -87,7 +85,3 @@ def run(cfg: DictConfig, tracker) -> dict:
              summary["sft/demo_gold_mean"], summary["sft/response_length"], artifact.path)
     return {**summary, "sft/artifact": str(artifact.path)}
 
-
-def load_init_policy(path: str, device):
-    """The SFT (= reference) policy from its artifact folder or pretrained weights."""
-    return load_policy(path).to(device)

@@ -10,7 +10,7 @@ import pytest
 from rlhf_scaling.analysis.figures import fitted_coefficients, write_figures
 from rlhf_scaling.analysis.runs import load_local_runs, summary_table
 from rlhf_scaling.analysis.report import write_report
-from rlhf_scaling.bon import kl_best_of_n
+from rlhf_scaling.bon_math import kl_best_of_n
 from rlhf_scaling.curves import bon_form, rl_form
 from rlhf_scaling.tracking import RunTracker
 

@@ -5,7 +5,7 @@ import torch
 from rlhf_scaling.data.records import PreferenceGroup
 from rlhf_scaling.data.rm_batches import collate, encode_groups, expand_pairs
 from rlhf_scaling.data.synthetic import build_tokenizer, make_task
-from rlhf_scaling.losses import kwise_loss, pairwise_loss
+from rlhf_scaling.losses import kwise_loss
 
 TOK = build_tokenizer(make_task(8, 6, 6, 16))
 G4 = PreferenceGroup("about ocean : wave tide", ("wave", "wave tide", "salt reef coral", "the"),
@@ -26,7 +26,7 @@ def test_one_row_per_response_and_pairs_match_expanded_bt():
     flat = {(0, k): rewards[k] for k in range(4)} | {(1, k): rewards[4 + k] for k in range(2)}
     chosen = torch.stack([flat[(0, w)] for w, _ in G4.pairs] + [flat[(1, 0)]])
     rejected = torch.stack([flat[(0, l)] for _, l in G4.pairs] + [flat[(1, 1)]])
-    torch.testing.assert_close(loss, pairwise_loss(chosen, rejected))
+    torch.testing.assert_close(loss, -torch.nn.functional.logsigmoid(chosen - rejected).mean())  # BT, written out
 
 
 def test_over_length_responses_are_truncated_and_counted_not_dropped():

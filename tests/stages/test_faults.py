@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 import torch
 
-from rlhf_scaling import ppo as P
+from rlhf_scaling.actor_critic import Critic, value_head
+from rlhf_scaling import ppo_math as P
 from rlhf_scaling.checkpoint import load_checkpoint
 from rlhf_scaling.cli import compose
 from rlhf_scaling.models import build_reward_model, load_policy
@@ -83,10 +84,13 @@ class NaNGradient(torch.autograd.Function):
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """SFT policy, K=4 preference data and (for PPO) a normally trained RM."""
+def store(ppo_store, tmp_path_factory):
+    """SFT policy, K=4 preference data and (for PPO) a normally trained RM. The SFT policy and the
+    data are the session's shared ones (tests/conftest.py: the same settings, so the same artifact
+    keys; the run calls below reuse them), copied so that no test here can damage them."""
     root = tmp_path_factory.mktemp("faults_store")
     runs = tmp_path_factory.mktemp("faults_runs")
+    shutil.copytree(ppo_store.artifacts, root / "artifacts", ignore=shutil.ignore_patterns("rm"))
     cfg = make_cfg(root / "artifacts", "ppo", *PPO)
     run(sft, cfg, runs / "sft", "sft")
     run(data, cfg, runs / "data", "data")
@@ -237,7 +241,7 @@ def ppo_iteration(monkeypatch):
 def ppo_checkpoint(cfg, run_dir):
     """<run dir>/checkpoint loaded into a fresh policy + critic, as the stage resumes: (state, modules)."""
     policy = load_policy(policy_init_path(cfg))
-    trainable = torch.nn.ModuleDict({"policy": policy, "critic": ppo_stage.Critic(policy)})
+    trainable = torch.nn.ModuleDict({"policy": policy, "critic": Critic(policy)})
     return load_checkpoint(run_dir / "checkpoint", trainable), trainable
 
 

@@ -114,17 +114,13 @@ def test_zero3_on_two_ranks_resumes_a_killed_job_to_the_same_curve(ppo_store, pl
 
 
 def test_rollouts_and_minibatch_must_split_evenly_over_ranks():
-    from types import SimpleNamespace
-
-    from rlhf_scaling.distributed import DistEnv
     from rlhf_scaling.stages.ppo import rank_batch
 
-    p = SimpleNamespace(prompts_per_step=6, samples_per_prompt=2, minibatch_size=4)
-    assert rank_batch(p, DistEnv(0, 0, 4)) == (3, 1)
+    assert rank_batch(12, 4, world_size=4) == (3, 1)  # 6 prompts x 2 samples, minibatch 4
     with pytest.raises(ValueError, match="minibatch_size = 4 must be divisible by the 3 ranks"):
-        rank_batch(p, DistEnv(0, 0, 3))
+        rank_batch(12, 4, world_size=3)
     with pytest.raises(ValueError, match="samples_per_prompt = 12 must be divisible by the 5 ranks"):
-        rank_batch(SimpleNamespace(prompts_per_step=6, samples_per_prompt=2, minibatch_size=5), DistEnv(0, 0, 5))
+        rank_batch(12, 5, world_size=5)
 
 
 @pytest.mark.gpu

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from rlhf_scaling.actor_critic import Critic, value_head
 from rlhf_scaling.checkpoint import load_checkpoint
 from rlhf_scaling.cli import compose
 from rlhf_scaling.models import CheckpointMismatch, load_policy
@@ -46,9 +47,9 @@ def test_shared_critic_trains_checkpoints_a_value_head_and_resumes_to_the_same_c
 
     # The checkpoint holds the policy and a bare value head, nothing of a second transformer.
     policy = load_policy(policy_init_path(cfg(4)))
-    shared = torch.nn.ModuleDict({"policy": policy, "critic": ppo_stage.value_head(policy.config.hidden_size)})
+    shared = torch.nn.ModuleDict({"policy": policy, "critic": value_head(policy.config.hidden_size)})
     assert load_checkpoint(tmp_path / "full" / "checkpoint", shared)["step"] == 4
     assert shared["critic"].weight.abs().sum() > 0  # the value head was trained
-    separate = torch.nn.ModuleDict({"policy": policy, "critic": ppo_stage.Critic(policy)})
+    separate = torch.nn.ModuleDict({"policy": policy, "critic": Critic(policy)})
     with pytest.raises(CheckpointMismatch):
         load_checkpoint(tmp_path / "full" / "checkpoint", separate)

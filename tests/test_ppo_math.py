@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from rlhf_scaling.ppo import (
+from rlhf_scaling.ppo_math import (
     AdaptiveKLController,
     FixedKLController,
     entropy_from_logits,
@@ -18,6 +18,7 @@ from rlhf_scaling.ppo import (
     sequence_kl,
     value_loss,
     whiten,
+    whiten_scores,
 )
 
 # Two rollouts: row 0 has 3 real tokens, row 1 has 2; T = 4.
@@ -210,6 +211,61 @@ def test_whiten_on_masked_entries():
     assert (w[~mask.bool()] == 0).all()
     w_scaled = whiten(x, mask, shift_mean=False)
     assert w_scaled[mask.bool()].mean().item() == pytest.approx(x[mask.bool()].mean().item(), rel=1e-6)
+
+
+def _over_two_ranks(fn, *shards):
+    """fn(*shard_r, reduce=...) on two threads that act as two ranks: `reduce` sums each tensor
+    over both (what distributed.sum_over_ranks does across processes). Returns both results."""
+    import threading
+
+    barrier, slots, out = threading.Barrier(2), [None, None], [None, None]
+
+    def reduce_for(rank):
+        def reduce(x):
+            slots[rank] = x
+            barrier.wait()
+            total = slots[0] + slots[1]
+            barrier.wait()  # both have read the slots before the next call overwrites them
+            return total
+        return reduce
+
+    def work(rank):
+        out[rank] = fn(*shards[rank], reduce=reduce_for(rank))
+
+    threads = [threading.Thread(target=work, args=(r,)) for r in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def test_whiten_over_ranks_equals_whiten_of_all_rows():
+    """The live PPO path whitens advantages over every rank's rollouts with whiten(reduce=sum_over_ranks):
+    each rank's result must be its rows of whitening the concatenated batch in one process."""
+    gen = torch.Generator().manual_seed(1)
+    x = 2 + 3 * torch.randn(6, 5, generator=gen, dtype=torch.float64)
+    mask = (torch.arange(5)[None, :] < torch.tensor([5, 3, 1, 4, 2, 5])[:, None]).long()
+    whole = whiten(x, mask)
+    parts = _over_two_ranks(whiten, (x[:2], mask[:2]), (x[2:], mask[2:]))  # unequal token counts
+    assert torch.allclose(torch.cat(parts), whole, atol=1e-12)
+    alone = whiten(x[:2], mask[:2])  # the statistic of one rank only differs: the reduce matters
+    assert not torch.allclose(alone, whole[:2])
+    means = _over_two_ranks(masked_mean, (x[:2], mask[:2]), (x[2:], mask[2:]))
+    assert means[0].item() == pytest.approx(masked_mean(x, mask).item(), rel=1e-12) == means[1].item()
+
+
+def test_whiten_scores_scales_without_moving_the_mean():
+    """ppo.whiten_rewards: unit std over the batch, the batch mean kept (TRL's whiten_rewards uses
+    shift_mean=False): a batch of uniformly good responses keeps positive rewards."""
+    scores = torch.tensor([3.0, 4.0, 5.0, 8.0], dtype=torch.float64)
+    out = whiten_scores(scores)
+    assert out.mean().item() == pytest.approx(scores.mean().item(), rel=1e-12)
+    assert (out - out.mean()).std().item() == pytest.approx(1.0, rel=1e-6)
+    assert (out > 0).all()
+    assert torch.allclose(out - out.mean(), (scores - scores.mean()) / scores.std(), atol=1e-6)
+    parts = _over_two_ranks(whiten_scores, (scores[:1],), (scores[1:],))
+    assert torch.allclose(torch.cat(parts), out, atol=1e-12)
 
 
 def test_masked_mean():

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from rlhf_scaling.bon import (
+from rlhf_scaling.bon_math import (
     bon_weights,
     combine_ensemble,
     expected_best_of_n,

@@ -24,7 +24,7 @@ Mechanical code (masking, gathering) is kept apart from the equations and commen
 
 from __future__ import annotations
 
-from typing import Optional, Tuple, Union
+from typing import Callable, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -37,45 +37,68 @@ KL_ESTIMATORS = ("k1", "k3")
 # --------------------------------------------------------------------------------------------
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: Optional[int] = None) -> torch.Tensor:
+def no_reduce(x: torch.Tensor) -> torch.Tensor:
+    """The identity: statistics over this process's entries only (the default `reduce`)."""
+    return x
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: Optional[int] = None,
+                reduce: Callable[[torch.Tensor], torch.Tensor] = no_reduce) -> torch.Tensor:
     """Mean of `x` over positions where `mask` is 1.
 
     x, mask: same shape (e.g. (B, T)). dim: None = over everything (scalar), or one dim.
+    reduce (dim=None only): sums a tensor over the data-parallel ranks (e.g.
+    distributed.sum_over_ranks), so the mean is over every rank's masked entries, as one process
+    holding all of them would compute it; the identity in one process.
     Empty masks give 0 (the numerator is 0 and the count is clamped to 1), never nan.
     Padding entries are excluded with torch.where, so nan/inf on padding cannot leak in.
     """
     maskf = mask.to(x.dtype)
     x = torch.where(mask.bool(), x, torch.zeros_like(x))
     if dim is None:
-        return x.sum() / maskf.sum().clamp_min(1)
+        total = reduce(torch.stack([x.sum(), maskf.sum()]))  # (sum, count)
+        return total[0] / total[1].clamp_min(1)
     return x.sum(dim) / maskf.sum(dim).clamp_min(1)
 
 
-def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> torch.Tensor:
-    """Variance of `x` over the masked entries (scalar); Bessel-corrected when `unbiased`."""
-    mean = masked_mean(x, mask)
-    var = masked_mean((x - mean) ** 2, mask)
-    if unbiased:
-        # n/(n−1) without a host sync (no Python `if` on a device tensor); for n ≤ 1 the biased
-        # variance is already 0, so clamping the denominator changes nothing.
-        n = mask.sum().to(x.dtype)
-        var = var * n / (n - 1).clamp_min(1)
-    return var
+def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True,
+               reduce: Callable[[torch.Tensor], torch.Tensor] = no_reduce) -> torch.Tensor:
+    """Variance of `x` over the masked entries (scalar); Bessel-corrected when `unbiased`.
+
+    Two passes (the mean, then squared deviations from it), each summed with `reduce` over the
+    ranks as in masked_mean. For n <= 1 entries the variance is 0 (the denominator is clamped to
+    1, and the deviation sum is 0 then); no host sync.
+    """
+    mean = masked_mean(x, mask, reduce=reduce)
+    dev = torch.where(mask.bool(), (x - mean) ** 2, torch.zeros_like(x))
+    total = reduce(torch.stack([dev.sum(), mask.sum().to(x.dtype)]))  # (sum of squared deviations, n)
+    return total[0] / ((total[1] - 1) if unbiased else total[1]).clamp_min(1)
 
 
-def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
+def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8,
+           reduce: Callable[[torch.Tensor], torch.Tensor] = no_reduce) -> torch.Tensor:
     """Normalise `x` to mean 0 / (unbiased) std 1 over the masked entries.
 
-    x, mask: (B, T). shift_mean=False rescales only, keeping the original mean (used for rewards,
-    whose sign carries meaning). Padding positions are returned as 0.
+    x, mask: (B, T) (or (B,)). shift_mean=False rescales only, keeping the original mean (used for
+    rewards, whose sign carries meaning). reduce: statistics over every rank's entries (masked_mean).
+    Padding positions are returned as 0.
     Why: advantage whitening per batch stabilises the policy-gradient scale across steps.
     """
-    mean = masked_mean(x, mask)
-    var = masked_var(x, mask)
+    mean = masked_mean(x, mask, reduce=reduce)
+    var = masked_var(x, mask, reduce=reduce)
     out = (x - mean) * torch.rsqrt(var + eps)
     if not shift_mean:
         out = out + mean
     return torch.where(mask.bool(), out, torch.zeros_like(out))
+
+
+def whiten_scores(scores: torch.Tensor, eps: float = 1e-8,
+                  reduce: Callable[[torch.Tensor], torch.Tensor] = no_reduce) -> torch.Tensor:
+    """ppo.whiten_rewards: (B,) RM scores scaled to unit (unbiased) std over the batch, their
+    mean KEPT (whiten with shift_mean=False, as TRL's whiten_rewards does): subtracting the batch
+    mean would turn a batch of uniformly good (or bad) responses into one with zero mean reward,
+    hiding the RM's sign from the policy. reduce: the batch is every rank's rollouts (masked_mean)."""
+    return whiten(scores, torch.ones_like(scores), shift_mean=False, eps=eps, reduce=reduce)
 
 
 # --------------------------------------------------------------------------------------------
@@ -111,7 +134,7 @@ def kl_per_token(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: 
     raise ValueError(f"unknown KL estimator {estimator!r}; expected one of {KL_ESTIMATORS}")
 
 
-def last_token_index(mask: torch.Tensor) -> torch.Tensor:
+def last_response_token(mask: torch.Tensor) -> torch.Tensor:
     """(B, T) mask -> (B,) long index of each row's last real token.
 
     Taken from the mask, not the last column: rows have different lengths. Raises on empty rows,
@@ -141,7 +164,7 @@ def kl_penalised_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logpr
     kl = torch.where(mask.bool(), kl, torch.zeros_like(kl))
     rewards = -kl_coef * kl
     # The score lands on the last REAL token of each row (a PAD after EOS is the TRL #3750 bug).
-    last = last_token_index(mask)
+    last = last_response_token(mask)
     rows = torch.arange(rewards.shape[0], device=rewards.device)
     rewards = rewards.index_put((rows, last), scores.to(rewards.dtype), accumulate=True)
     return rewards, kl
@@ -243,9 +266,11 @@ def entropy_per_token(logits: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(logits, dim=-1) - (p * logits).sum(dim=-1)
 
 
-def entropy_from_logits(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean per-token entropy of the policy over real tokens, in nats (scalar). logits: (B, T, V); mask: (B, T)."""
-    return masked_mean(entropy_per_token(logits), mask)
+def entropy_from_logits(logits: torch.Tensor, mask: torch.Tensor,
+                        reduce: Callable[[torch.Tensor], torch.Tensor] = no_reduce) -> torch.Tensor:
+    """Mean per-token entropy of the policy over real tokens, in nats (scalar). logits: (B, T, V); mask: (B, T);
+    reduce: over every rank's tokens (masked_mean)."""
+    return masked_mean(entropy_per_token(logits), mask, reduce=reduce)
 
 
 # --------------------------------------------------------------------------------------------

@@ -134,7 +134,9 @@ def expected_best_of_n(proxy, gold, n: int) -> float:
 
     proxy, gold: shape (N,), scores of the same N responses (any reward units); N >= n.
     Returns Σ_i w_i · gold_sorted_i in gold units, where gold is permuted by THE SAME sort as proxy
-    (the pitfall DESIGN.md §2b records in Coste et al.'s `src/bon/ensemble_rm.py`). Ties: lower original index wins (module docstring).
+    (a gold array left unpermuted pairs each proxy rank with another response's gold score: the bug
+    in Coste et al.'s ensemble best-of-n code, `src/bon/ensemble_rm.py`). Ties: lower original index
+    wins (module docstring).
     """
     proxy, gold = _as_float_array(proxy, "proxy"), _as_float_array(gold, "gold")
     _check_pool(proxy, gold, ndim=1)

@@ -1,0 +1,165 @@
+"""Every stage option through its stage, with an assertion that fails if the option were ignored:
+ppo.whiten_rewards, ppo.adaptive_kl, ppo.kl_estimator=k3, the proxy ensemble combination
+(proxy.ensemble = mean | min | uwo, proxy.uwo_lambda) in PPO and best-of-n, rm_train.loss=margin
+and rm_train.margin_scale. Tiny runs on the session's shared PPO upstream (tests/conftest.py)."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from rlhf_scaling import ppo_math as P
+from rlhf_scaling.cli import compose
+from rlhf_scaling.config import ConfigError
+from rlhf_scaling.models import REWARD_MODEL_FILE
+from rlhf_scaling.data.records import PreferenceGroup
+from rlhf_scaling.stages import bon, ppo, rm
+from rlhf_scaling.stages.common import open_tracker, rm_artifact
+from rlhf_scaling.stages.rm import scaled_margins
+
+slow = pytest.mark.slow  # every test here but the last runs a stage
+
+# 8 rollouts per iteration, one minibatch, one epoch: each iteration is one optimizer step.
+PPO = ["ppo.steps=2", "ppo.prompts_per_step=4", "ppo.samples_per_prompt=2", "ppo.minibatch_size=8",
+       "ppo.ppo_epochs=1", "ppo.checkpoint_every=1000", "ppo.lr=1e-3"]
+BON = ["bon.n_max=4", "bon.n_eval_prompts=8"]
+# A cheap 2-member ensemble: tiny-xs members, 12 optimizer steps each (independently seeded, so they disagree).
+ENSEMBLE = ["rm_train.ensemble_size=2", "model@rm=tiny-xs", "rm_train.batch_size=32"]
+
+
+def cfg_of(store, stage, *extra):
+    return compose([f"artifacts_dir={store.artifacts}", f"stage={stage}", "progress=false", "device=cpu",
+                    *store.overrides, *extra])
+
+
+def run_stage(module, cfg, run_dir, stage):
+    with open_tracker(cfg, run_dir, stage) as tracker:
+        tracker.summary(**module.run(cfg, tracker))
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def ppo_rows(store, run_dir, *extra):
+    """The logged PPO iterations, in order."""
+    rows = run_stage(ppo, cfg_of(store, "ppo", *PPO, *extra), run_dir, "ppo")
+    return [r for r in rows if "ppo/proxy" in r]
+
+
+@pytest.fixture(scope="module")
+def baseline(ppo_store, tmp_path_factory):
+    """PPO with every option at its default (k1, fixed β, no reward whitening, one RM)."""
+    return ppo_rows(ppo_store, tmp_path_factory.mktemp("ppo_baseline") / "run")
+
+
+@pytest.fixture(scope="module")
+def ensemble_store(ppo_store, tmp_path_factory):
+    """The shared upstream plus a 2-member proxy RM ensemble (independently seeded members)."""
+    cfg = cfg_of(ppo_store, "rm", *ENSEMBLE)
+    run_stage(rm, cfg, tmp_path_factory.mktemp("rm_ensemble") / "run", "rm")
+    assert len(list(rm_artifact(cfg).path.glob("member_*"))) == 2
+    return ppo_store
+
+
+# ----------------------------------------------------------------------------- PPO options
+
+
+@slow
+def test_whiten_rewards_trains_on_scores_scaled_to_unit_std_with_their_mean_kept(ppo_store, baseline, tmp_path,
+                                                                                 monkeypatch):
+    seen = []
+    original = P.kl_penalised_rewards
+
+    def spy(scores, *a, **k):
+        seen.append(scores.clone())
+        return original(scores, *a, **k)
+
+    monkeypatch.setattr(P, "kl_penalised_rewards", spy)
+    rows = ppo_rows(ppo_store, tmp_path / "run", "ppo.whiten_rewards=true")
+    scores = seen[0]  # iteration 0: the same rollouts and proxy scores as the baseline's
+    assert rows[0]["ppo/proxy"] == pytest.approx(baseline[0]["ppo/proxy"], rel=1e-6)
+    assert scores.mean().item() == pytest.approx(rows[0]["ppo/proxy"], rel=1e-5, abs=1e-6)  # mean kept
+    assert scores.std().item() == pytest.approx(1.0, rel=1e-4)  # unit std (the raw scores' is not 1)
+    assert rows[0]["ppo/value_loss"] != pytest.approx(baseline[0]["ppo/value_loss"], rel=1e-4)
+
+
+@slow
+def test_adaptive_kl_moves_beta_by_the_controller_rule(ppo_store, baseline, tmp_path):
+    rows = ppo_rows(ppo_store, tmp_path / "run", "ppo.adaptive_kl=true", "ppo.target_kl=1.0", "ppo.kl_horizon=16",
+                    "ppo.kl_coef=0.05")
+    error = min(max(rows[0]["ppo/kl"] / 1.0 - 1.0, -0.2), 0.2)
+    assert rows[0]["ppo/kl_coef"] == pytest.approx(0.05)
+    assert rows[1]["ppo/kl_coef"] == pytest.approx(0.05 * (1 + error * 8 / 16), rel=1e-9)
+    assert rows[1]["ppo/kl_coef"] != pytest.approx(0.05)
+    assert baseline[1]["ppo/kl_coef"] == baseline[0]["ppo/kl_coef"]  # fixed β by default
+
+
+@slow
+def test_kl_estimator_k3_is_the_logged_and_penalised_kl(ppo_store, baseline, tmp_path):
+    rows = ppo_rows(ppo_store, tmp_path / "run", "ppo.kl_estimator=k3")
+    assert baseline[1]["ppo/kl"] == baseline[1]["ppo/kl_k1"]  # k1: the penalised KL is the k1 estimate
+    # After one update the policy differs from the reference: k3 = Σ e^u − 1 − u >= 0 differs from k1 = Σ −u.
+    assert rows[1]["ppo/kl_k1"] != 0
+    assert rows[1]["ppo/kl"] >= 0
+    assert rows[1]["ppo/kl"] != pytest.approx(rows[1]["ppo/kl_k1"], rel=1e-3)
+
+
+@slow
+def test_proxy_ensemble_combination_in_ppo(ensemble_store, tmp_path):
+    """Iteration 0 samples the same rollouts whatever the combination (the policy is the init
+    policy): the combined proxy score is the only difference. min and uwo sit strictly below
+    mean when two independently trained members disagree."""
+    proxy = {how: ppo_rows(ensemble_store, tmp_path / how, *ENSEMBLE, "ppo.steps=1", f"proxy.ensemble={how}")[0]
+             for how in ("mean", "min", "uwo")}
+    assert proxy["mean"]["ppo/gold"] == proxy["min"]["ppo/gold"] == proxy["uwo"]["ppo/gold"]  # same rollouts
+    assert proxy["min"]["ppo/proxy"] < proxy["mean"]["ppo/proxy"]
+    assert proxy["uwo"]["ppo/proxy"] < proxy["mean"]["ppo/proxy"]
+    assert proxy["uwo"]["ppo/proxy"] != proxy["min"]["ppo/proxy"]
+
+
+# ----------------------------------------------------------------------------- best-of-n
+
+
+@slow
+def test_proxy_ensemble_combination_in_best_of_n(ensemble_store, tmp_path):
+    def at_n1(*extra):
+        run_stage(bon, cfg_of(ensemble_store, "bon", *BON, *ENSEMBLE, *extra), tmp_path / "_".join(extra), "bon")
+        curve = pd.read_csv(tmp_path / "_".join(extra) / "bon_curve.csv")
+        return curve.set_index("n").loc[1]
+
+    mean, low, uwo = at_n1("proxy.ensemble=mean"), at_n1("proxy.ensemble=min"), at_n1("proxy.ensemble=uwo")
+    assert mean["gold"] == low["gold"] == uwo["gold"]  # n = 1: the same pool's mean gold
+    assert low["proxy"] < mean["proxy"] and uwo["proxy"] < mean["proxy"]
+    # uwo = mean − λ·var: λ = 0 is the mean, λ = 2 twice as far below it as λ = 1.
+    assert at_n1("proxy.ensemble=uwo", "proxy.uwo_lambda=0")["proxy"] == pytest.approx(mean["proxy"], abs=1e-9)
+    twice = at_n1("proxy.ensemble=uwo", "proxy.uwo_lambda=2")["proxy"]
+    assert mean["proxy"] - twice == pytest.approx(2 * (mean["proxy"] - uwo["proxy"]), rel=1e-6)
+
+
+# ----------------------------------------------------------------------------- RM margin loss
+
+
+def rm_weights(store, tmp_path, *extra):
+    cfg = cfg_of(store, "rm", "model@rm=tiny-xs", "rm_train.batch_size=32", *extra)  # 12 steps
+    run_stage(rm, cfg, tmp_path / "_".join(extra or ["bt"]), "rm")
+    from safetensors.torch import load_file
+
+    return load_file(str(rm_artifact(cfg).path / "member_0" / REWARD_MODEL_FILE))
+
+
+@slow
+def test_margin_loss_and_margin_scale_change_the_trained_rm(ppo_store, tmp_path):
+    """margin_scale=0 makes every margin 0: exactly the Bradley–Terry RM; scale 1 trains another."""
+    bt = rm_weights(ppo_store, tmp_path, "rm_train.loss=bt")
+    zero = rm_weights(ppo_store, tmp_path, "rm_train.loss=margin", "rm_train.margin_scale=0")
+    one = rm_weights(ppo_store, tmp_path, "rm_train.loss=margin", "rm_train.margin_scale=1")
+    assert all(torch.equal(bt[k], zero[k]) for k in bt if k != "offset")
+    assert not torch.equal(bt["head.weight"], one["head.weight"])
+
+
+def test_margins_come_from_the_data_else_from_gold_gaps_else_an_error():
+    with_margin = PreferenceGroup("p", ("a", "b"), ((0, 1),), margins=(0.5,), gold=(3.0, 1.0))
+    gold_only = PreferenceGroup("p", ("a", "b", "c"), ((0, 1), (2, 1)), gold=(3.0, 1.0, 1.5))
+    assert scaled_margins([with_margin], 2.0)[0].margins == (1.0,)  # the data's margin wins
+    assert scaled_margins([gold_only], 2.0)[0].margins == (4.0, 1.0)  # 2 x |gold_w − gold_l|
+    with pytest.raises(ConfigError, match="rm_train.loss=margin needs a margin or gold"):
+        scaled_margins([PreferenceGroup("p", ("a", "b"), ((0, 1),))], 1.0)
