@@ -392,6 +392,14 @@ def validate(cfg) -> None:
 
     `cfg` is the composed Config (a DictConfig typed by the schema, or a Config instance).
     """
+    _check_ranges(cfg)
+    _check_names(cfg)
+    _check_data(cfg)
+    _check_stages(cfg)
+
+
+def _check_ranges(cfg) -> None:
+    """Per-key value checks: finite floats, choices, signs and unit intervals."""
     # Every float field: "inf" and "nan" parse as floats, and no setting means them.
     for key, value in non_finite_keys(_plain(cfg)):
         raise ConfigError(f"{key}: must be a finite number, got {value}")
@@ -412,6 +420,9 @@ def validate(cfg) -> None:
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"{key}: must be in [0, 1], got {value}")
 
+
+def _check_names(cfg) -> None:
+    """Model specs, and every name that becomes a folder."""
     _check_model("policy", cfg.policy)
     _check_model("rm", cfg.rm)
     for name, spec in cfg.study.rm_models.items():
@@ -419,6 +430,9 @@ def validate(cfg) -> None:
         _check_model(f"study.rm_models.{name}", spec)
     _check_name("experiment", cfg.experiment)
 
+
+def _check_data(cfg) -> None:
+    """The preference data's shape, the task and the gold that labels or scores it."""
     k = cfg.data.responses_per_prompt
     if k < 2:
         raise ConfigError(f"data.responses_per_prompt: must be >= 2 (a comparison needs two responses), got {k}")
@@ -439,6 +453,10 @@ def validate(cfg) -> None:
     if cfg.task.name != "synthetic" and not cfg.task.path:
         raise ConfigError(f"task.path: required for task.name={cfg.task.name}")
     _check_own_data(cfg)
+
+
+def _check_stages(cfg) -> None:
+    """Settings of best-of-n, PPO, DeepSpeed and the study that only make sense together."""
     if any(n < 1 or n > cfg.bon.n_max for n in cfg.bon.n_grid):
         raise ConfigError(f"bon.n_grid: every n must be in [1, bon.n_max={cfg.bon.n_max}], got {list(cfg.bon.n_grid)}")
     if cfg.ppo.minibatch_size > cfg.ppo.prompts_per_step * cfg.ppo.samples_per_prompt:
