@@ -71,7 +71,7 @@ class GoldConfig:
     name_or_path: Optional[str] = None  # hub id or local dir of the gold RM, for kind=model
     batch_size: int = 64  # scoring batch size (responses per forward), for kind=model
     revision: Optional[str] = None  # hub branch, tag or commit when name_or_path is a hub id
-    trust_remote_code: bool = False
+    trust_remote_code: bool = False  # run the gold model folder's own modelling code (auto_map); off unless you say so
 
 
 @dataclass
@@ -98,11 +98,11 @@ class SFTConfig:
     steps: int = 800  # optimizer steps
     batch_size: int = 32  # sequences per step
     lr: float = 3e-3  # peak learning rate (AdamW)
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # AdamW weight decay of SFT
     warmup_ratio: float = 0.05  # fraction of steps of linear warm-up
     lr_schedule: str = "cosine"  # cosine | linear | constant
     precision: str = "fp32"  # fp32 | bf16 (autocast)
-    seed: int = 0
+    seed: int = 0  # SFT's seed (added to the global `seed`): demonstrations, init weights, batch order; changes the SFT policy
 
 
 @dataclass
@@ -114,8 +114,8 @@ class RMTrainConfig:
     batch_size: int = 16  # prompts (kwise) or pairs (bt, margin) per micro-batch
     grad_accum: int = 1  # micro-batches per optimizer step
     lr: float = 3e-3  # peak learning rate (AdamW)
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.05
+    weight_decay: float = 0.0  # AdamW weight decay of RM training
+    warmup_ratio: float = 0.05  # fraction of RM optimiser steps of linear LR warm-up
     lr_schedule: str = "cosine"  # cosine | linear | constant
     max_grad_norm: float = 1.0  # gradient clipping (L2 norm); 0 disables
     precision: str = "fp32"  # fp32 | bf16 (autocast)
@@ -124,7 +124,7 @@ class RMTrainConfig:
     checkpoint_every: int = 100  # optimizer steps between resumable checkpoints
     margin_scale: float = 1.0  # margin loss: m = margin_scale x the pair's margin (the data's, else |gold_w - gold_l|)
     padding_free: bool = True  # pack each batch's responses end to end in training and eval forwards (rlhf_scaling/packing.py)
-    seed: int = 0
+    seed: int = 0  # RM training's seed (added to the global `seed`; member m adds 1000·m): head init, batch order; varies RMs on the same data
 
 
 @dataclass
@@ -143,9 +143,9 @@ class BoNConfig:
     n_max: int = 256  # N: pool of responses per evaluation prompt
     n_eval_prompts: int = 64  # evaluation prompts
     n_grid: List[int] = field(default_factory=list)  # n values; empty: powers of two up to n_max, and n_max
-    temperature: float = 1.0
+    temperature: float = 1.0  # sampling temperature of the best-of-n pool
     padding_free: bool = True  # the proxy RMs score the pool packed end to end (rlhf_scaling/packing.py)
-    seed: int = 0
+    seed: int = 0  # best-of-n's seed (added to the global `seed`): its held-out prompts and the sampled pool
 
 
 @dataclass
@@ -163,14 +163,14 @@ class PPOConfig:
     target_kl: float = 4.0  # nats per sequence, for the adaptive controller
     kl_horizon: int = 10000  # controller horizon in rollouts
     kl_estimator: str = "k1"  # k1 (log ratio, used for the penalty and logged) | k3 (non-negative)
-    gamma: float = 1.0
+    gamma: float = 1.0  # GAE discount over response tokens (1.0: no discounting, as in RLHF practice)
     lam: float = 0.95  # GAE lambda
-    clip_range: float = 0.2
-    clip_range_value: float = 0.2
-    vf_coef: float = 0.5
-    max_grad_norm: float = 1.0
+    clip_range: float = 0.2  # PPO ratio clip ε of the policy loss
+    clip_range_value: float = 0.2  # clip of the value prediction around its old value (value loss)
+    vf_coef: float = 0.5  # weight of the value loss in PPO's loss
+    max_grad_norm: float = 1.0  # gradient clipping (L2 norm) of PPO's update; 0 disables
     whiten_rewards: bool = False  # scale RM scores to unit std over the batch (mean kept) before adding the KL penalty
-    temperature: float = 1.0
+    temperature: float = 1.0  # sampling temperature of PPO rollouts
     # separate: the critic is its own transformer + a value head, initialised from the init policy;
     # shared: a value head on the policy's trunk, one forward and backward per minibatch and half the
     # trained parameters, but the value loss (x vf_coef) then also trains the policy's transformer.
@@ -178,7 +178,7 @@ class PPOConfig:
     padding_free: bool = True  # pack rollouts end to end in every PPO forward, proxy scoring included (no compute on padding; rlhf_scaling/packing.py)
     log_every: int = 1  # iterations between logged metrics
     checkpoint_every: int = 20  # iterations between resumable checkpoints
-    seed: int = 0
+    seed: int = 0  # PPO's seed (added to the global `seed`): rollout prompts, sampling, minibatch order
 
 
 @dataclass
@@ -186,8 +186,8 @@ class StudyConfig:
     """The embedded default: SFT -> data -> proxy RMs of several sizes -> BoN and PPO -> fits, figures."""
 
     rm_models: Dict[str, ModelSpec] = field(default_factory=dict)  # proxy RM sizes to compare
-    run_bon: bool = True
-    run_ppo: bool = True
+    run_bon: bool = True  # the study runs best-of-n against each proxy RM
+    run_ppo: bool = True  # the study runs PPO against each proxy RM
 
 
 @dataclass
@@ -201,27 +201,27 @@ class StageConfig:
 class DeepSpeedConfig:
     """DeepSpeed ZeRO profile; batch sizes, accumulation and clipping come from the stage config."""
 
-    enabled: bool = False
+    enabled: bool = False  # train through a DeepSpeed engine (set by the deepspeed=zero2|zero3|zero3_offload groups)
     zero_stage: int = 0  # 0 (off), 2 or 3
-    offload_optimizer: bool = False
-    offload_param: bool = False
-    bf16: bool = False
+    offload_optimizer: bool = False  # ZeRO optimizer-state offload to CPU memory
+    offload_param: bool = False  # ZeRO-3 parameter offload to CPU memory
+    bf16: bool = False  # train in bfloat16 mixed precision (GPU; set false on CPU ranks)
 
 
 @dataclass
 class SlurmConfig:
     """Cluster profile the submitit Slurm launcher reads (rlhf_scaling/conf/hydra/launcher/slurm.yaml interpolates it)."""
 
-    partition: Optional[str] = None
-    account: Optional[str] = None
-    qos: Optional[str] = None
+    partition: Optional[str] = None  # Slurm partition (sbatch --partition); null: the cluster's default
+    account: Optional[str] = None  # Slurm account to charge (sbatch --account)
+    qos: Optional[str] = None  # Slurm quality of service (sbatch --qos)
     constraint: Optional[str] = None  # node features, e.g. "a100|h100"
-    nodes: int = 1
+    nodes: int = 1  # nodes per job (each runs tasks_per_node ranks)
     tasks_per_node: int = 1  # ranks per node of ONE job (one per GPU for DeepSpeed), not sweep points
-    gpus_per_node: Optional[int] = None
-    cpus_per_task: int = 2
+    gpus_per_node: Optional[int] = None  # GPUs per node of a job; null on CPU clusters
+    cpus_per_task: int = 2  # CPU cores per rank
     mem_gb: Optional[int] = 8  # per node
-    timeout_min: int = 60
+    timeout_min: int = 60  # a job's time limit in minutes; it checkpoints and requeues before it (signal_delay_s)
     array_parallelism: int = 64  # array jobs running at once
     max_num_timeout: int = 3  # requeues after the time limit; preemptions requeue regardless (rlhf_scaling/preemption.py)
     setup: List[str] = field(default_factory=list)  # shell lines before srun
@@ -232,10 +232,10 @@ class TrackingConfig:
     """Weights & Biases mirror of the local run record (which is always written)."""
 
     mode: str = "disabled"  # disabled | offline | online
-    project: str = "rlhf-scaling"
-    entity: Optional[str] = None
+    project: str = "rlhf-scaling"  # W&B project
+    entity: Optional[str] = None  # W&B entity (team or user); null: your default
     group: Optional[str] = None  # the sweep or study; None: the experiment name
-    tags: List[str] = field(default_factory=list)
+    tags: List[str] = field(default_factory=list)  # W&B tags of every run of this config
 
 
 @dataclass
@@ -258,7 +258,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
     experiment: str = "default"  # names the W&B group and the run folder
-    seed: int = 0  # global seed, set once at the entry point
+    seed: int = 0  # global seed: added to every stage's own seed and part of every artifact key, so changing it rebuilds the SFT policy, data and RMs (vary a stage's seed, e.g. rm_train.seed, for replicates of that stage alone)
     artifacts_dir: str = "artifacts"  # shared, content-addressed store of SFT policies, data and RMs
     device: str = "auto"  # auto | cpu | cuda
     progress: bool = True  # progress bars on long loops
