@@ -312,6 +312,7 @@ class RunTracker:
         self._step = 0
         self._summary: Dict[str, Any] = {}
         self._step_keys: set = set()  # from define_step: "ppo/step", "rm/step", ...
+        self._series: Dict[str, tuple] = {}  # step key -> keys naming its series (define_step)
         self._resumed = False  # this job continues a record an earlier attempt left
         self._reconciled: set = set()  # step keys whose repeated records this attempt has replaced
         if not self.active:
@@ -342,11 +343,14 @@ class RunTracker:
 
     # ------------------------------------------------------------------ local record (+ mirror)
 
-    def define_step(self, prefix: str, step_key: str) -> None:
+    def define_step(self, prefix: str, step_key: str, series: Sequence[str] = ()) -> None:
         """Plot `prefix`* metrics against `step_key` in W&B, e.g. ("ppo/", "ppo/step"), and make
         `step_key` a step of the local record: after a resume, the first record carrying it
-        replaces the records the interrupted attempt logged from that step on (see `log`)."""
+        replaces the records the interrupted attempt logged from that step on (see `log`).
+        series: keys that tell apart curves sharing `step_key` (e.g. "rm/member" of an ensemble):
+        only records of the resumed record's own series are ever replaced."""
         self._step_keys.add(step_key)
+        self._series[step_key] = tuple(series)
         if self._run is not None:
             self._mirror(lambda: (self._run.define_metric(step_key),
                                   self._run.define_metric(prefix + "*", step_metric=step_key)))
@@ -372,7 +376,7 @@ class RunTracker:
         if self._resumed:
             for key in sorted(self._step_keys.intersection(record) - self._reconciled):
                 self._reconciled.add(key)
-                self._drop_repeated(key, record[key])
+                self._drop_repeated(key, record[key], {k: record.get(k) for k in self._series.get(key, ())})
         with open(self._metrics_path, "a", encoding="utf-8") as fh:
             fh.write(strict_json(record) + "\n")
             fh.flush()
@@ -432,9 +436,10 @@ class RunTracker:
                 fh.write("\n")
         return last
 
-    def _drop_repeated(self, key: str, start: Any) -> None:
+    def _drop_repeated(self, key: str, start: Any, series: Mapping[str, Any]) -> None:
         """Rewrite metrics.jsonl (atomically) without the trailing run of `key` records whose value
-        is >= `start`; unreadable lines and records without `key` stay where they are."""
+        is >= `start`, stopping at a record of another series (`series`: key -> this record's value);
+        unreadable lines and records without `key` stay where they are."""
         try:
             start = float(start)
         except (TypeError, ValueError):
@@ -443,15 +448,18 @@ class RunTracker:
         drop, later = [], None  # walk back over the last increasing run of `key`
         for i in range(len(lines) - 1, -1, -1):
             try:
-                value = float(json.loads(lines[i])[key])
+                earlier = json.loads(lines[i])
+                value = float(earlier[key])
             except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                 continue
-            if value < start or (later is not None and value >= later):
+            if value < start or (later is not None and value >= later) \
+                    or any(earlier.get(k) != v for k, v in series.items()):
                 break
             drop.append(i)
             later = value
         if drop:
-            kept = [line for i, line in enumerate(lines) if i not in set(drop)]
+            dropped = set(drop)
+            kept = [line for i, line in enumerate(lines) if i not in dropped]
             tmp = self._metrics_path.with_name(f".{self._metrics_path.name}.{os.getpid()}.tmp")
             tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
             os.replace(tmp, self._metrics_path)

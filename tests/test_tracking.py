@@ -413,6 +413,21 @@ def test_resume_keeps_an_earlier_ensemble_members_steps(tmp_path, resume_at):
     assert steps_of(run, "rm/step") == [(1, 1), (2, 1), (3, 1), (4, 1)] + member_1
 
 
+
+def test_resume_before_the_next_member_logged_keeps_the_finished_members_curve(tmp_path):
+    """Killed after member 0 finished and before member 1 logged anything: member 1's first
+    record (rm/step=1) must not take member 0's steps >= 1 for its own repeats."""
+    run = tmp_path / "r"
+    t = RunTracker(run, CONFIG, stage="rm")
+    t.define_step("rm/", "rm/step", series=("rm/member",))
+    for s in range(1, 5):
+        t.log({"rm/step": s, "attempt": 1, "rm/member": 0})
+    with RunTracker(run, CONFIG, stage="rm", resume=True) as t:
+        t.define_step("rm/", "rm/step", series=("rm/member",))
+        for s in range(1, 4):
+            t.log({"rm/step": s, "attempt": 2, "rm/member": 1})
+    assert steps_of(run, "rm/step") == [(s, 1) for s in range(1, 5)] + [(s, 2) for s in range(1, 4)]
+
 def test_every_record_is_strict_json_and_the_runs_table_reads_it(tmp_path):
     """NaN and ±inf (a diverged loss, an infinite best value) are null in every file, so strict
     parsers read the record; the runs table sees them as missing values."""

@@ -132,7 +132,7 @@ def encoded_data(cfg: DictConfig, tok, tracker) -> tuple[List[EncodedGroup], Lis
         train_groups = scaled_margins(train_groups, t.margin_scale)
     train, cut_train = encode_groups(train_groups, tok, cfg.task.max_response_tokens)
     evals, cut_eval = encode_groups(eval_groups, tok, cfg.task.max_response_tokens)
-    tracker.define_step("rm/", "rm/step")
+    tracker.define_step("rm/", "rm/step", series=("rm/member",))
     tracker.log({"rm/train_units": len(train), "rm/train_comparisons": sum(len(g.pairs) for g in train),
                  "rm/truncated_responses": cut_train + cut_eval})
     if cut_train + cut_eval:
