@@ -175,6 +175,9 @@ def load_local_runs(root) -> pd.DataFrame:
         if config is None:
             warnings.warn(f"{run}: config.json unreadable, run skipped", stacklevel=2)
             continue
+        inputs = _read_json(run / "inputs.json", {})  # content of the files it read: part of what the run is
+        if inputs:
+            config = {**config, "inputs": inputs}
         status = _read_json(run / "status.json", {})
         meta = {"run_id": run.relative_to(root).as_posix() if run != root else run.name,
                 "run_name": run.name, "group": _group(config),

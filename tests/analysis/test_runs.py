@@ -171,3 +171,18 @@ def test_run_folders_behind_symbolic_links_are_found_once(runs_root, tmp_path, s
     ids = sorted(df["run_id"].unique())
     assert len(ids) == 9 + 6
     assert "rm_sizes/rm_tiny-s" in ids and "more/0_budget=768,rm=tiny-xs" in ids
+
+
+def test_runs_of_the_same_config_on_different_data_content_are_told_apart(tmp_path):
+    """An edited data file is a new run with the same config.json: the runs table carries the
+    content digests the tracker recorded (inputs.json), so grouping never pools the two."""
+    from rlhf_scaling.tracking import RunTracker
+
+    data = tmp_path / "prefs.jsonl"
+    config = {"stage": {"name": "rm"}, "task": {"name": "jsonl", "path": str(data)}}
+    for run, text in (("before", "a\n"), ("after", "b\n")):
+        data.write_text(text)
+        with RunTracker(tmp_path / "runs" / run, config, stage="rm") as tracker:
+            tracker.log({"rm/step": 1, "rm/val_accuracy": 0.5})
+    table = per_run(load_local_runs(tmp_path / "runs"))
+    assert table["config.inputs.task.path"].nunique() == 2
