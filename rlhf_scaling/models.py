@@ -30,6 +30,7 @@ from transformers import (
 )
 
 from rlhf_scaling.packing import packed_hidden_states, plan_packing, position_ids_from_mask
+from rlhf_scaling.tracking import strict_json
 
 REWARD_MODEL_FILE = "reward_model.safetensors"
 REWARD_META_FILE = "reward_model.json"
@@ -213,7 +214,7 @@ def save_reward_model(model: RewardModel, directory: Path, meta: Optional[dict] 
     model.backbone.config.save_pretrained(directory)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(directory / REWARD_MODEL_FILE))
-    (directory / REWARD_META_FILE).write_text(json.dumps(meta or {}, indent=2))
+    (directory / REWARD_META_FILE).write_text(strict_json(meta or {}, indent=2))
 
 
 def load_reward_model(directory: Path) -> RewardModel:

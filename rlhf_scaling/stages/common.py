@@ -189,7 +189,7 @@ def build_command(stage: str, cfg: DictConfig) -> str:
     return " ".join(shlex.quote(p) for p in parts)
 
 
-_BARE = re.compile(r"^[A-Za-z_/~][\w./~+@-]*$")
+_BARE = re.compile(r"^[A-Za-z_/][\w./+@-]*$")  # no "~": Hydra's parser refuses it unquoted
 
 
 def hydra_value(value) -> str:

@@ -29,6 +29,7 @@ from rlhf_scaling.models import load_policy
 from rlhf_scaling.sampling import sample
 from rlhf_scaling.stages.common import build_command, data_artifact, policy_init_path, setup_task
 from rlhf_scaling.training import resolve_device, seed_everything
+from rlhf_scaling.tracking import strict_json
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def run(cfg: DictConfig, tracker) -> dict:
             if out is not None:
                 stats = _generate_synthetic(cfg, setup, out) if cfg.task.name == "synthetic" \
                     else _load_existing(cfg, setup, out)
-                (out / "stats.json").write_text(json.dumps(stats, indent=2))
+                (out / "stats.json").write_text(strict_json(stats, indent=2))
     stats = json.loads((artifact.path / "stats.json").read_text())
     tracker.log(stats)
     log.info("preference data %s: %s", artifact.key, stats)

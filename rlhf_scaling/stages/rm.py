@@ -39,6 +39,7 @@ from rlhf_scaling.stages.common import rm_artifact, setup_task
 from rlhf_scaling.stages.data import load_data
 from rlhf_scaling.training import (build_for_training, engine_config, make_trainer, optimizer_and_schedule, rank_env,
                                    resolve_device, seed_everything)
+from rlhf_scaling.tracking import strict_json
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ def run(cfg: DictConfig, tracker, stop_at_step: Optional[int] = None) -> dict:
                 if env.is_main:
                     summary = {k: sum(mm[k] for mm in members) / len(members) for k in members[0] if k != "rm/member"}
                     summary["rm/n_params"] = members[0]["rm/n_params"]
-                    (artifact.partial / "metrics.json").write_text(json.dumps(summary, indent=2))
+                    (artifact.partial / "metrics.json").write_text(strict_json(summary, indent=2))
         barrier()  # followers read the artifact only after rank 0 renamed it into place
     summary = json.loads((artifact.path / "metrics.json").read_text())
     log.info("proxy RM %s: val accuracy %.3f, loss %.3f -> %s", cfg.rm.name, summary["rm/val_accuracy"],

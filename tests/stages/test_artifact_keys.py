@@ -103,7 +103,7 @@ def test_a_deleted_input_is_an_error_naming_it(own):
 
 
 @pytest.mark.parametrize("value", [None, True, False, 3, 0.003, 1e-12, "tiny-s", "/a/b c/d.jsonl", "it's",
-                                   "123", "true", "null", "a=b,c", [1, 2]])
+                                   "123", "true", "null", "a=b,c", [1, 2], "~/data/prefs.jsonl", "/m/~x"])
 def test_hydra_value_parses_back_to_the_same_value(value):
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
