@@ -155,8 +155,14 @@ def _user_errors() -> tuple:
     return tuple(errors)
 
 
+# Set once Hydra has composed the config and the task function runs: from then on an exception
+# that reaches `main` is a bug (input errors are reported inside `_main`), never a composition error.
+_TASK_STATE = {"started": False}
+
+
 @hydra.main(version_base=None, config_path=CONFIG_PATH, config_name="config")
 def _main(cfg: DictConfig) -> dict:
+    _TASK_STATE["started"] = True
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     # The library's own progress bars (weights loading, shard writing) drown ours.
     from transformers.utils import logging as hf_logging
@@ -164,7 +170,9 @@ def _main(cfg: DictConfig) -> dict:
     hf_logging.disable_progress_bar()
     _scrub_hydra_record(run_dir)
     try:
-        return run_stage(cfg, run_dir)
+        summary = run_stage(cfg, run_dir)
+        _TASK_STATE["started"] = False  # a multirun's next job is composed again
+        return summary
     except _user_errors() as err:
         from rlhf_scaling.tracking import scrub
 
@@ -236,10 +244,11 @@ def main() -> None:
     HYDRA_FULL_ERROR=1 makes Hydra raise errors instead of printing them and exiting 1; input
     errors are then reported here, and anything else (a bug) keeps its full traceback."""
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    _TASK_STATE["started"] = False
     try:
         _main()
     except Exception as err:  # noqa: BLE001 -- sorted below: input errors in one line, bugs re-raised
-        cause = _input_error(err)
+        cause = None if _TASK_STATE["started"] else _input_error(err)
         if cause is None:
             raise
         from rlhf_scaling.tracking import scrub

@@ -4,6 +4,7 @@ is not run again; a different config never runs in that folder."""
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -55,3 +56,21 @@ def test_a_failed_or_interrupted_run_is_run_again(tmp_path, monkeypatch):
     except RuntimeError:
         pass
     assert cli.run_stage(cfg, tmp_path / "run") == {"sft/final_loss": 0.5} and len(calls) == 2
+
+
+def test_a_bug_inside_a_stage_keeps_its_traceback_even_when_omegaconf_raised_it(tmp_path, monkeypatch):
+    """Composition errors are one line and exit 2; the same exception types raised by a stage's
+    code once the job runs (e.g. reading a misspelt cfg attribute) are bugs and must propagate."""
+    from omegaconf.errors import ConfigAttributeError
+
+    def buggy(cfg, run_dir):
+        return cfg.ppo.no_such_key  # ConfigAttributeError, like a composition error's type
+
+    monkeypatch.setattr(cli, "run_stage", buggy)
+    monkeypatch.setattr(sys, "argv", ["rlhf-scaling", "stage=sft", f"hydra.run.dir={tmp_path / 'run'}"])
+    with pytest.raises(ConfigAttributeError):
+        cli.main()
+    monkeypatch.setattr(sys, "argv", ["rlhf-scaling", "stage=sft", "sft.no_such_key=1", f"hydra.run.dir={tmp_path / 'r2'}"])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    assert exit_.value.code == 2
