@@ -85,7 +85,6 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict:
     The folder is this run's alone: a record of a different config there is a ConfigError, and
     while the job runs it holds `run_dir/.lock` (rank 0), so a second copy raises RunFolderInUse."""
     validate(cfg)
-    from rlhf_scaling.artifacts import LockHeld, locked
     from rlhf_scaling.stages.common import open_tracker
     from rlhf_scaling.tracking import completed_summary, identity_differences
 
@@ -95,12 +94,35 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict:
         raise ConfigError(f"hydra.run.dir: {run_dir} holds the record of a different run (it differs in "
                           f"{', '.join(differ[:5])}{', ...' if len(differ) > 5 else ''}); give another folder")
     run_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        with (locked(run_dir / ".lock", wait=False) if _main_rank(cfg) else contextlib.nullcontext()):
-            return _run_locked(cfg, run_dir, config, open_tracker, completed_summary)
-    except LockHeld:
-        raise RunFolderInUse(f"{run_dir} is in use by another running copy of this command; "
-                             "run it again once that one has finished, to resume it or to get its summary") from None
+    if cfg.deepspeed.enabled:  # join the ranks first: whether rank 0 got the folder is every rank's answer
+        from rlhf_scaling.distributed import dist_env_from_environ, init_distributed
+
+        init_distributed(dist_env_from_environ())
+    with _run_folder_lock(cfg, run_dir):
+        return _run_locked(cfg, run_dir, config, open_tracker, completed_summary)
+
+
+@contextlib.contextmanager
+def _run_folder_lock(cfg: DictConfig, run_dir: Path):
+    """Hold `run_dir/.lock` (rank 0) for the job; RunFolderInUse on EVERY rank when another copy
+    holds it, so no rank of a refused DeepSpeed job is left waiting for a rank 0 that has gone."""
+    from rlhf_scaling.artifacts import LockHeld, locked
+
+    with contextlib.ExitStack() as stack:
+        busy = False
+        if _main_rank(cfg):
+            try:
+                stack.enter_context(locked(run_dir / ".lock", wait=False))
+            except LockHeld:
+                busy = True
+        if cfg.deepspeed.enabled:
+            from rlhf_scaling.distributed import from_rank0
+
+            busy = from_rank0(busy)
+        if busy:
+            raise RunFolderInUse(f"{run_dir} is in use by another running copy of this command; "
+                                 "run it again once that one has finished, to resume it or to get its summary")
+        yield
 
 
 def _main_rank(cfg: DictConfig) -> bool:
@@ -119,11 +141,6 @@ def _run_locked(cfg, run_dir, config, open_tracker, completed_summary) -> dict:
             log.info("%s: already completed with this config, not run again (stage.skip_completed=false "
                      "reruns it); its summary:\n%s", run_dir, _summary_lines(done))
             return done
-
-    if cfg.deepspeed.enabled:  # join the ranks before the tracker reads RANK (rank 0 records)
-        from rlhf_scaling.distributed import dist_env_from_environ, init_distributed
-
-        init_distributed(dist_env_from_environ())
 
     stage = importlib.import_module(f"rlhf_scaling.stages.{cfg.stage.name}")
     with open_tracker(cfg, run_dir, cfg.stage.name, resume=True) as tracker:
