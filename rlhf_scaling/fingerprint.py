@@ -76,16 +76,17 @@ def _files(directory: Path, recursive: bool) -> Iterator[Path]:
             yield p
 
 
-def directory_digest(directory, recursive: bool = False) -> str:
+def directory_digest(directory, recursive: bool = False, select=None) -> str:
     """SHA-256 over the sorted (relative path, file digest) of a directory's files.
 
     recursive=False: the top-level files only, which is what from_pretrained reads from a model
     folder (config, tokenizer, weights, remote code); recursive=True for data folders (a
-    save_to_disk DatasetDict keeps each split in a subfolder)."""
+    save_to_disk DatasetDict keeps each split in a subfolder). select: file name -> keep it (None: all)."""
     directory = Path(directory).expanduser()
     if not directory.is_dir():
         raise FileNotFoundError(f"input directory not found: {directory}")
-    listing = sorted((p.relative_to(directory).as_posix(), file_digest(p)) for p in _files(directory, recursive))
+    files = [p for p in _files(directory, recursive) if select is None or select(p.name)]
+    listing = sorted((p.relative_to(directory).as_posix(), file_digest(p)) for p in files)
     if not listing:
         raise FileNotFoundError(f"input directory is empty: {directory}")
     return hashlib.sha256(json.dumps(listing).encode()).hexdigest()

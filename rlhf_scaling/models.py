@@ -120,6 +120,23 @@ def model_identity(name_or_path: str, revision: Optional[str] = None, key: str =
     return {"hub": name_or_path, "commit": Path(_hub_snapshot(name_or_path, revision, ["config.json"], key)).name}
 
 
+def is_tokenizer_file(name: str) -> bool:
+    """Whether a model folder's file is one AutoTokenizer reads (not weights or the model config)."""
+    return name.startswith("tokenizer") or name.endswith((".model", ".tiktoken")) or name in (
+        "special_tokens_map.json", "added_tokens.json", "vocab.json", "vocab.txt", "merges.txt", "chat_template.jinja")
+
+
+def tokenizer_identity(name_or_path: str, revision: Optional[str] = None, key: str = "name_or_path") -> dict:
+    """What identifies a pretrained spec's tokenizer: a local folder's tokenizer files by content
+    (its weights may change without changing tokenization), a hub id by its resolved commit."""
+    from rlhf_scaling.fingerprint import directory_digest
+
+    local = Path(name_or_path).expanduser()
+    if local.is_dir():
+        return {"tokenizer_files_sha256": directory_digest(local, recursive=False, select=is_tokenizer_file)}
+    return model_identity(name_or_path, revision, key)
+
+
 def load_tokenizer(spec):
     """Tokenizer of a pretrained spec (a tiny spec uses the task's own tokenizer)."""
     tok = AutoTokenizer.from_pretrained(resolve_model(spec.name_or_path, spec.revision),

@@ -21,7 +21,7 @@ from rlhf_scaling.config import ConfigError
 from rlhf_scaling.data.loaders import read_prompts, source_identity
 from rlhf_scaling.data.synthetic import SyntheticTask, build_tokenizer, make_task, sample_prompts
 from rlhf_scaling.gold import ModelGold, SyntheticGold
-from rlhf_scaling.models import load_tokenizer, model_identity, resolve_model
+from rlhf_scaling.models import load_tokenizer, model_identity, resolve_model, tokenizer_identity
 
 
 def section(cfg: DictConfig, key: str) -> dict:
@@ -150,7 +150,8 @@ def data_artifact(cfg: DictConfig) -> Artifact:
         name = f"{cfg.task.name}-k{cfg.data.responses_per_prompt}"
     else:
         recipe = {"task": task_recipe(cfg), "data": {k: cfg.data[k] for k in LOADED_DATA},
-                  "tokenizer": model_recipe(cfg.policy, "policy"), "seed": cfg.seed}
+                  "tokenizer": tokenizer_identity(cfg.policy.name_or_path, cfg.policy.revision, "policy.name_or_path"),
+                  "seed": cfg.seed}
         name = cfg.task.name
     return make_artifact(cfg.artifacts_dir, "data", name, recipe)
 

@@ -4,6 +4,7 @@ one does not); the build command's values parse back to themselves."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -92,7 +93,10 @@ def test_loaded_data_and_its_rm_are_keyed_by_content_not_path(own):
     assert data1 != data0 and key("rm", base) != rm0
     save_model_dir(own / "backbone", seed=2)  # the RM's backbone weights change: only the RM is rebuilt
     assert key("data", base) == data1 and key("rm", base) != rm0
-    save_model_dir(own / "policy", seed=3)  # the policy's tokenizer reads the file: the data is rebuilt
+    save_model_dir(own / "policy", seed=3)  # only the policy's tokenizer reads the file: new weights
+    assert key("data", base) == data1       # with the same tokenizer keep the data (and a fixed RM)
+    config = own / "policy" / "tokenizer_config.json"  # a tokenizer setting changes: the data is rebuilt
+    config.write_text(json.dumps({**json.loads(config.read_text()), "model_max_length": 7}))
     assert key("data", base) != data1
 
 
