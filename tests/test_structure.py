@@ -70,7 +70,7 @@ def _sources():
     or a keyword-only parameter of that name (a section passed as **cfg.section); and YAML
     interpolations `${...name}` (Hydra launcher settings read from the config)."""
     py = [p.read_text() for p in PACKAGE.rglob("*.py") if p != PACKAGE / "config.py"]
-    yaml = [p.read_text() for root in (PACKAGE, PACKAGE.parent / "conf") for p in root.rglob("*.yaml")]
+    yaml = [p.read_text() for p in PACKAGE.rglob("*.yaml")]  # the config tree ships inside the package
     return py, yaml
 
 

@@ -204,7 +204,7 @@ def test_colour_order_follows_size_even_where_no_run_counted_it(tmp_path, synthe
     from rlhf_scaling.analysis.runs import load_local_runs
 
     for name in ("tiny-l", "tiny-m", "tiny-s", "tiny-xs"):
-        spec = yaml.safe_load((repo_root / "conf" / "model" / f"{name}.yaml").read_text())
+        spec = yaml.safe_load((repo_root / "rlhf_scaling" / "conf" / "model" / f"{name}.yaml").read_text())
         _bon_run(tmp_path / "tiny", synthetic, name, {**spec, "n_params": None}, {})
     order = list(figures._size_order(load_local_runs(tmp_path / "tiny"), ["tiny-l", "tiny-m", "tiny-s", "tiny-xs"]))
     assert order == ["tiny-xs", "tiny-s", "tiny-m", "tiny-l"]
