@@ -80,6 +80,18 @@ def test_best_of_n_and_ppo_on_own_data_with_local_models_and_a_model_gold(user):
     assert ppo.returncode == 0, ppo.stderr[-3000:]
     rows = pd.read_json(user / "runs/ppo/metrics.jsonl", lines=True).dropna(subset=["ppo/step"])
     assert rows["ppo/step"].tolist() == [0, 1] and rows["ppo/gold"].notna().all()
+    # Item 13: every record and artifact file the CLI wrote is strict JSON (a 2-point Gao fit has
+    # non-finite coefficients; they are null, never the Infinity/NaN literals strict parsers refuse).
+    def refuse(literal):
+        raise AssertionError(f"non-strict JSON literal {literal}")
+
+    written = [*user.glob("runs/*/*.json"), *user.glob("artifacts/*/*/*.json"), *user.glob("artifacts/*/*/*/*.json")]
+    assert len(written) > 10
+    for path in written:
+        json.loads(path.read_text(), parse_constant=refuse)
+    for path in user.glob("runs/*/metrics.jsonl"):
+        for line in path.read_text().splitlines():
+            json.loads(line, parse_constant=refuse)
 
     # Item 4: a causal LM as gold would score with a random head: refused, naming the path.
     bad_gold = cli(["stage=bon", *own(user), *rm, "gold=model", f"gold.name_or_path={user / 'causal'}"], user, env(user))
