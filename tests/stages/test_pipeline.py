@@ -15,6 +15,7 @@ from rlhf_scaling.artifacts import MissingArtifact
 from rlhf_scaling.cli import compose
 from rlhf_scaling.stages import bon, data, ppo, rm, sft
 from rlhf_scaling.stages.common import open_tracker, rm_artifact
+from local_inputs import preference_lines
 
 pytestmark = pytest.mark.slow
 
@@ -133,8 +134,7 @@ def test_jsonl_preferences_with_a_pretrained_local_model(tmp_path):
     """The real-model path: policy/RM weights and tokenizer from a local directory, data from JSONL."""
     import random
 
-    from rlhf_scaling.data.synthetic import build_tokenizer, make_task, sample_demonstrations
-    from rlhf_scaling.gold import SyntheticGold
+    from rlhf_scaling.data.synthetic import build_tokenizer, make_task
     from rlhf_scaling.models import build_policy, save_policy
 
     task = make_task(8, 6, 6, 16)
@@ -142,15 +142,7 @@ def test_jsonl_preferences_with_a_pretrained_local_model(tmp_path):
     torch.manual_seed(0)
     spec = compose(["stage=sft"]).policy
     save_policy(build_policy(spec, tok), tok, tmp_path / "model")
-    prompts, a = sample_demonstrations(task, 300, seed=1)
-    _, b = sample_demonstrations(task, 300, seed=2)
-    gold = SyntheticGold(task)
-    lines = []
-    for p, x, y in zip(prompts, a, b):
-        gx, gy = gold.score_one(p, x), gold.score_one(p, y)
-        if x != y and gx != gy:
-            chosen, rejected = (x, y) if gx > gy else (y, x)
-            lines.append(json.dumps({"prompt": p, "chosen": chosen, "rejected": rejected}))
+    lines = preference_lines(300, seed=1)  # the same task (make_task(8, 6, 6, 16)) and its gold
     lines.append(json.dumps({"prompt": "about ocean : wave tide", "chosen": "same", "rejected": "same"}))
     (tmp_path / "prefs.jsonl").write_text("\n".join(lines) + "\n")
     local = [f"model@policy=local", f"policy.name_or_path={tmp_path / 'model'}", "model@rm=local",
