@@ -60,7 +60,16 @@ def _run_id(*, _root_) -> str:
                    for k in _root_ if k != "hydra"})
 
 
+def _shortened(text: str, limit: int = 160) -> str:
+    """`${rlhf_short:${hydra:job.override_dirname}}`: the overrides part of a sweep job's folder
+    name, cut to `limit` characters (a folder name may hold 255 bytes; the run id that follows it
+    keeps the name unique)."""
+    text = str(text)
+    return text if len(text.encode()) <= limit else text.encode()[:limit].decode(errors="ignore") + "..."
+
+
 OmegaConf.register_new_resolver("rlhf_name", _checked_name, replace=True)
+OmegaConf.register_new_resolver("rlhf_short", _shortened, replace=True)
 OmegaConf.register_new_resolver("rlhf_run_id", _run_id, replace=True)
 
 
