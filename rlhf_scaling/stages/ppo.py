@@ -47,6 +47,7 @@ from rlhf_scaling import ppo_math as P
 from rlhf_scaling.actor_critic import Critic, ResponseBatch, check_plain_lm_head, logits_and_values, policy_forward, value_head
 from rlhf_scaling.bon_math import combine_ensemble
 from rlhf_scaling.checkpoint import rng_state, set_rng_state
+from rlhf_scaling.compute import FlopCounter, gold_params, non_embedding_params
 from rlhf_scaling.config import ConfigError
 from rlhf_scaling.distributed import DistEnv, barrier, cat_over_ranks, from_rank0, mean_over_ranks, sum_over_ranks
 from rlhf_scaling.models import load_policy, save_policy
@@ -77,10 +78,12 @@ def run(cfg: DictConfig, tracker) -> dict:
     proxies = load_ensemble(rm_dir, device)
     if p.padding_free:
         require_exact_packing(proxies[0].backbone, "ppo.padding_free")
+    sizes = model_sizes(trainer, proxies, setup.gold)
+    flops = FlopCounter()
     kl_ctl = P.AdaptiveKLController(p.kl_coef, p.target_kl, p.kl_horizon) if p.adaptive_kl else P.FixedKLController(p.kl_coef)
     # Every rank's shards go to rank 0's run folder (ranks may have composed slightly different ones).
     ckpt_dir = Path(from_rank0(str(tracker.run_dir / "checkpoint")))
-    start = resume(trainer, ckpt_dir, kl_ctl, env.rank)
+    start = resume(trainer, ckpt_dir, kl_ctl, flops, env.rank)
     tracker.define_step("ppo/", "ppo/step")
     bar = tqdm(range(start, p.steps), initial=start, total=p.steps, desc=f"ppo vs {cfg.rm.name}",
                disable=not cfg.progress or not env.is_main, leave=False)
@@ -102,20 +105,27 @@ def run(cfg: DictConfig, tracker) -> dict:
             clock.append(time.perf_counter())
             beta_used = kl_ctl.value  # the β this iteration's penalty used; then the controller's update
             kl_ctl.update(float(exp.all_seq_kl.mean()), p.prompts_per_step * p.samples_per_prompt)
+            prompt_tokens, response_tokens = sum_over_ranks(torch.stack(
+                [ro.prompt_mask.sum(), ro.lengths.sum()]).to(device, torch.float64)).tolist()
+            count_iteration(flops, sizes, prompt_tokens + response_tokens, p.ppo_epochs)
             if step % p.log_every == 0 or step == p.steps - 1:
                 metrics = iteration_metrics(step, exp, gold, ro, stats, beta_used, clock,
                                             p.prompts_per_step * p.samples_per_prompt, device)
+                metrics.update({"ppo/prompt_tokens": prompt_tokens, "ppo/flops": flops.flops})
                 tracker.log(metrics)
                 bar.set_postfix(proxy=f"{metrics['ppo/proxy']:.2f}", gold=f"{metrics['ppo/gold']:.2f}",
                                 kl=f"{metrics['ppo/kl']:.2f}")
             saved = (step + 1) % p.checkpoint_every == 0 or step == p.steps - 1
             if saved:
-                save(trainer, ckpt_dir, kl_ctl, step + 1)
+                save(trainer, ckpt_dir, kl_ctl, flops, step + 1)
             # Preempted (SIGUSR2 from Slurm / submitit): checkpoint here, then requeue and stop.
-            preemption.checkpoint_if_signalled(lambda: saved or save(trainer, ckpt_dir, kl_ctl, step + 1))
+            preemption.checkpoint_if_signalled(lambda: saved or save(trainer, ckpt_dir, kl_ctl, flops, step + 1))
     bar.close()
     export_policy(trainer, setup.tokenizer, Path(from_rank0(str(tracker.run_dir / "policy"))), env)
-    return ppo_fit_summary(tracker.run_dir) if env.is_main else {}
+    if not env.is_main:
+        return {}
+    return {**ppo_fit_summary(tracker.run_dir), "ppo/flops": flops.flops,
+            **{f"ppo/n_params_{k}": v for k, v in sizes.items()}}
 
 
 # ----------------------------------------------------------------------------- the phases of one iteration
@@ -261,16 +271,39 @@ def iteration_metrics(step: int, exp: Experience, gold, ro, stats, beta_used: fl
     }
 
 
+# ----------------------------------------------------------------------------- compute
+
+
+def model_sizes(trainer, proxies, gold) -> dict:
+    """Non-embedding parameters (rlhf_scaling/compute.py) of every model PPO runs: policy (= the
+    frozen reference), critic (separate: its transformer + head; shared: the value head alone),
+    proxy (summed over ensemble members) and gold (0 when it is a program)."""
+    return {"policy": non_embedding_params(trainer.module["policy"]),
+            "critic": non_embedding_params(trainer.module["critic"]),
+            "proxy": sum(non_embedding_params(m) for m in proxies), "gold": gold_params(gold)}
+
+
+def count_iteration(flops: FlopCounter, n: dict, tokens: float, ppo_epochs: int) -> None:
+    """Add one iteration's work to `flops`; tokens = real prompt + response tokens of all rollouts:
+    generation by the policy; proxy and gold scoring; the experience forwards (policy, reference,
+    critic); ppo_epochs passes of training policy and critic."""
+    flops.generate(n["policy"], tokens)
+    flops.forward(n["proxy"] + n["gold"], tokens)
+    flops.forward(2 * n["policy"] + n["critic"], tokens)  # policy and reference log-probs, values
+    flops.train(n["policy"] + n["critic"], ppo_epochs * tokens)
+
+
 # ----------------------------------------------------------------------------- checkpoint and export
 
 
-def save(trainer, ckpt_dir: Path, kl_ctl, step: int) -> None:
-    """A resumable checkpoint after `step` iterations: the trainer's (weights, optimizer), β and
-    this rank's RNG."""
-    trainer.save(ckpt_dir, step, {"kl_ctl": kl_ctl.state_dict()}, per_rank={"rng": rng_state()})
+def save(trainer, ckpt_dir: Path, kl_ctl, flops: FlopCounter, step: int) -> None:
+    """A resumable checkpoint after `step` iterations: the trainer's (weights, optimizer), β, the
+    FLOPs so far and this rank's RNG."""
+    trainer.save(ckpt_dir, step, {"kl_ctl": kl_ctl.state_dict(), "flops": flops.state_dict()},
+                 per_rank={"rng": rng_state()})
 
 
-def resume(trainer, ckpt_dir: Path, kl_ctl, rank: int) -> int:
+def resume(trainer, ckpt_dir: Path, kl_ctl, flops: FlopCounter, rank: int) -> int:
     """Load the last checkpoint in ckpt_dir, if any; returns the iteration to start at."""
     state = trainer.resume(ckpt_dir)
     if state is None:
@@ -279,6 +312,7 @@ def resume(trainer, ckpt_dir: Path, kl_ctl, rank: int) -> int:
         raise RuntimeError(f"{ckpt_dir}: the checkpoint has no RNG state for rank {rank} "
                            f"(was it written by a run with a different number of ranks?)")
     kl_ctl.load_state_dict(state["kl_ctl"])
+    flops.load_state_dict(state.get("flops", {"flops": 0.0}))
     set_rng_state(state["rng"])
     log.info("PPO resumed at iteration %d from %s", int(state["step"]), ckpt_dir)
     return int(state["step"])

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModel
 
 from rlhf_scaling.artifacts import building
+from rlhf_scaling.compute import FlopCounter, non_embedding_params
 from rlhf_scaling.config import ConfigError
 from rlhf_scaling.data.records import PreferenceGroup
 from rlhf_scaling.data.rm_batches import EncodedGroup, collate, encode_groups, expand_pairs
@@ -113,6 +114,7 @@ def run(cfg: DictConfig, tracker, stop_at_step: Optional[int] = None) -> dict:
                 if env.is_main:
                     summary = {k: sum(mm[k] for mm in members) / len(members) for k in members[0] if k != "rm/member"}
                     summary["rm/n_params"] = members[0]["rm/n_params"]
+                    summary["rm/flops"] = sum(mm.get("rm/flops", 0.0) for mm in members)  # the ensemble's total
                     (artifact.partial / "metrics.json").write_text(json.dumps(summary, indent=2))
         barrier()  # followers read the artifact only after rank 0 renamed it into place
     summary = json.loads((artifact.path / "metrics.json").read_text())
@@ -203,6 +205,20 @@ def train_member(trainer, train: List[EncodedGroup], eval_groups: List[EncodedGr
     total_steps = steps_per_epoch * epochs
     state = trainer.resume(ckpt_dir)
     step = int(state["step"]) if state is not None else 0
+    # Compute (rlhf_scaling/compute.py): 6·N per trained token, 2·N per evaluated token, over the
+    # real tokens of the GLOBAL micro-batch (every rank's share), cumulative across a resume.
+    n_params, flops = non_embedding_params(trainer.module), FlopCounter()
+    tokens = dict(state.get("tokens", {"train": 0, "eval": 0})) if state is not None else {"train": 0, "eval": 0}
+    flops.load_state_dict(state.get("flops", {"flops": 0.0}) if state is not None else {"flops": 0.0})
+    eval_tokens = sum(len(s) for g in eval_groups for s in g.seqs)
+
+    def evaluated():
+        tokens["eval"] += eval_tokens
+        flops.forward(n_params, eval_tokens)
+        return evaluate(trainer.forward_module, eval_groups, pad_id, device, padding_free=padding_free)
+
+    def checkpoint():
+        trainer.save(ckpt_dir, step, {"flops": flops.state_dict(), "tokens": dict(tokens)})
     if step:
         log.info("member %d resumed at step %d/%d from %s", member, step, total_steps, ckpt_dir)
     if padding_free:  # with sharded parameters a collective forward: every rank runs it
@@ -213,6 +229,9 @@ def train_member(trainer, train: List[EncodedGroup], eval_groups: List[EncodedGr
         for epoch, idx in micro_batches(len(train), batch_size, trainer.grad_accum, seed, step, steps_per_epoch, epochs):
             mine, weight = rank_share(train, idx, env.rank, env.world_size)
             batch = collate([train[i] for i in mine], pad_id).to(device)
+            micro_tokens = sum(len(s) for i in idx for s in train[i].seqs)
+            tokens["train"] += micro_tokens
+            flops.train(n_params, micro_tokens)
             with trainer.autocast():
                 loss = trainer.backward(group_loss(trainer.forward_module, batch, use_margin, padding_free) * weight, step)
             grad_norm = trainer.step(step + 1)
@@ -223,20 +242,21 @@ def train_member(trainer, train: List[EncodedGroup], eval_groups: List[EncodedGr
             metrics = {"rm/step": step, "rm/member": member, "rm/loss": loss.item() * trainer.grad_accum,
                        "rm/lr": trainer.lr(), "rm/grad_norm": grad_norm, "rm/epoch": epoch}
             if step % eval_every == 0 or step == total_steps:
-                metrics.update(evaluate(trainer.forward_module, eval_groups, pad_id, device, padding_free=padding_free))
+                metrics.update(evaluated())
                 bar.set_postfix(acc=f"{metrics['rm/val_accuracy']:.3f}")
+            metrics.update({"rm/train_tokens": tokens["train"], "rm/eval_tokens": tokens["eval"], "rm/flops": flops.flops})
             tracker.log(metrics)
             saved = step % checkpoint_every == 0 or step == stop_at_step
             if saved:
-                trainer.save(ckpt_dir, step)
+                checkpoint()
             # Preempted (SIGUSR2 from Slurm / submitit): checkpoint here, then requeue and stop.
-            preemption.checkpoint_if_signalled(lambda: saved or trainer.save(ckpt_dir, step))
+            preemption.checkpoint_if_signalled(lambda: saved or checkpoint())
             if step == stop_at_step:
                 break
     bar.close()
     if step < total_steps:
         return {}
-    return evaluate(trainer.forward_module, eval_groups, pad_id, device, padding_free=padding_free)
+    return {**evaluated(), "rm/flops": flops.flops}
 
 
 def micro_batches(n_train: int, batch_size: int, grad_accum: int, seed: int, step: int, steps_per_epoch: int,
