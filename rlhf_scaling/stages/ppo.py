@@ -8,8 +8,13 @@ forwards in rlhf_scaling/actor_critic.py):
   from the init policy (ppo.critic: its own transformer, or a value head on the policy's) ->
   ppo.ppo_epochs of clipped policy and value updates over minibatches -> β update (fixed or adaptive).
 Every iteration logs proxy reward, gold reward, KL (nats per sequence, the estimator trained
-with) and sqrt(KL), so overoptimization shows as proxy rising while gold turns down; and the
-iteration's time split (generation, scoring, experience forwards, training) and rollout tokens.
+with) and sqrt(KL) of its training batch (diagnostics), the iteration's time split (generation,
+scoring, experience forwards, training), rollout tokens and cumulative FLOPs (rlhf_scaling/compute.py).
+The results are the held-out evaluations (eval/*): at iteration 0 (the initial policy), every
+ppo.eval_every iterations and at the end, one response per prompt of a fixed set of ppo.eval_prompts
+prompts, sampled from a seed of its own inside torch.random.fork_rng (the training RNG is left as it
+was, so training is the same with or without evaluation), scored by gold and proxy, with the KL
+estimator trained with; the fitted summary (rlhf_scaling/summaries.py) uses these points.
 
 Checkpoints (policy, critic, optimizer, β, RNG, step) go to <run dir>/checkpoint every
 ppo.checkpoint_every iterations and at a preemption signal (rlhf_scaling/preemption.py); a job
@@ -79,12 +84,26 @@ def run(cfg: DictConfig, tracker) -> dict:
     if p.padding_free:
         require_exact_packing(proxies[0].backbone, "ppo.padding_free")
     sizes = model_sizes(trainer, proxies, setup.gold)
-    flops = FlopCounter()
+    flops, eval_flops = FlopCounter(), FlopCounter()  # training's work; the held-out evaluations'
     kl_ctl = P.AdaptiveKLController(p.kl_coef, p.target_kl, p.kl_horizon) if p.adaptive_kl else P.FixedKLController(p.kl_coef)
     # Every rank's shards go to rank 0's run folder (ranks may have composed slightly different ones).
     ckpt_dir = Path(from_rank0(str(tracker.run_dir / "checkpoint")))
-    start = resume(trainer, ckpt_dir, kl_ctl, flops, env.rank)
+    start = resume(trainer, ckpt_dir, kl_ctl, flops, eval_flops, env.rank)
     tracker.define_step("ppo/", "ppo/step")
+    tracker.define_step("eval/", "eval/step")
+    eval_prompts, eval_sample_seed = held_out_prompts(setup, p.eval_prompts, cfg.seed + p.seed)
+
+    def evaluate_now(iterations: int) -> None:  # the held-out evaluation after `iterations` iterations
+        if not eval_prompts:
+            return
+        metrics, tokens = evaluate(trainer, reference, proxies, setup, eval_prompts, eval_sample_seed, p,
+                                   cfg.task.max_response_tokens, cfg.proxy.ensemble, cfg.proxy.uwo_lambda, device)
+        eval_flops.generate(sizes["policy"], tokens)
+        eval_flops.forward(sizes["proxy"] + sizes["gold"] + 2 * sizes["policy"], tokens)
+        tracker.log({"eval/step": iterations, **metrics, "eval/flops": eval_flops.flops})
+
+    if start == 0:
+        evaluate_now(0)  # the initial policy, evaluated the same way
     bar = tqdm(range(start, p.steps), initial=start, total=p.steps, desc=f"ppo vs {cfg.rm.name}",
                disable=not cfg.progress or not env.is_main, leave=False)
     with Preemption() as preemption:
@@ -115,16 +134,18 @@ def run(cfg: DictConfig, tracker) -> dict:
                 tracker.log(metrics)
                 bar.set_postfix(proxy=f"{metrics['ppo/proxy']:.2f}", gold=f"{metrics['ppo/gold']:.2f}",
                                 kl=f"{metrics['ppo/kl']:.2f}")
+            if (step + 1) % p.eval_every == 0 or step == p.steps - 1:
+                evaluate_now(step + 1)
             saved = (step + 1) % p.checkpoint_every == 0 or step == p.steps - 1
             if saved:
-                save(trainer, ckpt_dir, kl_ctl, flops, step + 1)
+                save(trainer, ckpt_dir, kl_ctl, flops, eval_flops, step + 1)
             # Preempted (SIGUSR2 from Slurm / submitit): checkpoint here, then requeue and stop.
-            preemption.checkpoint_if_signalled(lambda: saved or save(trainer, ckpt_dir, kl_ctl, flops, step + 1))
+            preemption.checkpoint_if_signalled(lambda: saved or save(trainer, ckpt_dir, kl_ctl, flops, eval_flops, step + 1))
     bar.close()
     export_policy(trainer, setup.tokenizer, Path(from_rank0(str(tracker.run_dir / "policy"))), env)
     if not env.is_main:
         return {}
-    return {**ppo_fit_summary(tracker.run_dir), "ppo/flops": flops.flops,
+    return {**ppo_fit_summary(tracker.run_dir), "ppo/flops": flops.flops, "ppo/eval_flops": eval_flops.flops,
             **{f"ppo/n_params_{k}": v for k, v in sizes.items()}}
 
 
@@ -271,6 +292,49 @@ def iteration_metrics(step: int, exp: Experience, gold, ro, stats, beta_used: fl
     }
 
 
+# ----------------------------------------------------------------------------- held-out evaluation
+
+
+def held_out_prompts(setup, n: int, seed: int) -> tuple[list, int]:
+    """(the n held-out prompts, their sampling seed), fixed for the whole run. The prompt seed is
+    the last of this seed's block of rollout seeds (rollout_prompts: seed·1_000_003 + step), which
+    no run of fewer than 1_000_002 iterations reaches (not seed·1_000_003 − 1: random.Random seeds
+    with |seed|, so −1 would be iteration 1's prompts); the sampling seed is apart from the
+    training seeds (seed + rank·stride)."""
+    return setup.prompts(n, seed=seed * 1_000_003 + 1_000_002) if n else [], seed + 2**31
+
+
+@torch.no_grad()
+def evaluate(trainer, reference, proxies, setup, prompts, sample_seed: int, p, max_response_tokens: int,
+             ensemble: str, uwo_lambda: float, device) -> tuple[dict, float]:
+    """One response per held-out prompt from the current policy, sampled from `sample_seed` (the
+    same every evaluation: common random numbers) inside fork_rng, so the training RNG is untouched;
+    returns (eval/* metrics, real prompt + response tokens). eval/gold, eval/proxy: means (and gold's
+    standard error); eval/kl: mean sequence KL to the reference, nats, with ppo.kl_estimator as in
+    training. Every rank evaluates the whole set (generation inside trainer.whole()); rank 0 logs it."""
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(sample_seed)
+        with trainer.whole():
+            ro = sample(trainer.module["policy"], setup.tokenizer, prompts, max_new_tokens=max_response_tokens,
+                        temperature=p.temperature)
+    proxy, gold = score(proxies, setup, prompts, ro.texts, ensemble, uwo_lambda, max_response_tokens,
+                        p.padding_free, device)
+    ids = torch.cat([ro.prompt_ids, ro.response_ids], dim=1).to(device)
+    mask = torch.cat([ro.prompt_mask, ro.response_mask], dim=1).to(device)
+    r_ids, r_mask = ro.response_ids.to(device), ro.response_mask.to(device).float()
+    batch = ResponseBatch.of(ids, mask, ro.prompt_ids.shape[1], p.padding_free)
+    logprobs = P.logprobs_from_logits(policy_forward(trainer.module["policy"], batch, p.temperature)[0], r_ids)
+    ref_logprobs = P.logprobs_from_logits(policy_forward(reference, batch, p.temperature)[0], r_ids)
+    kl = P.sequence_kl(P.kl_per_token(logprobs, ref_logprobs, p.kl_estimator), r_mask)
+    mean_kl = kl.mean().item()
+    metrics = {"eval/gold": gold.mean().item(), "eval/gold_se": (gold.std() / len(gold) ** 0.5).item(),
+               "eval/proxy": proxy.mean().item(), "eval/kl": mean_kl, "eval/sqrt_kl": max(mean_kl, 0.0) ** 0.5,
+               "eval/response_len": ro.lengths.float().mean().item(),
+               "eval/ended_fraction": ro.ended.float().mean().item()}
+    return metrics, float(ro.prompt_mask.sum() + ro.lengths.sum())
+
+
 # ----------------------------------------------------------------------------- compute
 
 
@@ -296,14 +360,14 @@ def count_iteration(flops: FlopCounter, n: dict, tokens: float, ppo_epochs: int)
 # ----------------------------------------------------------------------------- checkpoint and export
 
 
-def save(trainer, ckpt_dir: Path, kl_ctl, flops: FlopCounter, step: int) -> None:
+def save(trainer, ckpt_dir: Path, kl_ctl, flops: FlopCounter, eval_flops: FlopCounter, step: int) -> None:
     """A resumable checkpoint after `step` iterations: the trainer's (weights, optimizer), β, the
-    FLOPs so far and this rank's RNG."""
-    trainer.save(ckpt_dir, step, {"kl_ctl": kl_ctl.state_dict(), "flops": flops.state_dict()},
-                 per_rank={"rng": rng_state()})
+    FLOPs so far (training, evaluation) and this rank's RNG."""
+    trainer.save(ckpt_dir, step, {"kl_ctl": kl_ctl.state_dict(), "flops": flops.state_dict(),
+                                  "eval_flops": eval_flops.state_dict()}, per_rank={"rng": rng_state()})
 
 
-def resume(trainer, ckpt_dir: Path, kl_ctl, flops: FlopCounter, rank: int) -> int:
+def resume(trainer, ckpt_dir: Path, kl_ctl, flops: FlopCounter, eval_flops: FlopCounter, rank: int) -> int:
     """Load the last checkpoint in ckpt_dir, if any; returns the iteration to start at."""
     state = trainer.resume(ckpt_dir)
     if state is None:
@@ -313,6 +377,7 @@ def resume(trainer, ckpt_dir: Path, kl_ctl, flops: FlopCounter, rank: int) -> in
                            f"(was it written by a run with a different number of ranks?)")
     kl_ctl.load_state_dict(state["kl_ctl"])
     flops.load_state_dict(state.get("flops", {"flops": 0.0}))
+    eval_flops.load_state_dict(state.get("eval_flops", {"flops": 0.0}))
     set_rng_state(state["rng"])
     log.info("PPO resumed at iteration %d from %s", int(state["step"]), ckpt_dir)
     return int(state["step"])
