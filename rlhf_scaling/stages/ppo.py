@@ -91,46 +91,19 @@ def run(cfg: DictConfig, tracker) -> dict:
     start = resume(trainer, ckpt_dir, kl_ctl, flops, eval_flops, env.rank)
     tracker.define_step("ppo/", "ppo/step")
     tracker.define_step("eval/", "eval/step")
-    eval_prompts, eval_sample_seed = held_out_prompts(setup, p.eval_prompts, cfg.seed + p.seed)
-
-    def evaluate_now(iterations: int) -> None:  # the held-out evaluation after `iterations` iterations
-        if not eval_prompts:
-            return
-        metrics, tokens = evaluate(trainer, reference, proxies, setup, eval_prompts, eval_sample_seed, p,
-                                   cfg.task.max_response_tokens, cfg.proxy.ensemble, cfg.proxy.uwo_lambda, device)
-        eval_flops.generate(sizes["policy"], tokens)
-        eval_flops.forward(sizes["proxy"] + sizes["gold"] + 2 * sizes["policy"], tokens)
-        tracker.log({"eval/step": iterations, **metrics, "eval/flops": eval_flops.flops})
-
+    held_out = held_out_prompts(setup, p.eval_prompts, cfg.seed + p.seed)
+    evaluate_now = lambda iterations: log_evaluation(  # noqa: E731  (after `iterations` iterations)
+        tracker, iterations, held_out, trainer, reference, proxies, setup, cfg, sizes, eval_flops, device)
     if start == 0:
         evaluate_now(0)  # the initial policy, evaluated the same way
     bar = tqdm(range(start, p.steps), initial=start, total=p.steps, desc=f"ppo vs {cfg.rm.name}",
                disable=not cfg.progress or not env.is_main, leave=False)
     with Preemption() as preemption:
         for step in bar:
-            clock = [time.perf_counter()]  # rollout -> score -> experience -> update -> log -> checkpoint
-            prompts = rank_prompts(rollout_prompts(setup, step, p.prompts_per_step, cfg.seed + p.seed),
-                                   p.samples_per_prompt, env.rank, local_n)
-            with trainer.whole():  # sharded weights gathered once, no per-layer collectives
-                ro = sample(trainer.module["policy"], setup.tokenizer, prompts,
-                            max_new_tokens=cfg.task.max_response_tokens, temperature=p.temperature)
-            clock.append(time.perf_counter())
-            proxy, gold = score(proxies, setup, prompts, ro.texts, cfg.proxy.ensemble, cfg.proxy.uwo_lambda,
-                                cfg.task.max_response_tokens, p.padding_free, device)
-            clock.append(time.perf_counter())
-            exp = experience(trainer.module, reference, ro, proxy, kl_ctl.value, p, device)
-            clock.append(time.perf_counter())
-            stats = update(trainer, exp, p, local_mb, step)
-            clock.append(time.perf_counter())
-            beta_used = kl_ctl.value  # the β this iteration's penalty used; then the controller's update
-            kl_ctl.update(float(exp.all_seq_kl.mean()), p.prompts_per_step * p.samples_per_prompt)
-            prompt_tokens, response_tokens = sum_over_ranks(torch.stack(
-                [ro.prompt_mask.sum(), ro.lengths.sum()]).to(device, torch.float64)).tolist()
-            count_iteration(flops, sizes, prompt_tokens + response_tokens, p.ppo_epochs)
-            if step % p.log_every == 0 or step == p.steps - 1:
-                metrics = iteration_metrics(step, exp, gold, ro, stats, beta_used, clock,
-                                            p.prompts_per_step * p.samples_per_prompt, device)
-                metrics.update({"ppo/prompt_tokens": prompt_tokens, "ppo/flops": flops.flops})
+            logged = step % p.log_every == 0 or step == p.steps - 1
+            metrics = iteration(step, cfg, setup, trainer, reference, proxies, kl_ctl, flops, sizes, env, local_n,
+                                local_mb, device, logged)
+            if logged:
                 tracker.log(metrics)
                 bar.set_postfix(proxy=f"{metrics['ppo/proxy']:.2f}", gold=f"{metrics['ppo/gold']:.2f}",
                                 kl=f"{metrics['ppo/kl']:.2f}")
@@ -140,7 +113,8 @@ def run(cfg: DictConfig, tracker) -> dict:
             if saved:
                 save(trainer, ckpt_dir, kl_ctl, flops, eval_flops, step + 1)
             # Preempted (SIGUSR2 from Slurm / submitit): checkpoint here, then requeue and stop.
-            preemption.checkpoint_if_signalled(lambda: saved or save(trainer, ckpt_dir, kl_ctl, flops, eval_flops, step + 1))
+            preemption.checkpoint_if_signalled(
+                lambda: saved or save(trainer, ckpt_dir, kl_ctl, flops, eval_flops, step + 1))
     bar.close()
     export_policy(trainer, setup.tokenizer, Path(from_rank0(str(tracker.run_dir / "policy"))), env)
     if not env.is_main:
@@ -150,6 +124,37 @@ def run(cfg: DictConfig, tracker) -> dict:
 
 
 # ----------------------------------------------------------------------------- the phases of one iteration
+
+
+def iteration(step: int, cfg, setup, trainer, reference, proxies, kl_ctl, flops, sizes: dict, env: DistEnv,
+              local_n: int, local_mb: int, device, logged: bool) -> dict:
+    """One PPO iteration: rollouts -> scores -> experience -> update -> β update, its FLOPs counted;
+    returns its metrics (iteration_metrics) when `logged`, else {}."""
+    p = cfg.ppo
+    clock = [time.perf_counter()]  # rollout -> score -> experience -> update
+    prompts = rank_prompts(rollout_prompts(setup, step, p.prompts_per_step, cfg.seed + p.seed),
+                           p.samples_per_prompt, env.rank, local_n)
+    with trainer.whole():  # sharded weights gathered once, no per-layer collectives
+        ro = sample(trainer.module["policy"], setup.tokenizer, prompts,
+                    max_new_tokens=cfg.task.max_response_tokens, temperature=p.temperature)
+    clock.append(time.perf_counter())
+    proxy, gold = score(proxies, setup, prompts, ro.texts, cfg.proxy.ensemble, cfg.proxy.uwo_lambda,
+                        cfg.task.max_response_tokens, p.padding_free, device)
+    clock.append(time.perf_counter())
+    exp = experience(trainer.module, reference, ro, proxy, kl_ctl.value, p, device)
+    clock.append(time.perf_counter())
+    stats = update(trainer, exp, p, local_mb, step)
+    clock.append(time.perf_counter())
+    beta_used = kl_ctl.value  # the β this iteration's penalty used; then the controller's update
+    kl_ctl.update(float(exp.all_seq_kl.mean()), p.prompts_per_step * p.samples_per_prompt)
+    prompt_tokens, response_tokens = sum_over_ranks(torch.stack(
+        [ro.prompt_mask.sum(), ro.lengths.sum()]).to(device, torch.float64)).tolist()
+    count_iteration(flops, sizes, prompt_tokens + response_tokens, p.ppo_epochs)
+    if not logged:
+        return {}
+    metrics = iteration_metrics(step, exp, gold, ro, stats, beta_used, clock, p.prompts_per_step * p.samples_per_prompt,
+                                device)
+    return {**metrics, "ppo/prompt_tokens": prompt_tokens, "ppo/flops": flops.flops}
 
 
 def rollout_prompts(setup, step: int, n: int, seed: int):
@@ -302,6 +307,20 @@ def held_out_prompts(setup, n: int, seed: int) -> tuple[list, int]:
     with |seed|, so −1 would be iteration 1's prompts); the sampling seed is apart from the
     training seeds (seed + rank·stride)."""
     return setup.prompts(n, seed=seed * 1_000_003 + 1_000_002) if n else [], seed + 2**31
+
+
+def log_evaluation(tracker, iterations: int, held_out: tuple, trainer, reference, proxies, setup, cfg, sizes: dict,
+                   eval_flops: FlopCounter, device) -> None:
+    """Evaluate the policy after `iterations` iterations on the held-out prompts (held_out_prompts;
+    none: nothing), count its FLOPs in eval_flops and log eval/* at eval/step = iterations."""
+    prompts, sample_seed = held_out
+    if not prompts:
+        return
+    metrics, tokens = evaluate(trainer, reference, proxies, setup, prompts, sample_seed, cfg.ppo,
+                               cfg.task.max_response_tokens, cfg.proxy.ensemble, cfg.proxy.uwo_lambda, device)
+    eval_flops.generate(sizes["policy"], tokens)
+    eval_flops.forward(sizes["proxy"] + sizes["gold"] + 2 * sizes["policy"], tokens)  # scoring; policy and reference
+    tracker.log({"eval/step": iterations, **metrics, "eval/flops": eval_flops.flops})
 
 
 @torch.no_grad()

@@ -205,20 +205,8 @@ def train_member(trainer, train: List[EncodedGroup], eval_groups: List[EncodedGr
     total_steps = steps_per_epoch * epochs
     state = trainer.resume(ckpt_dir)
     step = int(state["step"]) if state is not None else 0
-    # Compute (rlhf_scaling/compute.py): 6·N per trained token, 2·N per evaluated token, over the
-    # real tokens of the GLOBAL micro-batch (every rank's share), cumulative across a resume.
-    n_params, flops = non_embedding_params(trainer.module), FlopCounter()
-    tokens = dict(state.get("tokens", {"train": 0, "eval": 0})) if state is not None else {"train": 0, "eval": 0}
-    flops.load_state_dict(state.get("flops", {"flops": 0.0}) if state is not None else {"flops": 0.0})
-    eval_tokens = sum(len(s) for g in eval_groups for s in g.seqs)
-
-    def evaluated():
-        tokens["eval"] += eval_tokens
-        flops.forward(n_params, eval_tokens)
-        return evaluate(trainer.forward_module, eval_groups, pad_id, device, padding_free=padding_free)
-
-    def checkpoint():
-        trainer.save(ckpt_dir, step, {"flops": flops.state_dict(), "tokens": dict(tokens)})
+    compute = MemberCompute(non_embedding_params(trainer.module), sum(len(s) for g in eval_groups for s in g.seqs),
+                            (state or {}).get("compute"))
     if step:
         log.info("member %d resumed at step %d/%d from %s", member, step, total_steps, ckpt_dir)
     if padding_free:  # with sharded parameters a collective forward: every rank runs it
@@ -229,9 +217,7 @@ def train_member(trainer, train: List[EncodedGroup], eval_groups: List[EncodedGr
         for epoch, idx in micro_batches(len(train), batch_size, trainer.grad_accum, seed, step, steps_per_epoch, epochs):
             mine, weight = rank_share(train, idx, env.rank, env.world_size)
             batch = collate([train[i] for i in mine], pad_id).to(device)
-            micro_tokens = sum(len(s) for i in idx for s in train[i].seqs)
-            tokens["train"] += micro_tokens
-            flops.train(n_params, micro_tokens)
+            compute.trained(sum(len(s) for i in idx for s in train[i].seqs))  # the global micro-batch's tokens
             with trainer.autocast():
                 loss = trainer.backward(group_loss(trainer.forward_module, batch, use_margin, padding_free) * weight, step)
             grad_norm = trainer.step(step + 1)
@@ -242,21 +228,53 @@ def train_member(trainer, train: List[EncodedGroup], eval_groups: List[EncodedGr
             metrics = {"rm/step": step, "rm/member": member, "rm/loss": loss.item() * trainer.grad_accum,
                        "rm/lr": trainer.lr(), "rm/grad_norm": grad_norm, "rm/epoch": epoch}
             if step % eval_every == 0 or step == total_steps:
-                metrics.update(evaluated())
+                compute.evaluated()
+                metrics.update(evaluate(trainer.forward_module, eval_groups, pad_id, device, padding_free=padding_free))
                 bar.set_postfix(acc=f"{metrics['rm/val_accuracy']:.3f}")
-            metrics.update({"rm/train_tokens": tokens["train"], "rm/eval_tokens": tokens["eval"], "rm/flops": flops.flops})
-            tracker.log(metrics)
+            tracker.log({**metrics, **compute.metrics()})
             saved = step % checkpoint_every == 0 or step == stop_at_step
             if saved:
-                checkpoint()
+                trainer.save(ckpt_dir, step, {"compute": compute.state_dict()})
             # Preempted (SIGUSR2 from Slurm / submitit): checkpoint here, then requeue and stop.
-            preemption.checkpoint_if_signalled(lambda: saved or checkpoint())
+            preemption.checkpoint_if_signalled(
+                lambda: saved or trainer.save(ckpt_dir, step, {"compute": compute.state_dict()}))
             if step == stop_at_step:
                 break
     bar.close()
     if step < total_steps:
         return {}
-    return {**evaluated(), "rm/flops": flops.flops}
+    compute.evaluated()
+    return {**evaluate(trainer.forward_module, eval_groups, pad_id, device, padding_free=padding_free),
+            "rm/flops": compute.flops.flops}
+
+
+class MemberCompute:
+    """FLOPs of one member's training (rlhf_scaling/compute.py): 6·N per trained token, 2·N per
+    evaluated token, counting the real tokens of the GLOBAL micro-batch (every rank's share); its
+    state goes into the checkpoints, so a resumed member continues its count."""
+
+    def __init__(self, n_params: int, eval_tokens: int, state: Optional[dict] = None):
+        state = state or {"flops": 0.0, "train_tokens": 0, "eval_tokens": 0}
+        self.n_params, self.eval_tokens = n_params, eval_tokens
+        self.flops = FlopCounter(state["flops"])
+        self.tokens = {"train": int(state["train_tokens"]), "eval": int(state["eval_tokens"])}
+
+    def trained(self, tokens: int) -> None:
+        self.tokens["train"] += tokens
+        self.flops.train(self.n_params, tokens)
+
+    def evaluated(self) -> None:
+        """One pass of the held-out set."""
+        self.tokens["eval"] += self.eval_tokens
+        self.flops.forward(self.n_params, self.eval_tokens)
+
+    def state_dict(self) -> dict:
+        return {"flops": self.flops.flops, "train_tokens": self.tokens["train"], "eval_tokens": self.tokens["eval"]}
+
+    def metrics(self) -> dict:
+        """The cumulative rm/flops and the token counts they come from."""
+        return {"rm/train_tokens": self.tokens["train"], "rm/eval_tokens": self.tokens["eval"],
+                "rm/flops": self.flops.flops}
 
 
 def micro_batches(n_train: int, batch_size: int, grad_accum: int, seed: int, step: int, steps_per_epoch: int,
