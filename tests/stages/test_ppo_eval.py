@@ -110,3 +110,16 @@ def test_summary_peak_comes_from_eval_points_not_the_noisy_batch_max(tmp_path):
     out = ppo_fit_summary(tmp_path)
     assert out["ppo/peak_gold"] == 2.5 and out["ppo/peak_gold_step"] == 2 and out["ppo/batch_peak_gold"] == 5.0
     assert out["ppo/final_kl"] == 2.0 and out["ppo/init_gold"] == 1.0 and out["ppo/fit_points"] == "eval"
+
+
+@pytest.mark.slow
+def test_figures_draw_the_eval_points(evaluated, tmp_path):
+    from rlhf_scaling.analysis.figures import load_runs, overoptimization_curves, write_figures
+
+    df = load_runs(str(evaluated[1]))
+    curves = overoptimization_curves(df, "ppo")
+    assert curves["points"].unique().tolist() == ["eval"] and curves["x"].tolist() == [0, 2, 4]
+    evals = records(evaluated[1]).dropna(subset=["eval/step"])
+    assert curves["gold_gain"].tolist() == pytest.approx((evals["eval/gold"] - evals["eval/gold"].iloc[0]).tolist())
+    written = write_figures(df, tmp_path, "test", only=["overoptimization_ppo", "ppo_training"])
+    assert sorted(p.name for p in written) == ["overoptimization_ppo.png", "ppo_training.png"]
