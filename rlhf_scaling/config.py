@@ -177,6 +177,11 @@ class PPOConfig:
     critic: str = "separate"
     padding_free: bool = True  # pack rollouts end to end in every PPO forward, proxy scoring included (no compute on padding; rlhf_scaling/packing.py)
     log_every: int = 1  # iterations between logged metrics
+    # held-out evaluation (eval/*, the points the summary fits): one response per prompt of a fixed set
+    # of this many prompts (drawn once, seed apart from the rollouts'), sampled with the same seed each
+    # time and scored by gold and proxy with the trained KL estimator; 0 = none (fits use batch means)
+    eval_prompts: int = 64
+    eval_every: int = 10  # iterations between held-out evaluations (also at iteration 0 and at the end)
     checkpoint_every: int = 20  # iterations between resumable checkpoints
     seed: int = 0  # PPO's seed (added to the global `seed`): rollout prompts, sampling, minibatch order
 
@@ -321,13 +326,14 @@ _POSITIVE = [
     "bon.n_max", "bon.n_eval_prompts", "bon.temperature",
     "ppo.steps", "ppo.prompts_per_step", "ppo.samples_per_prompt", "ppo.ppo_epochs",
     "ppo.minibatch_size", "ppo.lr", "ppo.temperature", "ppo.log_every", "ppo.checkpoint_every",
+    "ppo.eval_every",
     "task.n_topics", "task.words_per_topic", "task.natural_length",
     "task.max_prompt_tokens", "task.max_response_tokens",
 ]
 
 _NON_NEGATIVE = [
     "sft.weight_decay", "rm_train.weight_decay", "rm_train.max_grad_norm", "rm_train.margin_scale",
-    "ppo.kl_coef", "ppo.max_grad_norm", "ppo.vf_coef", "proxy.uwo_lambda",
+    "ppo.kl_coef", "ppo.max_grad_norm", "ppo.vf_coef", "proxy.uwo_lambda", "ppo.eval_prompts",
 ]
 
 _UNIT_INTERVAL = ["sft.warmup_ratio", "rm_train.warmup_ratio", "ppo.gamma", "ppo.lam", "ppo.clip_range"]

@@ -165,20 +165,37 @@ def _human(n: float) -> str:
 
 def overoptimization_curves(df: pd.DataFrame, kind: str) -> pd.DataFrame:
     """Long table of the kind's ("bon" | "ppo") curves: run_id, run_name, group, rm, n_params, x (n or
-    iteration), sqrt_kl, proxy_gain, gold_gain, gold, proxy. Sorted by (run_id, x)."""
-    x, d, proxy, gold = (f"{kind}/{k}" for k in (("n" if kind == "bon" else "step"), "sqrt_kl", "proxy", "gold"))
+    iteration), sqrt_kl, proxy_gain, gold_gain, gold, proxy, points. Sorted by (run_id, x).
+    PPO: a run's held-out evaluations (eval/*, points "eval") where it has them, else its
+    training-batch means (points "batch")."""
+    if kind == "ppo" and "eval/step" in df:
+        evaluated = df.loc[df["eval/gold"].notna(), "run_id"].unique() if "eval/gold" in df else []
+        sizes = proxy_sizes(df)
+        with_eval = _curves(df[df["run_id"].isin(evaluated)], "eval", "step", sizes).assign(points="eval")
+        batch = _curves(df[~df["run_id"].isin(evaluated)], "ppo", "step", sizes).assign(points="batch")
+        both = [c for c in (with_eval, batch) if not c.empty]
+        return pd.concat(both, ignore_index=True).sort_values(["run_id", "x"], kind="stable").reset_index(drop=True) \
+            if both else pd.DataFrame()
+    out = _curves(df, kind, "n" if kind == "bon" else "step", proxy_sizes(df))
+    return out.assign(points="batch") if kind == "ppo" and not out.empty else out
+
+
+def _curves(df: pd.DataFrame, kind: str, step: str, sizes: dict) -> pd.DataFrame:
+    """overoptimization_curves from the <kind>/{step, sqrt_kl, proxy, gold} records (kind: bon, ppo
+    or eval), with the proxy sizes by run (proxy_sizes)."""
+    x, d, proxy, gold = (f"{kind}/{k}" for k in (step, "sqrt_kl", "proxy", "gold"))
     if any(c not in df for c in (x, d, gold)):
         return pd.DataFrame()
     rows = df.dropna(subset=[x, d, gold]).sort_values(["run_id", x], kind="stable")
     rows = rows.assign(_sweep=_sweep_group(rows))
     rows = rows.drop_duplicates(["run_id", x], keep="last")  # a resumed run re-logs a few iterations
-    sizes = proxy_sizes(df)
     out = []
     for run_id, r in rows.groupby("run_id", sort=True):
         rm = str(r["config.rm.name"].iloc[0]) if "config.rm.name" in r else "?"
         p = r[proxy].to_numpy(float) if proxy in r else np.full(len(r), np.nan)
         g = r[gold].to_numpy(float)
-        # BoN logs its gains over n = 1 (the pool mean); PPO's baseline is its first iteration.
+        # BoN logs its gains over n = 1 (the pool mean); PPO's baseline is its first iteration
+        # (the iteration-0 evaluation of the initial policy, or the first training batch).
         g_gain = r[f"{kind}/gold_gain"].to_numpy(float) if f"{kind}/gold_gain" in r else g - g[0]
         p_gain = r[f"{kind}/proxy_gain"].to_numpy(float) if f"{kind}/proxy_gain" in r else p - p[0]
         out.append(pd.DataFrame({"run_id": run_id, "run_name": r["run_name"].to_numpy(), "group": r["_sweep"].iloc[0], "rm": rm,
@@ -350,8 +367,8 @@ def fig_overoptimization(df: pd.DataFrame, source: str, kind: str):
         d = c["sqrt_kl"].to_numpy()
         grid = np.linspace(0.0, max(np.nanmax(d), 1e-3), 200)
         for ax, target in zip(axes, ("gold_gain", "proxy_gain")):
-            if kind == "bon":
-                ax.plot(d, c[target], "o", color=colour, label=label)
+            if kind == "bon" or c.get("points", pd.Series(["batch"])).iloc[0] == "eval":  # measured points (held-out evaluations)
+                ax.plot(d, c[target], "o", ms=4, color=colour, label=label)
             else:  # PPO batch means are noisy: small faint points, the fit carries the trend
                 ax.plot(d, c[target], ".", ms=2.5, alpha=0.45, color=colour, label=label)
             fit = _fit(c, target, form)
@@ -369,6 +386,10 @@ def fig_overoptimization(df: pd.DataFrame, source: str, kind: str):
                  markerscale=1 if kind == "bon" else 3)
     equation = "d(α − βd)" if form == "bon" else "d(α − β log d)"
     note = f"dashed: least-squares fit R(d) = {equation} (Gao et al. 2022)"
+    if kind == "ppo":
+        shown = sorted(set(curves["points"]))
+        note += "; points: " + " and ".join({"eval": "held-out evaluations (large)",
+                                             "batch": "training-batch means (small, faint)"}[p] for p in shown)
     if no_peak:
         note += (f"; gold fit not drawn where β ≤ 0 (it never turns down: no peak, the form does not hold): "
                  f"{', '.join(no_peak)}")
@@ -753,11 +774,17 @@ def fig_ppo_training(df: pd.DataFrame, source: str):
         colour, label = by_run[run_id]
         for ax, (key, _) in zip(axes[0], keys):
             ax.plot(r["ppo/step"], r[key], "-", lw=1.1, color=colour, label=label)
+        evals = df[(df["run_id"] == run_id)].dropna(subset=["eval/gold"]) if "eval/gold" in df else df.iloc[:0]
+        for ax, (key, _) in zip(axes[0], keys):  # the held-out evaluations on the same axes
+            if not evals.empty:
+                ax.plot(evals["eval/step"], evals[key.replace("ppo/", "eval/")], "o", ms=4, color=colour)
     for ax, (_, title) in zip(axes[0], keys):
         ax.set_title(title)
         ax.set_xlabel("PPO iteration")
     _legend_once(axes[0][0], style, title="proxy RM" if len(style) == len(set(rows["rm"])) else None)
-    _footer(fig, source, rows["run_id"].nunique())
+    evaluated = "eval/gold" in df and df["eval/gold"].notna().any()
+    _footer(fig, source, rows["run_id"].nunique(),
+            "lines: training-batch means; dots: held-out evaluations" if evaluated else "")
     return fig
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from rlhf_scaling.bon_math import combine_ensemble, expected_best_of_n_batch, kl_best_of_n
+from rlhf_scaling.compute import FlopCounter, gold_params, non_embedding_params
 from rlhf_scaling.config import bon_grid
 from rlhf_scaling.curves import bootstrap_ci
 from rlhf_scaling.models import load_policy
@@ -60,8 +61,9 @@ def run(cfg: DictConfig, tracker) -> dict:
     seed_everything(cfg.seed + b.seed)
     prompts = setup.prompts(b.n_eval_prompts, seed=cfg.seed + b.seed + 20_000)
     pool_prompts = [p for p in prompts for _ in range(b.n_max)]
-    texts = sample(policy, setup.tokenizer, pool_prompts, max_new_tokens=cfg.task.max_response_tokens,
-                   temperature=b.temperature).texts
+    pool = sample(policy, setup.tokenizer, pool_prompts, max_new_tokens=cfg.task.max_response_tokens,
+                  temperature=b.temperature)
+    texts = pool.texts
     member_scores = score_texts(proxies, setup.tokenizer, pool_prompts, texts,
                                 max_response_tokens=cfg.task.max_response_tokens, padding_free=b.padding_free).numpy()  # (M, P*N)
     proxy = combine_ensemble(member_scores, cfg.proxy.ensemble, cfg.proxy.uwo_lambda).reshape(len(prompts), b.n_max)
@@ -76,6 +78,11 @@ def run(cfg: DictConfig, tracker) -> dict:
     summary = bon_fit_summary(curve, "bon")
     summary["bon/n_max"] = b.n_max
     summary["bon/gold_at_n_max"] = float(curve["gold"].iloc[-1])
+    # Compute (rlhf_scaling/compute.py): the pool's generation, then proxy and gold scoring of it.
+    flops, pool_tokens = FlopCounter(), int(pool.prompt_mask.sum() + pool.lengths.sum())
+    flops.generate(non_embedding_params(policy), pool_tokens)
+    flops.forward(sum(non_embedding_params(m) for m in proxies) + gold_params(setup.gold), pool_tokens)
+    summary["bon/pool_tokens"], summary["bon/flops"] = pool_tokens, flops.flops
     log.info("best-of-n %s: gold %.3f at n=1, best %.3f at n=%d, %.3f at n=%d (KL %.2f nats)", cfg.rm.name,
              gold.mean(), summary["bon/best_gold"], summary["bon/best_n"], summary["bon/gold_at_n_max"], b.n_max,
              math.log(b.n_max) - (b.n_max - 1) / b.n_max)

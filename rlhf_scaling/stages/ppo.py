@@ -8,8 +8,13 @@ forwards in rlhf_scaling/actor_critic.py):
   from the init policy (ppo.critic: its own transformer, or a value head on the policy's) ->
   ppo.ppo_epochs of clipped policy and value updates over minibatches -> β update (fixed or adaptive).
 Every iteration logs proxy reward, gold reward, KL (nats per sequence, the estimator trained
-with) and sqrt(KL), so overoptimization shows as proxy rising while gold turns down; and the
-iteration's time split (generation, scoring, experience forwards, training) and rollout tokens.
+with) and sqrt(KL) of its training batch (diagnostics), the iteration's time split (generation,
+scoring, experience forwards, training), rollout tokens and cumulative FLOPs (rlhf_scaling/compute.py).
+The results are the held-out evaluations (eval/*): at iteration 0 (the initial policy), every
+ppo.eval_every iterations and at the end, one response per prompt of a fixed set of ppo.eval_prompts
+prompts, sampled from a seed of its own inside torch.random.fork_rng (the training RNG is left as it
+was, so training is the same with or without evaluation), scored by gold and proxy, with the KL
+estimator trained with; the fitted summary (rlhf_scaling/summaries.py) uses these points.
 
 Checkpoints (policy, critic, optimizer, β, RNG, step) go to <run dir>/checkpoint every
 ppo.checkpoint_every iterations and at a preemption signal (rlhf_scaling/preemption.py); a job
@@ -47,6 +52,7 @@ from rlhf_scaling import ppo_math as P
 from rlhf_scaling.actor_critic import Critic, ResponseBatch, check_plain_lm_head, logits_and_values, policy_forward, value_head
 from rlhf_scaling.bon_math import combine_ensemble
 from rlhf_scaling.checkpoint import rng_state, set_rng_state
+from rlhf_scaling.compute import FlopCounter, gold_params, non_embedding_params
 from rlhf_scaling.config import ConfigError
 from rlhf_scaling.distributed import DistEnv, barrier, cat_over_ranks, from_rank0, mean_over_ranks, sum_over_ranks
 from rlhf_scaling.models import load_policy, save_policy
@@ -77,48 +83,78 @@ def run(cfg: DictConfig, tracker) -> dict:
     proxies = load_ensemble(rm_dir, device)
     if p.padding_free:
         require_exact_packing(proxies[0].backbone, "ppo.padding_free")
+    sizes = model_sizes(trainer, proxies, setup.gold)
+    flops, eval_flops = FlopCounter(), FlopCounter()  # training's work; the held-out evaluations'
     kl_ctl = P.AdaptiveKLController(p.kl_coef, p.target_kl, p.kl_horizon) if p.adaptive_kl else P.FixedKLController(p.kl_coef)
     # Every rank's shards go to rank 0's run folder (ranks may have composed slightly different ones).
     ckpt_dir = Path(from_rank0(str(tracker.run_dir / "checkpoint")))
-    start = resume(trainer, ckpt_dir, kl_ctl, env.rank)
+    start = resume(trainer, ckpt_dir, kl_ctl, flops, eval_flops, env.rank)
     tracker.define_step("ppo/", "ppo/step")
+    tracker.define_step("eval/", "eval/step")
+    held_out = held_out_prompts(setup, p.eval_prompts, cfg.seed + p.seed)
+    evaluate_now = lambda iterations: log_evaluation(  # noqa: E731  (after `iterations` iterations)
+        tracker, iterations, held_out, trainer, reference, proxies, setup, cfg, sizes, eval_flops, device)
+    if start == 0:
+        evaluate_now(0)  # the initial policy, evaluated the same way
     bar = tqdm(range(start, p.steps), initial=start, total=p.steps, desc=f"ppo vs {cfg.rm.name}",
                disable=not cfg.progress or not env.is_main, leave=False)
     with Preemption() as preemption:
         for step in bar:
-            clock = [time.perf_counter()]  # rollout -> score -> experience -> update -> log -> checkpoint
-            prompts = rank_prompts(rollout_prompts(setup, step, p.prompts_per_step, cfg.seed + p.seed),
-                                   p.samples_per_prompt, env.rank, local_n)
-            with trainer.whole():  # sharded weights gathered once, no per-layer collectives
-                ro = sample(trainer.module["policy"], setup.tokenizer, prompts,
-                            max_new_tokens=cfg.task.max_response_tokens, temperature=p.temperature)
-            clock.append(time.perf_counter())
-            proxy, gold = score(proxies, setup, prompts, ro.texts, cfg.proxy.ensemble, cfg.proxy.uwo_lambda,
-                                cfg.task.max_response_tokens, p.padding_free, device)
-            clock.append(time.perf_counter())
-            exp = experience(trainer.module, reference, ro, proxy, kl_ctl.value, p, device)
-            clock.append(time.perf_counter())
-            stats = update(trainer, exp, p, local_mb, step)
-            clock.append(time.perf_counter())
-            beta_used = kl_ctl.value  # the β this iteration's penalty used; then the controller's update
-            kl_ctl.update(float(exp.all_seq_kl.mean()), p.prompts_per_step * p.samples_per_prompt)
-            if step % p.log_every == 0 or step == p.steps - 1:
-                metrics = iteration_metrics(step, exp, gold, ro, stats, beta_used, clock,
-                                            p.prompts_per_step * p.samples_per_prompt, device)
+            logged = step % p.log_every == 0 or step == p.steps - 1
+            metrics = iteration(step, cfg, setup, trainer, reference, proxies, kl_ctl, flops, sizes, env, local_n,
+                                local_mb, device, logged)
+            if logged:
                 tracker.log(metrics)
                 bar.set_postfix(proxy=f"{metrics['ppo/proxy']:.2f}", gold=f"{metrics['ppo/gold']:.2f}",
                                 kl=f"{metrics['ppo/kl']:.2f}")
+            if (step + 1) % p.eval_every == 0 or step == p.steps - 1:
+                evaluate_now(step + 1)
             saved = (step + 1) % p.checkpoint_every == 0 or step == p.steps - 1
             if saved:
-                save(trainer, ckpt_dir, kl_ctl, step + 1)
+                save(trainer, ckpt_dir, kl_ctl, flops, eval_flops, step + 1)
             # Preempted (SIGUSR2 from Slurm / submitit): checkpoint here, then requeue and stop.
-            preemption.checkpoint_if_signalled(lambda: saved or save(trainer, ckpt_dir, kl_ctl, step + 1))
+            preemption.checkpoint_if_signalled(
+                lambda: saved or save(trainer, ckpt_dir, kl_ctl, flops, eval_flops, step + 1))
     bar.close()
     export_policy(trainer, setup.tokenizer, Path(from_rank0(str(tracker.run_dir / "policy"))), env)
-    return ppo_fit_summary(tracker.run_dir) if env.is_main else {}
+    if not env.is_main:
+        return {}
+    return {**ppo_fit_summary(tracker.run_dir), "ppo/flops": flops.flops, "ppo/eval_flops": eval_flops.flops,
+            **{f"ppo/n_params_{k}": v for k, v in sizes.items()}}
 
 
 # ----------------------------------------------------------------------------- the phases of one iteration
+
+
+def iteration(step: int, cfg, setup, trainer, reference, proxies, kl_ctl, flops, sizes: dict, env: DistEnv,
+              local_n: int, local_mb: int, device, logged: bool) -> dict:
+    """One PPO iteration: rollouts -> scores -> experience -> update -> β update, its FLOPs counted;
+    returns its metrics (iteration_metrics) when `logged`, else {}."""
+    p = cfg.ppo
+    clock = [time.perf_counter()]  # rollout -> score -> experience -> update
+    prompts = rank_prompts(rollout_prompts(setup, step, p.prompts_per_step, cfg.seed + p.seed),
+                           p.samples_per_prompt, env.rank, local_n)
+    with trainer.whole():  # sharded weights gathered once, no per-layer collectives
+        ro = sample(trainer.module["policy"], setup.tokenizer, prompts,
+                    max_new_tokens=cfg.task.max_response_tokens, temperature=p.temperature)
+    clock.append(time.perf_counter())
+    proxy, gold = score(proxies, setup, prompts, ro.texts, cfg.proxy.ensemble, cfg.proxy.uwo_lambda,
+                        cfg.task.max_response_tokens, p.padding_free, device)
+    clock.append(time.perf_counter())
+    exp = experience(trainer.module, reference, ro, proxy, kl_ctl.value, p, device)
+    clock.append(time.perf_counter())
+    stats = update(trainer, exp, p, local_mb, step)
+    clock.append(time.perf_counter())
+    beta_used = kl_ctl.value  # the β this iteration's penalty used; then the controller's update
+    kl_ctl.update(float(exp.all_seq_kl.mean()), p.prompts_per_step * p.samples_per_prompt)
+    prompt_tokens, response_tokens = sum_over_ranks(torch.stack(
+        [ro.prompt_mask.sum(), ro.lengths.sum()]).to(device, torch.float64)).tolist()
+    count_iteration(flops, sizes, prompt_tokens + response_tokens, p.ppo_epochs)
+    if not logged:
+        return {}
+    metrics = iteration_metrics(step, exp, gold, ro, stats, beta_used, clock, p.prompts_per_step * p.samples_per_prompt,
+                                device)
+    return {**metrics, "ppo/prompt_tokens": prompt_tokens, "ppo/flops": flops.flops}
 
 
 def rollout_prompts(setup, step: int, n: int, seed: int):
@@ -261,16 +297,96 @@ def iteration_metrics(step: int, exp: Experience, gold, ro, stats, beta_used: fl
     }
 
 
+# ----------------------------------------------------------------------------- held-out evaluation
+
+
+def held_out_prompts(setup, n: int, seed: int) -> tuple[list, int]:
+    """(the n held-out prompts, their sampling seed), fixed for the whole run. The prompt seed is
+    the last of this seed's block of rollout seeds (rollout_prompts: seed·1_000_003 + step), which
+    no run of fewer than 1_000_002 iterations reaches (not seed·1_000_003 − 1: random.Random seeds
+    with |seed|, so −1 would be iteration 1's prompts); the sampling seed is apart from the
+    training seeds (seed + rank·stride)."""
+    return setup.prompts(n, seed=seed * 1_000_003 + 1_000_002) if n else [], seed + 2**31
+
+
+def log_evaluation(tracker, iterations: int, held_out: tuple, trainer, reference, proxies, setup, cfg, sizes: dict,
+                   eval_flops: FlopCounter, device) -> None:
+    """Evaluate the policy after `iterations` iterations on the held-out prompts (held_out_prompts;
+    none: nothing), count its FLOPs in eval_flops and log eval/* at eval/step = iterations."""
+    prompts, sample_seed = held_out
+    if not prompts:
+        return
+    metrics, tokens = evaluate(trainer, reference, proxies, setup, prompts, sample_seed, cfg.ppo,
+                               cfg.task.max_response_tokens, cfg.proxy.ensemble, cfg.proxy.uwo_lambda, device)
+    eval_flops.generate(sizes["policy"], tokens)
+    eval_flops.forward(sizes["proxy"] + sizes["gold"] + 2 * sizes["policy"], tokens)  # scoring; policy and reference
+    tracker.log({"eval/step": iterations, **metrics, "eval/flops": eval_flops.flops})
+
+
+@torch.no_grad()
+def evaluate(trainer, reference, proxies, setup, prompts, sample_seed: int, p, max_response_tokens: int,
+             ensemble: str, uwo_lambda: float, device) -> tuple[dict, float]:
+    """One response per held-out prompt from the current policy, sampled from `sample_seed` (the
+    same every evaluation: common random numbers) inside fork_rng, so the training RNG is untouched;
+    returns (eval/* metrics, real prompt + response tokens). eval/gold, eval/proxy: means (and gold's
+    standard error); eval/kl: mean sequence KL to the reference, nats, with ppo.kl_estimator as in
+    training. Every rank evaluates the whole set (generation inside trainer.whole()); rank 0 logs it."""
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(sample_seed)
+        with trainer.whole():
+            ro = sample(trainer.module["policy"], setup.tokenizer, prompts, max_new_tokens=max_response_tokens,
+                        temperature=p.temperature)
+    proxy, gold = score(proxies, setup, prompts, ro.texts, ensemble, uwo_lambda, max_response_tokens,
+                        p.padding_free, device)
+    ids = torch.cat([ro.prompt_ids, ro.response_ids], dim=1).to(device)
+    mask = torch.cat([ro.prompt_mask, ro.response_mask], dim=1).to(device)
+    r_ids, r_mask = ro.response_ids.to(device), ro.response_mask.to(device).float()
+    batch = ResponseBatch.of(ids, mask, ro.prompt_ids.shape[1], p.padding_free)
+    logprobs = P.logprobs_from_logits(policy_forward(trainer.module["policy"], batch, p.temperature)[0], r_ids)
+    ref_logprobs = P.logprobs_from_logits(policy_forward(reference, batch, p.temperature)[0], r_ids)
+    kl = P.sequence_kl(P.kl_per_token(logprobs, ref_logprobs, p.kl_estimator), r_mask)
+    mean_kl = kl.mean().item()
+    metrics = {"eval/gold": gold.mean().item(), "eval/gold_se": (gold.std() / len(gold) ** 0.5).item(),
+               "eval/proxy": proxy.mean().item(), "eval/kl": mean_kl, "eval/sqrt_kl": max(mean_kl, 0.0) ** 0.5,
+               "eval/response_len": ro.lengths.float().mean().item(),
+               "eval/ended_fraction": ro.ended.float().mean().item()}
+    return metrics, float(ro.prompt_mask.sum() + ro.lengths.sum())
+
+
+# ----------------------------------------------------------------------------- compute
+
+
+def model_sizes(trainer, proxies, gold) -> dict:
+    """Non-embedding parameters (rlhf_scaling/compute.py) of every model PPO runs: policy (= the
+    frozen reference), critic (separate: its transformer + head; shared: the value head alone),
+    proxy (summed over ensemble members) and gold (0 when it is a program)."""
+    return {"policy": non_embedding_params(trainer.module["policy"]),
+            "critic": non_embedding_params(trainer.module["critic"]),
+            "proxy": sum(non_embedding_params(m) for m in proxies), "gold": gold_params(gold)}
+
+
+def count_iteration(flops: FlopCounter, n: dict, tokens: float, ppo_epochs: int) -> None:
+    """Add one iteration's work to `flops`; tokens = real prompt + response tokens of all rollouts:
+    generation by the policy; proxy and gold scoring; the experience forwards (policy, reference,
+    critic); ppo_epochs passes of training policy and critic."""
+    flops.generate(n["policy"], tokens)
+    flops.forward(n["proxy"] + n["gold"], tokens)
+    flops.forward(2 * n["policy"] + n["critic"], tokens)  # policy and reference log-probs, values
+    flops.train(n["policy"] + n["critic"], ppo_epochs * tokens)
+
+
 # ----------------------------------------------------------------------------- checkpoint and export
 
 
-def save(trainer, ckpt_dir: Path, kl_ctl, step: int) -> None:
-    """A resumable checkpoint after `step` iterations: the trainer's (weights, optimizer), β and
-    this rank's RNG."""
-    trainer.save(ckpt_dir, step, {"kl_ctl": kl_ctl.state_dict()}, per_rank={"rng": rng_state()})
+def save(trainer, ckpt_dir: Path, kl_ctl, flops: FlopCounter, eval_flops: FlopCounter, step: int) -> None:
+    """A resumable checkpoint after `step` iterations: the trainer's (weights, optimizer), β, the
+    FLOPs so far (training, evaluation) and this rank's RNG."""
+    trainer.save(ckpt_dir, step, {"kl_ctl": kl_ctl.state_dict(), "flops": flops.state_dict(),
+                                  "eval_flops": eval_flops.state_dict()}, per_rank={"rng": rng_state()})
 
 
-def resume(trainer, ckpt_dir: Path, kl_ctl, rank: int) -> int:
+def resume(trainer, ckpt_dir: Path, kl_ctl, flops: FlopCounter, eval_flops: FlopCounter, rank: int) -> int:
     """Load the last checkpoint in ckpt_dir, if any; returns the iteration to start at."""
     state = trainer.resume(ckpt_dir)
     if state is None:
@@ -279,6 +395,8 @@ def resume(trainer, ckpt_dir: Path, kl_ctl, rank: int) -> int:
         raise RuntimeError(f"{ckpt_dir}: the checkpoint has no RNG state for rank {rank} "
                            f"(was it written by a run with a different number of ranks?)")
     kl_ctl.load_state_dict(state["kl_ctl"])
+    flops.load_state_dict(state.get("flops", {"flops": 0.0}))
+    eval_flops.load_state_dict(state.get("eval_flops", {"flops": 0.0}))
     set_rng_state(state["rng"])
     log.info("PPO resumed at iteration %d from %s", int(state["step"]), ckpt_dir)
     return int(state["step"])

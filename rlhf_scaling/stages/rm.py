@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModel
 
 from rlhf_scaling.artifacts import building
+from rlhf_scaling.compute import FlopCounter, non_embedding_params
 from rlhf_scaling.config import ConfigError
 from rlhf_scaling.data.records import PreferenceGroup
 from rlhf_scaling.data.rm_batches import EncodedGroup, collate, encode_groups, expand_pairs
@@ -114,6 +115,7 @@ def run(cfg: DictConfig, tracker, stop_at_step: Optional[int] = None) -> dict:
                 if env.is_main:
                     summary = {k: sum(mm[k] for mm in members) / len(members) for k in members[0] if k != "rm/member"}
                     summary["rm/n_params"] = members[0]["rm/n_params"]
+                    summary["rm/flops"] = sum(mm.get("rm/flops", 0.0) for mm in members)  # the ensemble's total
                     (artifact.partial / "metrics.json").write_text(strict_json(summary, indent=2))
         barrier()  # followers read the artifact only after rank 0 renamed it into place
     summary = json.loads((artifact.path / "metrics.json").read_text())
@@ -204,6 +206,8 @@ def train_member(trainer, train: List[EncodedGroup], eval_groups: List[EncodedGr
     total_steps = steps_per_epoch * epochs
     state = trainer.resume(ckpt_dir)
     step = int(state["step"]) if state is not None else 0
+    compute = MemberCompute(non_embedding_params(trainer.module), sum(len(s) for g in eval_groups for s in g.seqs),
+                            (state or {}).get("compute"))
     if step:
         log.info("member %d resumed at step %d/%d from %s", member, step, total_steps, ckpt_dir)
     if padding_free:  # with sharded parameters a collective forward: every rank runs it
@@ -214,6 +218,7 @@ def train_member(trainer, train: List[EncodedGroup], eval_groups: List[EncodedGr
         for epoch, idx in micro_batches(len(train), batch_size, trainer.grad_accum, seed, step, steps_per_epoch, epochs):
             mine, weight = rank_share(train, idx, env.rank, env.world_size)
             batch = collate([train[i] for i in mine], pad_id).to(device)
+            compute.trained(sum(len(s) for i in idx for s in train[i].seqs))  # the global micro-batch's tokens
             with trainer.autocast():
                 loss = trainer.backward(group_loss(trainer.forward_module, batch, use_margin, padding_free) * weight, step)
             grad_norm = trainer.step(step + 1)
@@ -224,20 +229,53 @@ def train_member(trainer, train: List[EncodedGroup], eval_groups: List[EncodedGr
             metrics = {"rm/step": step, "rm/member": member, "rm/loss": loss.item() * trainer.grad_accum,
                        "rm/lr": trainer.lr(), "rm/grad_norm": grad_norm, "rm/epoch": epoch}
             if step % eval_every == 0 or step == total_steps:
+                compute.evaluated()
                 metrics.update(evaluate(trainer.forward_module, eval_groups, pad_id, device, padding_free=padding_free))
                 bar.set_postfix(acc=f"{metrics['rm/val_accuracy']:.3f}")
-            tracker.log(metrics)
+            tracker.log({**metrics, **compute.metrics()})
             saved = step % checkpoint_every == 0 or step == stop_at_step
             if saved:
-                trainer.save(ckpt_dir, step)
+                trainer.save(ckpt_dir, step, {"compute": compute.state_dict()})
             # Preempted (SIGUSR2 from Slurm / submitit): checkpoint here, then requeue and stop.
-            preemption.checkpoint_if_signalled(lambda: saved or trainer.save(ckpt_dir, step))
+            preemption.checkpoint_if_signalled(
+                lambda: saved or trainer.save(ckpt_dir, step, {"compute": compute.state_dict()}))
             if step == stop_at_step:
                 break
     bar.close()
     if step < total_steps:
         return {}
-    return evaluate(trainer.forward_module, eval_groups, pad_id, device, padding_free=padding_free)
+    compute.evaluated()
+    return {**evaluate(trainer.forward_module, eval_groups, pad_id, device, padding_free=padding_free),
+            "rm/flops": compute.flops.flops}
+
+
+class MemberCompute:
+    """FLOPs of one member's training (rlhf_scaling/compute.py): 6·N per trained token, 2·N per
+    evaluated token, counting the real tokens of the GLOBAL micro-batch (every rank's share); its
+    state goes into the checkpoints, so a resumed member continues its count."""
+
+    def __init__(self, n_params: int, eval_tokens: int, state: Optional[dict] = None):
+        state = state or {"flops": 0.0, "train_tokens": 0, "eval_tokens": 0}
+        self.n_params, self.eval_tokens = n_params, eval_tokens
+        self.flops = FlopCounter(state["flops"])
+        self.tokens = {"train": int(state["train_tokens"]), "eval": int(state["eval_tokens"])}
+
+    def trained(self, tokens: int) -> None:
+        self.tokens["train"] += tokens
+        self.flops.train(self.n_params, tokens)
+
+    def evaluated(self) -> None:
+        """One pass of the held-out set."""
+        self.tokens["eval"] += self.eval_tokens
+        self.flops.forward(self.n_params, self.eval_tokens)
+
+    def state_dict(self) -> dict:
+        return {"flops": self.flops.flops, "train_tokens": self.tokens["train"], "eval_tokens": self.tokens["eval"]}
+
+    def metrics(self) -> dict:
+        """The cumulative rm/flops and the token counts they come from."""
+        return {"rm/train_tokens": self.tokens["train"], "rm/eval_tokens": self.tokens["eval"],
+                "rm/flops": self.flops.flops}
 
 
 def micro_batches(n_train: int, batch_size: int, grad_accum: int, seed: int, step: int, steps_per_epoch: int,

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from rlhf_scaling.artifacts import building
+from rlhf_scaling.compute import FlopCounter, gold_params, non_embedding_params
 from rlhf_scaling.data.encode import encode_prompt_response, encode_texts, pad_batch
 from rlhf_scaling.data.synthetic import sample_demonstrations
 from rlhf_scaling.models import build_policy, save_policy
@@ -60,6 +61,7 @@ def run(cfg: DictConfig, tracker) -> dict:
         trainer = make_trainer(policy, optimizer, scheduler, engine_cfg=None, where="sft", max_grad_norm=1.0,
                                precision=s.precision, device=device)
         tracker.define_step("sft/", "sft/step")
+        n_params, flops, tokens = non_embedding_params(policy), FlopCounter(), 0  # compute: 6·N per trained token
         gen = torch.Generator().manual_seed(cfg.seed + s.seed)
         bar = tqdm(range(s.steps), desc=f"sft {cfg.policy.name}", disable=not cfg.progress, leave=False)
         for step in bar:
@@ -69,16 +71,22 @@ def run(cfg: DictConfig, tracker) -> dict:
                 loss = policy(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
             loss = trainer.backward(loss, step)
             trainer.step(step)
+            tokens += int(mask.sum())
+            flops.train(n_params, int(mask.sum()))
             if step % 20 == 0 or step == s.steps - 1:
-                tracker.log({"sft/step": step, "sft/loss": loss.item(), "sft/lr": trainer.lr()})
+                tracker.log({"sft/step": step, "sft/loss": loss.item(), "sft/lr": trainer.lr(),
+                             "sft/train_tokens": tokens, "sft/flops": flops.flops})
                 bar.set_postfix(loss=f"{loss.item():.3f}")
         eval_prompts = setup.prompts(256, seed=cfg.seed + s.seed + 1)
         rollouts = sample(policy, tok, eval_prompts, max_new_tokens=cfg.task.max_response_tokens)
         gold = setup.gold.score(eval_prompts, rollouts.texts)
+        eval_tokens = int(rollouts.prompt_mask.sum() + rollouts.lengths.sum())
+        flops.generate(n_params, eval_tokens)
+        flops.forward(gold_params(setup.gold), eval_tokens)
         demo_gold = setup.gold.score(prompts[:256], demos[:256])
         summary = {"sft/gold_mean": gold.mean().item(), "sft/demo_gold_mean": demo_gold.mean().item(),
                    "sft/response_length": rollouts.lengths.float().mean().item(),
-                   "sft/ended_fraction": rollouts.ended.float().mean().item()}
+                   "sft/ended_fraction": rollouts.ended.float().mean().item(), "sft/flops": flops.flops}
         tracker.log({"sft/step": s.steps, **summary})
         save_policy(policy, tok, out)
     log.info("SFT policy %s: gold %.3f (demos %.3f), length %.1f -> %s", cfg.policy.name, summary["sft/gold_mean"],
