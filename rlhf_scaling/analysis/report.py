@@ -46,10 +46,12 @@ def _short(column: str) -> str:
 
 
 def short_ids(ids: pd.Series, width: int = 28) -> pd.Series:
-    """Run ids cut for the terminal: each folder name longer than `width` cut to `width` characters
-    and '…' (a Hydra sweep point's folder spells out all its overrides, which the settings columns
-    show anyway). The full ids are kept where cutting would make two runs look the same."""
-    cut = ids.map(lambda i: "/".join(p if len(p) <= width else p[:width] + "…" for p in str(i).split("/")))
+    """Run ids cut for the terminal: each folder name longer than `width` keeps its start, '…' and
+    its last 12 characters (a sweep point's folder spells out its overrides, which the settings
+    columns show anyway, then ends in its run id). The full ids are kept where cutting would make
+    two runs look the same."""
+    cut = ids.map(lambda i: "/".join(p if len(p) <= width else p[:width - 12] + "…" + p[-12:]
+                                     for p in str(i).split("/")))
     return cut if cut.nunique() == ids.nunique() else ids
 
 

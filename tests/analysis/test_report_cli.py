@@ -89,8 +89,10 @@ def test_report_of_real_runs_fills_what_a_reusing_job_did_not_log(real_runs_root
     assert "nan" not in proc.stdout.lower()
     rm = block(proc.stdout, "rm")
     head = rm[0].split()
-    reuse = next(line.split() for line in rm if line.strip().startswith("reuse/0"))
-    built = next(line.split() for line in rm if line.strip().startswith("sizes/0"))
+    reuse = next(line.split() for line in rm if line.strip().startswith("reuse/"))
+    built = next(row for row in (line.split() for line in rm) if row[0].startswith("sizes/")  # the job that built it
+                 and [row[head.index(k)] for k in ("rm.name", "comparison_budget", "rm_train.seed")] == ["tiny-xs", "96", "0"])
+    assert len(max(rm, key=len)) <= 200  # run ids cut (uncut, these lines run to ~400), settings in their own columns
     assert reuse[head.index("rm/train_comparisons")] == built[head.index("rm/train_comparisons")] == "96"
     bon = block(proc.stdout, "bon")
     accuracy = bon[1].split()[bon[0].split().index("rm/val_accuracy")]
