@@ -10,7 +10,6 @@ reward at a PAD after EOS, TRL #3750, #2778).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Optional

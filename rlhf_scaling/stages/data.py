@@ -17,7 +17,6 @@ import json
 import logging
 import random
 
-import torch
 from omegaconf import DictConfig
 
 from rlhf_scaling.artifacts import building

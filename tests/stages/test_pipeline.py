@@ -132,7 +132,6 @@ def test_ppo_resume_reproduces_the_uninterrupted_curve(store, tmp_path):
 
 def test_jsonl_preferences_with_a_pretrained_local_model(tmp_path):
     """The real-model path: policy/RM weights and tokenizer from a local directory, data from JSONL."""
-    import random
 
     from rlhf_scaling.data.synthetic import build_tokenizer, make_task
     from rlhf_scaling.models import build_policy, save_policy
