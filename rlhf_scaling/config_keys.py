@@ -24,6 +24,7 @@ import typing
 from typing import Dict, List, NamedTuple, Optional, Sequence
 
 from rlhf_scaling import config as schema
+from rlhf_scaling.tracking import flatten_config
 
 
 class Key(NamedTuple):
@@ -99,14 +100,7 @@ def _composed_defaults(overrides: Sequence[str]) -> Dict[str, object]:
         cfg = compose(config_name="config", overrides=list(overrides))
     container = OmegaConf.to_container(cfg, resolve=False, throw_on_missing=False)
 
-    def flatten(node, prefix=""):
-        for key, value in node.items():
-            if isinstance(value, dict) and value and f"{prefix}{key}" != "study.rm_models":
-                yield from flatten(value, f"{prefix}{key}.")
-            else:
-                yield f"{prefix}{key}", value
-
-    return dict(flatten(container))
+    return flatten_config(container, keep=("study.rm_models",))  # the RM sizes: one key, a dict value
 
 
 def keys(prefixes: Sequence[str] = (), overrides: Sequence[str] = ()) -> List[Key]:

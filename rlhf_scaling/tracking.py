@@ -48,7 +48,7 @@ import traceback
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Collection, Dict, List, Optional, Sequence, Union
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +65,17 @@ _wandb_unavailable: Optional[str] = None
 # ----------------------------------------------------------------------------- config helpers
 
 
-def flatten_config(d: Mapping, sep: str = ".", prefix: str = "") -> dict:
-    """{"rm_train": {"lr": 1e-3}} -> {"rm_train.lr": 1e-3}. Lists and empty dicts stay values.
+def flatten_config(d: Mapping, prefix: str = "", keep: Collection[str] = ()) -> dict:
+    """{"rm_train": {"lr": 1e-3}} -> {"rm_train.lr": 1e-3}. Lists, empty dicts and the dotted keys
+    in `keep` stay values; keys already dotted (W&B's flat config) pass through.
 
-    W&B's run table filters and groups on top-level config keys, so the config goes there flat."""
+    W&B's run table filters and groups on top-level config keys, so the config goes there flat; the
+    runs table (analysis/runs.py) and the key listing (config_keys.py) flatten with this too."""
     out = {}
     for key, value in d.items():
-        name = f"{prefix}{sep}{key}" if prefix else str(key)
-        if isinstance(value, Mapping) and value:
-            out.update(flatten_config(value, sep, name))
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping) and value and name not in keep:
+            out.update(flatten_config(value, name, keep))
         else:
             out[name] = value
     return out

@@ -98,7 +98,8 @@ def fake_wandb(monkeypatch):
 def test_flatten_config():
     nested = {"a": {"b": 1, "c": {"d": 2}}, "e": [1, {"f": 3}], "g": {}, "h": None}
     assert flatten_config(nested) == {"a.b": 1, "a.c.d": 2, "e": [1, {"f": 3}], "g": {}, "h": None}
-    assert flatten_config({"a": {"b": 1}}, sep="/") == {"a/b": 1}
+    assert flatten_config({"a.b": 1, "c": {"d.e": 2}}) == {"a.b": 1, "c.d.e": 2}  # W&B's flat keys pass through
+    assert flatten_config(nested, keep=("a.c",)) == {"a.b": 1, "a.c": {"d": 2}, "e": [1, {"f": 3}], "g": {}, "h": None}
 
 
 def test_secret_keys_are_recognised_without_catching_tokenizer_settings():

@@ -18,7 +18,8 @@ table has one row per (run, logged record), sorted by (run_id, _step):
 
 Both sources give the same columns and values for the same runs: the local record is the source
 of truth (offline W&B runs cannot be read back), W&B is the way to read a cluster's runs remotely.
-This module reads files only; it does not import the tracker that writes them.
+This module reads files only; of the tracker that writes them it imports only its flattening
+(tracking.flatten_config, what W&B's flat config was made with), so both sources flatten alike.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 import numpy as np
 import pandas as pd
 
+from rlhf_scaling.tracking import flatten_config
+
 META = ["run_id", "run_name", "group", "stage", "status", "wandb_run_id"]
 # W&B run states -> the local record's status words.
 WANDB_STATES = {"finished": "completed", "failed": "failed", "crashed": "failed", "killed": "interrupted",
@@ -44,19 +47,6 @@ _JSON_FLOATS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
 # ----------------------------------------------------------------------------- shared row layout
-
-
-def flatten(d: dict, prefix: str = "") -> Dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1}. Keys already dotted (W&B's flat config) pass through; an
-    empty dict stays a value, as the tracker's flattening leaves it."""
-    out: Dict[str, Any] = {}
-    for key, value in d.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, name))
-        else:
-            out[name] = value
-    return out
 
 
 def _cell(value: Any) -> Any:
@@ -83,7 +73,7 @@ def _run_rows(meta: dict, config: dict, records: List[dict], reported_summary: d
     """One run in the table's layout: its constant cells (META, config.*, summary.*) and its
     records (metric keys and _step; a run with no records still gets one row)."""
     head = dict(meta)
-    head.update({f"config.{k}": _cell(v) for k, v in flatten(config).items()})
+    head.update({f"config.{k}": _cell(v) for k, v in flatten_config(config).items()})
     head.update({f"summary.{k}": v for k, v in _summary(records, reported_summary).items()})
     rows = [{k: v for k, v in r.items() if k == "_step" or not k.startswith("_")} for r in records]
     if not rows:
@@ -110,7 +100,7 @@ def _tidy(runs: List[Tuple[dict, List[dict]]]) -> pd.DataFrame:
 
 
 def _group(config: dict) -> Optional[str]:
-    flat = flatten(config)
+    flat = flatten_config(config)
     return flat.get("tracking.group") or flat.get("experiment")
 
 
@@ -181,7 +171,7 @@ def load_local_runs(root) -> pd.DataFrame:
         status = _read_json(run / "status.json", {})
         meta = {"run_id": run.relative_to(root).as_posix() if run != root else run.name,
                 "run_name": run.name, "group": _group(config),
-                "stage": status.get("stage") or flatten(config).get("stage.name"),
+                "stage": status.get("stage") or flatten_config(config).get("stage.name"),
                 "status": status.get("status", "unknown"), "wandb_run_id": status.get("wandb_run_id")}
         parts.append(_run_rows(meta, config, read_metrics(run / "metrics.jsonl"), _read_json(run / "summary.json", {})))
     return _tidy(parts)
@@ -234,7 +224,7 @@ def load_wandb_runs(path: str, filters: Optional[dict] = None, api=None) -> pd.D
         records = [{k: _wandb_value(v) for k, v in row.items()} for row in run.scan_history()]
         summary = {k: _wandb_value(v) for k, v in _items(run.summary)}
         meta = {"run_id": run_id, "run_name": run.name, "group": getattr(run, "group", None),
-                "stage": run.job_type or flatten(config).get("stage.name"),
+                "stage": run.job_type or flatten_config(config).get("stage.name"),
                 "status": WANDB_STATES.get(run.state, run.state), "wandb_run_id": getattr(run, "id", None)}
         parts.append(_run_rows(meta, config, records, summary))
     return _tidy(parts)

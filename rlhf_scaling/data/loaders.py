@@ -7,7 +7,7 @@ Formats (`task.name`):
                  Both shapes may be mixed in one file. A ranking yields all C(K,2) pairs, in the order
                  (ranking[a], ranking[b]) for a < b; "margins" (if any) follow that order. "scores" are
                  gold scores. (Pairwise "scores" and K-wise "margins" exist so that every group
-                 write_jsonl can write loads back unchanged.)
+                 records.write_groups(..., record=group_record) writes loads back unchanged.)
   hh             Anthropic-HH shape: "chosen"/"rejected" full transcripts; the prompt is the shared
                  prefix up to and including the last "\\n\\nAssistant:", the responses are what follows.
   ultrafeedback  UltraFeedback-binarized shape: "prompt", "chosen"/"rejected" message lists (the last
@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import math
 import numbers
-import os
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
@@ -403,8 +402,9 @@ def _ranking_of(group: PreferenceGroup) -> Optional[List[int]]:
     return ranking
 
 
-def group_record(group: PreferenceGroup, index: int = 0) -> dict:
-    """A group in the JSONL input shape: pairwise for K = 2 with pairs ((0, 1),), otherwise K-wise.
+def group_record(group: PreferenceGroup) -> dict:
+    """A group in the JSONL input shape: pairwise for K = 2 with pairs ((0, 1),), otherwise K-wise;
+    `records.write_groups(groups, path, record=group_record)` writes a file `task=jsonl` loads back.
 
     Raises ValueError for a group the shape cannot hold (pairs that are not one full ranking).
     """
@@ -417,8 +417,8 @@ def group_record(group: PreferenceGroup, index: int = 0) -> dict:
         return out
     ranking = _ranking_of(group)
     if ranking is None:
-        raise ValueError(f"group {index}: pairs {list(group.pairs)} are not the C(K,2) pairs of one ranking; "
-                         "the JSONL shape cannot hold them (records.write_groups can)")
+        raise ValueError(f"pairs {list(group.pairs)} are not the C(K,2) pairs of one ranking; "
+                         "the JSONL input shape cannot hold them (the data artifact's group_to_json can)")
     out = {"prompt": group.prompt, "responses": list(group.responses), "ranking": ranking}
     if group.gold is not None:
         out["scores"] = [float(g) for g in group.gold]
@@ -427,30 +427,3 @@ def group_record(group: PreferenceGroup, index: int = 0) -> dict:
         by_pair = dict(zip(group.pairs, group.margins))
         out["margins"] = [float(by_pair[p]) for p in ranking_pairs(ranking)]
     return out
-
-
-def write_jsonl(groups: Iterable[PreferenceGroup], path) -> None:
-    """Write groups as input-shape JSONL that load_preferences(path, "jsonl") reads back.
-
-    Atomic: a temp file in the same folder, then os.replace, so readers never see half a file and
-    a group that cannot be written leaves any existing file untouched. Non-finite numbers are refused
-    (the loader would reject them). K-wise pairs come back in ranking_pairs order.
-    """
-    path = Path(path)
-    lines = []
-    for index, group in enumerate(groups):
-        try:
-            lines.append(json.dumps(group_record(group, index), ensure_ascii=False, allow_nan=False))
-        except ValueError as err:
-            raise ValueError(str(err) if str(err).startswith("group ") else f"group {index}: {err}") from None
-    # Same folder, so os.replace is a rename on one filesystem; the pid keeps concurrent writers apart.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write("".join(line + "\n" for line in lines))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from pathlib import Path
+from typing import Callable, Iterable, Optional, Tuple
 
 
 @dataclass(frozen=True)
@@ -52,22 +55,35 @@ def group_from_json(obj: dict) -> PreferenceGroup:
     )
 
 
-def write_groups(groups, path) -> None:
-    """JSONL of groups, written to a temp file then renamed (never a readable partial file)."""
-    import json
-    import os
-    from pathlib import Path
+def write_groups(groups: Iterable[PreferenceGroup], path, record: Callable[[PreferenceGroup], dict] = group_to_json
+                 ) -> None:
+    """JSONL, one `record(group)` a line: the data artifact's shape by default (group_to_json), or
+    the input shape that `task=jsonl` reads (`record=loaders.group_record`).
 
+    Atomic: a temp file in the same folder, then os.replace, so readers never see half a file and a
+    group that cannot be written (ValueError from `record`, or a non-finite number: strict JSON)
+    leaves any existing file untouched; the error names the group's index.
+    """
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for g in groups:
-            fh.write(json.dumps(group_to_json(g)) + "\n")
-    os.replace(tmp, path)
+    lines = []
+    for index, group in enumerate(groups):
+        try:
+            lines.append(json.dumps(record(group), ensure_ascii=False, allow_nan=False))
+        except ValueError as err:
+            raise ValueError(f"group {index}: {err}") from None
+    # Same folder, so os.replace is a rename on one filesystem; the pid keeps concurrent writers apart.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write("".join(line + "\n" for line in lines))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_groups(path) -> list:
-    import json
-
     with open(path, encoding="utf-8") as fh:
         return [group_from_json(json.loads(line)) for line in fh if line.strip()]

@@ -127,7 +127,3 @@ def sample_demonstrations(task: SyntheticTask, n: int, seed: int) -> Tuple[List[
     rng = random.Random(seed)
     prompts = sample_prompts(task, n, rng)
     return prompts, [sample_demonstration(task, p, rng) for p in prompts]
-
-
-def response_words(response: str) -> Sequence[str]:
-    return response.split()

@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rlhf_scaling.analysis.runs import flatten, load_local_runs, load_wandb_runs, per_run, summary_table
+from rlhf_scaling.analysis.runs import load_local_runs, load_wandb_runs, per_run, summary_table
+from rlhf_scaling.tracking import flatten_config
 
 
 def test_table_layout_and_values(runs_df, synthetic):
@@ -87,7 +88,7 @@ class RecordedRun:
         self.id, self.name, self.job_type, self.state = status["wandb_run_id"], run_dir.name, status["stage"], "finished"
         self.group = config["experiment"]
         # The API wraps config values as {"value": ..., "desc": ...} and adds its own _wandb key.
-        flat = config if nested_config else flatten(config)
+        flat = config if nested_config else flatten_config(config)
         self.config = {"_wandb": {"value": {"cli_version": "0.31.0"}},
                        **{k: {"value": v, "desc": None} for k, v in flat.items()}}
         self._rows = []

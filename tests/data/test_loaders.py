@@ -8,9 +8,9 @@ from itertools import permutations
 
 import pytest
 
-from rlhf_scaling.data.loaders import (MAX_EXAMPLES, DataError, LoadReport, load_preferences, ranking_pairs,
-                                       write_jsonl)
-from rlhf_scaling.data.records import PreferenceGroup
+from rlhf_scaling.data.loaders import (MAX_EXAMPLES, DataError, LoadReport, group_record, load_preferences,
+                                       ranking_pairs)
+from rlhf_scaling.data.records import PreferenceGroup, read_groups, write_groups
 
 WORDS = lambda text: len(text.split())  # noqa: E731  - whitespace word count stands in for a tokenizer
 MAX_PROMPT = 50
@@ -302,7 +302,12 @@ def test_unreadable_local_file_and_unknown_hub_id_are_one_line_errors(tmp_path):
         load("no-such-org/no-such-data", "hh")
 
 
-# ----------------------------------------------------------------------------- write_jsonl
+# ----------------------------------------------------------------------------- writing (records.write_groups)
+
+
+def write_jsonl(groups, path):
+    """The input shape that `task=jsonl` reads."""
+    write_groups(groups, path, record=group_record)
 
 
 ROUND_TRIP = [
@@ -347,3 +352,15 @@ def test_write_jsonl_refuses_what_the_shape_cannot_hold_and_keeps_the_old_file(t
     with pytest.raises(ValueError, match=r"^group 1: .*" + re.escape(problem)):
         write_jsonl([ROUND_TRIP[0], group], path)
     assert path.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["o.jsonl"]
+
+
+def test_the_data_artifact_shape_holds_any_pairs_and_refuses_what_json_cannot(tmp_path):
+    """The default record (group_to_json) keeps every field, pairs the input shape cannot hold
+    included, and reads back unchanged; a non-finite number is refused and the old file kept."""
+    path = tmp_path / "train.jsonl"
+    odd = PreferenceGroup("p", ("a", "b", "c"), ((0, 1), (1, 2)), margins=(0.5, 1.0), gold=(2.0, 1.0, 0.0))
+    write_groups([*ROUND_TRIP, odd], path)
+    assert read_groups(path) == [*ROUND_TRIP, odd]
+    with pytest.raises(ValueError, match=r"^group 1: Out of range float"):
+        write_groups([odd, PreferenceGroup("p", ("a", "b"), ((0, 1),), gold=(float("inf"), 0.0))], path)
+    assert read_groups(path) == [*ROUND_TRIP, odd] and [p.name for p in tmp_path.iterdir()] == ["train.jsonl"]
