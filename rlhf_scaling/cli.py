@@ -94,8 +94,7 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict:
     The folder is this run's alone: a record of a different config there is a ConfigError, and
     while the job runs it holds `run_dir/.lock` (rank 0), so a second copy raises RunFolderInUse."""
     validate(cfg)
-    from rlhf_scaling.stages.common import open_tracker
-    from rlhf_scaling.tracking import completed_summary, identity_differences
+    from rlhf_scaling.tracking import identity_differences
 
     config = OmegaConf.to_container(cfg, resolve=True)
     differ = identity_differences(run_dir, config)
@@ -108,7 +107,7 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict:
 
         init_distributed(dist_env_from_environ())
     with _run_folder_lock(cfg, run_dir):
-        return _run_locked(cfg, run_dir, config, open_tracker, completed_summary)
+        return _run_locked(cfg, run_dir, config)
 
 
 @contextlib.contextmanager
@@ -143,7 +142,9 @@ def _main_rank(cfg: DictConfig) -> bool:
     return dist_env_from_environ().rank == 0
 
 
-def _run_locked(cfg, run_dir, config, open_tracker, completed_summary) -> dict:
+def _run_locked(cfg, run_dir, config) -> dict:
+    from rlhf_scaling.tracking import completed_summary
+
     if cfg.stage.skip_completed:  # a rerun or resubmitted sweep: this job already ran to completion here
         done = completed_summary(run_dir, config)
         if done is not None:
@@ -151,6 +152,13 @@ def _run_locked(cfg, run_dir, config, open_tracker, completed_summary) -> dict:
                      "reruns it); its summary:\n%s", run_dir, _summary_lines(done))
             return done
 
+    # Only a job that runs its stage imports torch and transformers (seconds): a completed run's
+    # summary, a folder in use or a config error are answered without them.
+    from transformers.utils import logging as hf_logging
+
+    from rlhf_scaling.stages.common import open_tracker
+
+    hf_logging.disable_progress_bar()  # the library's own bars (weights loading, shard writing) drown ours
     stage = importlib.import_module(f"rlhf_scaling.stages.{cfg.stage.name}")
     with open_tracker(cfg, run_dir, cfg.stage.name, resume=True) as tracker:
         if cfg.stage.build_upstream:
@@ -190,10 +198,6 @@ _TASK_STATE = {"started": False}
 def _main(cfg: DictConfig) -> dict:
     _TASK_STATE["started"] = True
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    # The library's own progress bars (weights loading, shard writing) drown ours.
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
     _scrub_hydra_record(run_dir)
     try:
         summary = run_stage(cfg, run_dir)

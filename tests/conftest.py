@@ -101,3 +101,33 @@ def ppo_store(tmp_path_factory) -> PPOStore:
         with open_tracker(cfg, root / "runs" / name, name) as tracker:
             tracker.summary(**stage.run(cfg, tracker))
     return store
+
+
+# The PPO job the subprocess tests run on ppo_store: 8 iterations, a checkpoint every 2.
+PPO_JOB = ("stage=ppo", "progress=false", "ppo.steps=8", "ppo.prompts_per_step=8", "ppo.minibatch_size=8",
+           "ppo.checkpoint_every=2")
+
+
+def ppo_job_env() -> dict:
+    """The environment of a PPO job that a test starts and compares with `ppo_plain_run`: one OpenMP
+    thread (same float rounding in every such job, and DeepSpeed's ranks do not oversubscribe the
+    cores), no SLURM_*/torch.distributed variables leaking in, DeepSpeed's prebuilt CPU op."""
+    leaked = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_") and k not in leaked}
+    env.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "rlhf-scaling" / "torch_extensions"))
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+@pytest.fixture(scope="session")
+def ppo_plain_run(ppo_store, tmp_path_factory) -> Path:
+    """The run folder of PPO_JOB run through uninterrupted (`rlhf-scaling` in plain PyTorch, one
+    process): the reference curve and policy of the resume and DeepSpeed tests, run once."""
+    import sys
+
+    run_dir = tmp_path_factory.mktemp("ppo_plain") / "plain"
+    proc = subprocess.run([sys.executable, "-m", "rlhf_scaling.cli", f"hydra.run.dir={run_dir}",
+                           f"artifacts_dir={ppo_store.artifacts}", *ppo_store.overrides, *PPO_JOB],
+                          env=ppo_job_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return run_dir

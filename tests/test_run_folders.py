@@ -1,6 +1,7 @@
 """Run folders through the CLI, as a user meets them: a run's folder is named by its config, so two
-commands started together never share a record, the same command again resumes or reports, a
-second copy is refused while the first runs; bad input is one line (exit 2) and writes nothing."""
+commands started together never share a record, the same command again resumes (a job killed or
+interrupted mid-training ends with the uninterrupted curve) or reports, a second copy is refused
+while the first runs; bad input is one line (exit 2) and writes nothing."""
 
 import json
 import signal
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import PPO_JOB, ppo_job_env
 
 from rlhf_scaling.analysis.runs import load_local_runs
 from rlhf_scaling.artifacts import locked
@@ -161,17 +163,16 @@ def test_two_runs_started_together_get_their_own_folders_and_the_same_command_re
     assert json.loads((mine / "status.json").read_text())["status"] == "completed"
 
 
-PPO = ["stage=ppo", "progress=false", "ppo.steps=8", "ppo.prompts_per_step=8", "ppo.minibatch_size=8",
-       "ppo.checkpoint_every=2"]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["SIGINT", "SIGTERM", "SIGKILL"])
-def test_the_plain_rerun_of_an_interrupted_command_resumes_and_logs_each_step_once(ppo_store, tmp_path, sig):
-    """Ctrl-C, a scheduler's SIGTERM, a SIGKILL: the same command again (no hydra.run.dir) finds the
-    interrupted run's folder, resumes from its checkpoint, and the record holds every step once."""
-    command = cli(f"artifacts_dir={ppo_store.artifacts}", *ppo_store.overrides, *PPO)
-    job = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def test_the_plain_rerun_of_an_interrupted_command_resumes_and_logs_each_step_once(ppo_store, ppo_plain_run, tmp_path,
+                                                                                  sig):
+    """Ctrl-C, a scheduler's SIGTERM (what Slurm sends before a preemption), a SIGKILL: the same command
+    again (no hydra.run.dir) finds the interrupted run's folder, resumes from its last checkpoint, the
+    record holds every step once, and the curve is the uninterrupted run's (ppo_plain_run, same job)."""
+    command = cli(f"artifacts_dir={ppo_store.artifacts}", *ppo_store.overrides, *PPO_JOB)
+    job = subprocess.Popen(command, cwd=tmp_path, env=ppo_job_env(), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     run = None
     while time.time() < deadline:  # signal it once a checkpoint exists and training has gone past it
@@ -189,11 +190,14 @@ def test_the_plain_rerun_of_an_interrupted_command_resumes_and_logs_each_step_on
     assert json.loads((run / "status.json").read_text())["status"] in ("interrupted", "running")  # running: SIGKILL
 
     rerun_at = time.time()
-    again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    again = subprocess.run(command, cwd=tmp_path, env=ppo_job_env(), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
     assert run_folders(tmp_path, "ppo") == [run]
     status = json.loads((run / "status.json").read_text())
     assert status["status"] == "completed" and status["attempt"] == 2
     metrics = pd.read_json(run / "metrics.jsonl", lines=True, convert_dates=False).dropna(subset=["ppo/step"])
-    assert metrics["ppo/step"].astype(int).tolist() == list(range(8))  # each step once, in order
+    steps = metrics["ppo/step"].astype(int).tolist()
+    assert steps == list(range(8))  # each step once, in order (so step 0 too: resumed, not rerun from 0)
     assert metrics["_time"].iloc[0] < rerun_at  # step 0 is the first attempt's: resumed, not rerun from 0
+    pd.testing.assert_frame_equal(pd.read_csv(ppo_plain_run / "ppo_curve.csv"), pd.read_csv(run / "ppo_curve.csv"),
+                                  rtol=1e-5)

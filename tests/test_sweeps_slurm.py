@@ -13,7 +13,7 @@ import pytest
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
-TINY = ["sft.steps=100", "sft.n_demos=500", "data.comparison_budget=384", "data.n_eval_prompts=32",
+TINY = ["sft.steps=30", "sft.n_demos=200", "data.comparison_budget=192", "data.n_eval_prompts=16",
         "rm_train.epochs=1", "rm_train.batch_size=8", "progress=false"]
 
 

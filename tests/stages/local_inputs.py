@@ -66,3 +66,13 @@ def cli(args, cwd: Path, env_extra=None, timeout: int = 600) -> subprocess.Compl
     exe = Path(sys.executable).with_name("rlhf-scaling")
     env = {**os.environ, **(env_extra or {})}
     return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def cli_together(runs, cwd: Path, env_extra=None, timeout: int = 600) -> list:
+    """Several `rlhf-scaling` commands (each an argument list) started together, as a user may run
+    them in several terminals; their completed processes, in order. They may share inputs and
+    artifacts (built under the artifact locks), not run folders."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(runs)) as pool:
+        return list(pool.map(lambda args: cli(args, cwd, env_extra, timeout), runs))

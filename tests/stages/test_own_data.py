@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from local_inputs import cli, preference_lines, save_model_dir, write_lines
+from local_inputs import cli, cli_together, preference_lines, save_model_dir, write_lines
 
 pytestmark = pytest.mark.slow
 
@@ -66,20 +66,26 @@ def test_best_of_n_and_ppo_on_own_data_with_local_models_and_a_model_gold(user):
     for stage in ("data", "rm"):
         proc = cli([f"stage={stage}", *own(user), *rm], user, env(user))
         assert proc.returncode == 0, proc.stderr[-3000:]
-    bon = cli(["stage=bon", *own(user), *rm, *gold, f"hydra.run.dir={user / 'runs/bon'}"], user, env(user))
+    # Best-of-n, PPO on the user's own prompt file, and the same with a prompt file that is missing
+    # (named in a one-line error) or a causal LM as gold (item 4: it would score with a random head;
+    # refused, naming the path): four commands on the same data and RM, started together.
+    prompts, missing = user / "prompts.jsonl", user / "missing.jsonl"
+    write_lines(prompts, [json.dumps({"prompt": f"about ocean : {w}"}) for w in ("wave", "tide", "salt")])
+    bon, ppo, no_prompts, bad_gold = cli_together([
+        ["stage=bon", *own(user), *rm, *gold, f"hydra.run.dir={user / 'runs/bon'}"],
+        ["stage=ppo", *own(user), *rm, *gold, f"task.prompts_path={prompts}", f"hydra.run.dir={user / 'runs/ppo'}"],
+        ["stage=ppo", *own(user), *rm, *gold, f"task.prompts_path={missing}"],
+        ["stage=bon", *own(user), *rm, "gold=model", f"gold.name_or_path={user / 'causal'}"],
+    ], user, env(user))
     assert bon.returncode == 0, bon.stderr[-3000:]
     curve = pd.read_csv(user / "runs/bon/bon_curve.csv")
     assert curve["n"].tolist() == [1, 2, 4] and curve["gold"].notna().all()
-    # The user's own prompt file: read (a missing one is named), then used.
-    prompts = user / "prompts.jsonl"
-    missing = cli(["stage=ppo", *own(user), *rm, *gold, f"task.prompts_path={prompts}"], user, env(user))
-    assert "prompts.jsonl" in one_line_error(missing)
-    write_lines(prompts, [json.dumps({"prompt": f"about ocean : {w}"}) for w in ("wave", "tide", "salt")])
-    ppo = cli(["stage=ppo", *own(user), *rm, *gold, f"task.prompts_path={prompts}", f"hydra.run.dir={user / 'runs/ppo'}"],
-              user, env(user))
+    assert str(missing) in one_line_error(no_prompts)
     assert ppo.returncode == 0, ppo.stderr[-3000:]
     rows = pd.read_json(user / "runs/ppo/metrics.jsonl", lines=True).dropna(subset=["ppo/step"])
     assert rows["ppo/step"].tolist() == [0, 1] and rows["ppo/gold"].notna().all()
+    line = one_line_error(bad_gold)
+    assert str(user / "causal") in line and "score" in line
     # Item 13: every record and artifact file the CLI wrote is strict JSON (a 2-point Gao fit has
     # non-finite coefficients; they are null, never the Infinity/NaN literals strict parsers refuse).
     def refuse(literal):
@@ -93,11 +99,7 @@ def test_best_of_n_and_ppo_on_own_data_with_local_models_and_a_model_gold(user):
         for line in path.read_text().splitlines():
             json.loads(line, parse_constant=refuse)
 
-    # Item 4: a causal LM as gold would score with a random head: refused, naming the path.
-    bad_gold = cli(["stage=bon", *own(user), *rm, "gold=model", f"gold.name_or_path={user / 'causal'}"], user, env(user))
-    line = one_line_error(bad_gold)
-    assert str(user / "causal") in line and "score" in line
-    # ... and a proxy RM whose head is gone from its checkpoint likewise.
+    # A proxy RM whose head is gone from its checkpoint is refused like the causal gold.
     from safetensors.torch import load_file, save_file
 
     (rm_dir,) = [user / "artifacts/rm" / name for name in built(user / "artifacts", "rm")]

@@ -12,23 +12,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import PPO_JOB as PPO
+from conftest import ppo_job_env as _env
 from safetensors.torch import load_file
 
 from rlhf_scaling.distributed import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
-
-PPO = ["stage=ppo", "progress=false", "ppo.steps=8", "ppo.prompts_per_step=8", "ppo.minibatch_size=8",
-       "ppo.checkpoint_every=2"]
-
-
-def _env() -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("SLURM_") and k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
-    env.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "rlhf-scaling" / "torch_extensions"))
-    env["OMP_NUM_THREADS"] = "1"
-    return env
-
 
 def _cli(run_dir: Path, store, *extra, ranks: int = 1) -> list:
     """The PPO job on `store` (the session's shared ppo_store), on `ranks` processes."""
@@ -48,13 +38,12 @@ def _metrics(run_dir: Path) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def plain(ppo_store, tmp_path_factory):
-    """The plain one-process PPO runs (in <root>/plain with the separate critic, <root>/plain_shared with
-    ppo.critic=shared) on the session's upstream artifacts."""
-    root = tmp_path_factory.mktemp("ppo_ds")
-    _run(_cli(root / "plain", ppo_store))
-    _run(_cli(root / "plain_shared", ppo_store, "ppo.critic=shared"))
-    return root
+def plain(ppo_store, ppo_plain_run, tmp_path_factory):
+    """The plain one-process PPO runs on the session's upstream artifacts, by critic: "separate" is the
+    session's ppo_plain_run (PPO_JOB), "shared" the same job with ppo.critic=shared."""
+    shared = tmp_path_factory.mktemp("ppo_ds") / "plain_shared"
+    _run(_cli(shared, ppo_store, "ppo.critic=shared"))
+    return {"separate": ppo_plain_run, "shared": shared}
 
 
 @pytest.mark.parametrize("profile, critic", [("zero2", "separate"), ("zero3", "shared")])
@@ -63,7 +52,7 @@ def test_zero_on_one_rank_matches_plain_pytorch(ppo_store, plain, tmp_path, prof
     ZeRO-3's gathered generation) trains the same policy as the plain loop, to fp32 tolerance, with
     either critic (shared: the engine holds the policy and a bare value head)."""
     _run(_cli(tmp_path / "ds", ppo_store, f"deepspeed={profile}", "deepspeed.bf16=false", f"ppo.critic={critic}"))
-    reference = plain / ("plain" if critic == "separate" else "plain_shared")
+    reference = plain[critic]
     a, b = _metrics(reference), _metrics(tmp_path / "ds")
     for key in ("ppo/proxy", "ppo/gold", "ppo/kl", "ppo/policy_loss", "ppo/value_loss", "ppo/entropy"):
         assert b[key].tolist() == pytest.approx(a[key].tolist(), rel=1e-4, abs=1e-5), key
@@ -75,7 +64,7 @@ def test_zero_on_one_rank_matches_plain_pytorch(ppo_store, plain, tmp_path, prof
         torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-5)
 
 
-def test_zero3_on_two_ranks_resumes_a_killed_job_to_the_same_curve(ppo_store, plain, tmp_path):
+def test_zero3_on_two_ranks_resumes_a_killed_job_to_the_same_curve(ppo_store, ppo_plain_run, tmp_path):
     store = ppo_store
     zero3 = ["deepspeed=zero3", "deepspeed.bf16=false"]
     _run(_cli(tmp_path / "full", store, *zero3, ranks=2))
@@ -108,9 +97,9 @@ def test_zero3_on_two_ranks_resumes_a_killed_job_to_the_same_curve(ppo_store, pl
     from rlhf_scaling.models import load_policy
 
     whole = load_file(str(cut / "policy" / "model.safetensors"))
-    single = load_file(str(plain / "plain" / "policy" / "model.safetensors"))
+    single = load_file(str(ppo_plain_run / "policy" / "model.safetensors"))
     assert {k: (v.dtype, v.shape) for k, v in whole.items()} == {k: (v.dtype, v.shape) for k, v in single.items()}
-    assert load_policy(cut / "policy").num_parameters() == load_policy(plain / "plain" / "policy").num_parameters()
+    assert load_policy(cut / "policy").num_parameters() == load_policy(ppo_plain_run / "policy").num_parameters()
 
 
 def test_rollouts_and_minibatch_must_split_evenly_over_ranks():

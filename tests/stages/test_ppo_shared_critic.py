@@ -1,7 +1,7 @@
 """The ppo stage with ppo.critic=shared (a value head on the policy's trunk): it trains, logs proxy, gold
 and KL, checkpoints only the value head beside the policy, and a job stopped at a checkpoint resumes
 there, to the curve of an uninterrupted run. (The separate critic's runs are covered by test_faults,
-test_kill_resume, test_ppo_deepspeed and the pipeline tests.)"""
+test_run_folders, test_ppo_deepspeed and the pipeline tests.)"""
 
 import json
 

@@ -9,8 +9,8 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-TINY_STUDY = ["sft.steps=150", "sft.n_demos=1000", "data.comparison_budget=768", "data.n_eval_prompts=32",
-              "rm_train.epochs=2", "bon.n_max=16", "bon.n_eval_prompts=16", "ppo.steps=6",
+TINY_STUDY = ["sft.steps=50", "sft.n_demos=400", "data.comparison_budget=384", "data.n_eval_prompts=32",
+              "rm_train.epochs=1", "bon.n_max=16", "bon.n_eval_prompts=16", "ppo.steps=6",
               "ppo.prompts_per_step=8", "ppo.minibatch_size=8", "progress=false"]
 
 
