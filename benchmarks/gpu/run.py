@@ -3,8 +3,9 @@
     bash benchmarks/gpu/run.sh --out DIR          # one H100/H200-class GPU, under 8 minutes
     bash benchmarks/gpu/run.sh --smoke --out DIR  # CPU, tiny shapes, two steps each (CI: tests/benchmarks)
 
-Sections (each a subprocess of an existing benchmark with a time budget; one that fails, times out or
-finds something missing is recorded with its error, and the next one runs):
+Sections (each a subprocess of an existing benchmark with a time budget, one after another; in smoke mode
+two at a time; one that fails, times out or finds something missing is recorded with its error, and the
+next one runs):
   1_tests         the suite's CUDA-only tests (`pytest -m gpu` over the files that carry the marker)
   1_deepspeed_rm  bf16 DeepSpeed ZeRO-2 / ZeRO-3 RM training on one device vs plain PyTorch (ds_rm_check.py)
   2_rm_mfu        RM training step throughput and MFU, Pythia-410M / 1.4B shapes, ours vs a plain HF loop (bench_rm.py --mfu)
@@ -348,6 +349,32 @@ def report(env: dict, sections: dict, command: str, wall: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_two_at_a_time(sections, deadline: float, work: Path, log_path: Path, results: dict, write, started: float):
+    """The smoke run's sections, two at a time (its figures check code paths, they are not timings, and
+    each section's processes run one thread: two keep both CI cores busy); each section's output goes to
+    its own log, appended to `log_path` when it ends. On a GPU the sections run one after another."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Lock
+
+    lock = Lock()
+    log_path.write_text("")
+
+    def one(section: Section) -> None:
+        print(f"[{time.perf_counter() - started:5.0f} s] {section.name}: {section.title}", flush=True)
+        own_log = work / f"{section.name}.log"
+        with open(own_log, "w") as log:
+            result = run_section(section, deadline, log)
+        with lock:
+            results[section.name] = result
+            with open(log_path, "a") as log:
+                log.write(own_log.read_text())
+            print(f"          {section.name}: {result['status']} in {result['seconds']:.0f} s", flush=True)
+            write()
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(one, sections))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny shapes, two steps each")
@@ -372,20 +399,25 @@ def main() -> None:
     command = "bash benchmarks/gpu/run.sh " + " ".join(sys.argv[1:])
 
     def write() -> float:
-        """Report and JSON of the sections so far: rewritten after each one, so a run stopped from
-        outside (the device call's own time limit) still leaves what it measured."""
+        """Report and JSON of the sections so far (in section order): rewritten after each one, so a run
+        stopped from outside (the device call's own time limit) still leaves what it measured."""
         wall = time.perf_counter() - started
+        done = {s.name: results[s.name] for s in sections if s.name in results}
         (args.out / "gpu_figures.json").write_text(json.dumps(
-            {"environment": env, "command": command, "wall_s": wall, "sections": results}, indent=1, default=str))
-        (args.out / "gpu_report.md").write_text(report(env, results, command, wall))
+            {"environment": env, "command": command, "wall_s": wall, "sections": done}, indent=1, default=str))
+        (args.out / "gpu_report.md").write_text(report(env, done, command, wall))
         return wall
 
-    with open(args.out / "gpu_log.txt", "w") as log:
-        for section in sections:
-            print(f"[{time.perf_counter() - started:5.0f} s] {section.name}: {section.title}", flush=True)
-            results[section.name] = run_section(section, deadline, log)
-            print(f"          {results[section.name]['status']} in {results[section.name]['seconds']:.0f} s", flush=True)
-            write()
+    if args.smoke:
+        run_two_at_a_time(sections, deadline, work, args.out / "gpu_log.txt", results, write, started)
+    else:
+        with open(args.out / "gpu_log.txt", "w") as log:
+            for section in sections:
+                print(f"[{time.perf_counter() - started:5.0f} s] {section.name}: {section.title}", flush=True)
+                results[section.name] = run_section(section, deadline, log)
+                print(f"          {results[section.name]['status']} in {results[section.name]['seconds']:.0f} s",
+                      flush=True)
+                write()
     wall = write()
     print(f"report: {args.out / 'gpu_report.md'}; figures: {args.out / 'gpu_figures.json'}; wall {wall:.0f} s")
 
