@@ -74,3 +74,40 @@ def test_a_bug_inside_a_stage_keeps_its_traceback_even_when_omegaconf_raised_it(
     with pytest.raises(SystemExit) as exit_:
         cli.main()
     assert exit_.value.code == 2
+
+
+PROBE = """
+import runpy, sys
+sys.argv = ["rlhf-scaling", *sys.argv[1:]]
+try:
+    runpy.run_module("rlhf_scaling.cli", run_name="__main__")
+except SystemExit as stop:
+    print("exit", stop.code)
+print("imported:", sorted(m for m in ("torch", "transformers") if m in sys.modules))
+"""
+
+
+def test_a_completed_run_a_folder_in_use_or_a_config_error_is_answered_without_importing_torch(tmp_path,
+                                                                                                monkeypatch):
+    """What is decided before any work (the run is already complete, another copy holds its folder,
+    the config is invalid) is answered without importing torch and transformers (seconds each time)."""
+    import subprocess
+
+    from rlhf_scaling.artifacts import locked
+
+    monkeypatch.setattr(sft, "run", lambda cfg, tracker: {"sft/final_loss": 1.0})
+    cli.run_stage(cli.compose(["stage=sft", "progress=false"]), tmp_path / "done")
+
+    def probe(*args):
+        """(the exit line, if any, and the imported line; all the process wrote)"""
+        proc = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=120)
+        return [line for line in proc.stdout.splitlines() if line.startswith(("exit", "imported:"))], \
+            proc.stdout + proc.stderr
+
+    out, text = probe("stage=sft", "progress=false", f"hydra.run.dir={tmp_path / 'done'}")
+    assert out == ["imported: []"] and "already completed with this config" in text, text
+    with locked(tmp_path / "busy" / ".lock"):
+        out, text = probe("stage=sft", f"hydra.run.dir={tmp_path / 'busy'}")
+    assert out == ["exit 2", "imported: []"] and "is in use by another running copy" in text, text
+    out, text = probe("stage=sft", "sft.lr=nan", f"hydra.run.dir={tmp_path / 'bad'}")
+    assert out == ["exit 2", "imported: []"] and "sft.lr: must be a finite number" in text, text
