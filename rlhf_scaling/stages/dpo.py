@@ -290,7 +290,7 @@ def evaluate(trainer, reference, setup, prompts, sample_seed: int, beta: float, 
     ids = torch.cat([ro.prompt_ids, ro.response_ids], dim=1).to(device)
     mask = torch.cat([ro.prompt_mask, ro.response_mask], dim=1).to(device)
     pb = PairBatch(ResponseBatch.of(ids, mask, ro.prompt_ids.shape[1], padding_free), ro.response_ids.to(device),
-                   ro.response_mask.to(device).float(), torch.zeros(0, 2, dtype=torch.long), int(mask.sum()))
+                   ro.response_mask.to(device).float(), torch.empty((0, 2), dtype=torch.long), int(mask.sum()))
     logprobs, ref_logprobs = response_logprobs(trainer.module, pb), response_logprobs(reference, pb)
     kl = P.sequence_kl(P.kl_per_token(logprobs, ref_logprobs, "k1"), pb.r_mask)
     mean_kl = kl.mean().item()
@@ -310,7 +310,7 @@ def preference_eval(policy, reference, val: list, d, pad_id: int, device, batch_
         return {}, 0
     was_training = policy.training
     policy.eval()
-    sums, tokens = torch.zeros(6, dtype=torch.float64, device=device), 0
+    sums, tokens = torch.full((6,), 0.0, dtype=torch.float64, device=device), 0
     for start in range(0, len(val), batch_size):
         pb = collate(val[start:start + batch_size], pad_id, d.padding_free, device)
         sums += pair_sums(*pair_terms(policy, reference, pb, d.beta, d.loss))

@@ -249,3 +249,21 @@ def test_zero2_on_one_rank_matches_plain_pytorch(ppo_store, cli_run, tmp_path):
     assert wa.keys() == wb.keys()
     for k in wa:
         torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-5)
+
+
+def test_build_upstream_builds_sft_and_data_but_no_rm(monkeypatch):
+    """DPO trains on the preference data itself: stage.build_upstream builds the SFT policy and the
+    data, never a reward model."""
+    import importlib
+
+    from rlhf_scaling.stages.upstream import ensure_upstream
+
+    built = []
+    for name in ("sft", "data", "rm"):
+        monkeypatch.setattr(importlib.import_module(f"rlhf_scaling.stages.{name}"), "run",
+                            lambda cfg, tracker, name=name: built.append(name))
+    ensure_upstream(compose(["stage=dpo"]), None, before="dpo")
+    assert built == ["sft", "data"]
+    built.clear()
+    ensure_upstream(compose(["stage=ppo"]), None, before="ppo")
+    assert built == ["sft", "data", "rm"]
