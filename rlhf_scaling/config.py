@@ -9,7 +9,8 @@ Where each section is consumed:
   policy, rm, study.rm_models -> rlhf_scaling.models        task -> rlhf_scaling.data.tasks
   gold -> rlhf_scaling.gold      data -> stages/data.py      rm_train -> stages/rm.py
   sft -> stages/sft.py           bon -> stages/bon.py        ppo -> stages/ppo.py
-  study -> stages/study.py       tracking -> tracking.py     deepspeed -> distributed.py
+  dpo -> stages/dpo.py           study -> stages/study.py
+  tracking -> tracking.py        deepspeed -> distributed.py
 """
 
 from __future__ import annotations
@@ -187,6 +188,32 @@ class PPOConfig:
 
 
 @dataclass
+class DPOConfig:
+    """Direct alignment on the proxy RMs' preference data (the data artifact), no RM: DPO
+    (Rafailov et al. 2023) or IPO (Azar et al. 2023), policy and frozen reference both the SFT policy."""
+
+    # dpo: −log σ(β·h), h = (log π − log π_ref)(chosen) − (same)(rejected), log-probs summed over the
+    # response; ipo: (h − 1/(2β))² with each response's log-ratio averaged over its tokens (as TRL does)
+    loss: str = "dpo"
+    beta: float = 0.1  # β: the KL strength (larger: the policy stays closer to the reference); scales the implicit reward β·log(π/π_ref)
+    epochs: int = 2  # passes over the training comparisons
+    batch_size: int = 16  # prompts per optimizer step, each with all its labelled pairs (C(K,2) for K-wise data)
+    lr: float = 1e-4  # peak learning rate (AdamW)
+    weight_decay: float = 0.0  # AdamW weight decay of DPO
+    warmup_ratio: float = 0.05  # fraction of DPO's optimizer steps of linear LR warm-up
+    lr_schedule: str = "constant"  # cosine | linear | constant
+    max_grad_norm: float = 1.0  # gradient clipping (L2 norm) of DPO's update; 0 disables
+    padding_free: bool = True  # pack each batch's sequences end to end in every DPO forward (rlhf_scaling/packing.py)
+    # held-out evaluation (eval/*, as PPO's): one response per prompt of a fixed set of this many prompts,
+    # sampled with the same seed each time, scored by gold, its implicit reward (eval/proxy) and KL to the
+    # reference (k1, nats per sequence); the same prompts and seed as PPO's when dpo.seed = ppo.seed; 0 = none
+    eval_prompts: int = 64
+    eval_every: int = 10  # optimizer steps between held-out evaluations (also at step 0 and at the end)
+    checkpoint_every: int = 20  # optimizer steps between resumable checkpoints
+    seed: int = 0  # DPO's seed (added to the global `seed`): batch order, held-out prompts and their sampling
+
+
+@dataclass
 class StudyConfig:
     """The embedded default: SFT -> data -> proxy RMs of several sizes -> BoN and PPO -> fits, figures."""
 
@@ -197,7 +224,7 @@ class StudyConfig:
 
 @dataclass
 class StageConfig:
-    name: str = "study"  # sft | data | rm | bon | ppo | study
+    name: str = "study"  # sft | data | rm | bon | ppo | dpo | study
     build_upstream: bool = False  # build missing upstream artifacts (SFT, data, RM) first instead of failing; sweeps set it
     skip_completed: bool = True  # a run folder that records a completed run of this same config is not run again
 
@@ -257,6 +284,7 @@ class Config:
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     bon: BoNConfig = field(default_factory=BoNConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
+    dpo: DPOConfig = field(default_factory=DPOConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
     stage: StageConfig = field(default_factory=StageConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
@@ -312,7 +340,9 @@ _CHOICES = {
     "proxy.ensemble": ("mean", "min", "uwo"),
     "ppo.kl_estimator": ("k1", "k3"),
     "ppo.critic": ("separate", "shared"),
-    "stage.name": ("sft", "data", "rm", "bon", "ppo", "study"),
+    "dpo.loss": ("dpo", "ipo"),
+    "dpo.lr_schedule": ("cosine", "linear", "constant"),
+    "stage.name": ("sft", "data", "rm", "bon", "ppo", "dpo", "study"),
     "deepspeed.zero_stage": (0, 2, 3),
     "tracking.mode": ("disabled", "offline", "online"),
     "device": ("auto", "cpu", "cuda"),
@@ -327,6 +357,7 @@ _POSITIVE = [
     "ppo.steps", "ppo.prompts_per_step", "ppo.samples_per_prompt", "ppo.ppo_epochs",
     "ppo.minibatch_size", "ppo.lr", "ppo.temperature", "ppo.log_every", "ppo.checkpoint_every",
     "ppo.eval_every",
+    "dpo.beta", "dpo.epochs", "dpo.batch_size", "dpo.lr", "dpo.eval_every", "dpo.checkpoint_every",
     "task.n_topics", "task.words_per_topic", "task.natural_length",
     "task.max_prompt_tokens", "task.max_response_tokens",
 ]
@@ -334,9 +365,11 @@ _POSITIVE = [
 _NON_NEGATIVE = [
     "sft.weight_decay", "rm_train.weight_decay", "rm_train.max_grad_norm", "rm_train.margin_scale",
     "ppo.kl_coef", "ppo.max_grad_norm", "ppo.vf_coef", "proxy.uwo_lambda", "ppo.eval_prompts",
+    "dpo.weight_decay", "dpo.max_grad_norm", "dpo.eval_prompts",
 ]
 
-_UNIT_INTERVAL = ["sft.warmup_ratio", "rm_train.warmup_ratio", "ppo.gamma", "ppo.lam", "ppo.clip_range"]
+_UNIT_INTERVAL = ["sft.warmup_ratio", "rm_train.warmup_ratio", "ppo.gamma", "ppo.lam", "ppo.clip_range",
+                  "dpo.warmup_ratio"]
 
 
 def _get(cfg, dotted: str):
@@ -487,7 +520,7 @@ def _check_own_data(cfg) -> None:
         raise ConfigError(
             f"policy.source: a tiny random-init policy knows only the synthetic task's words, not task.name={cfg.task.name}; "
             f"set model@policy=local policy.name_or_path=<{_LOCAL_MODEL_HINT}>")
-    if loaded and cfg.gold.kind == "synthetic" and cfg.stage.name in ("bon", "ppo", "study"):
+    if loaded and cfg.gold.kind == "synthetic" and cfg.stage.name in ("bon", "ppo", "dpo", "study"):
         raise ConfigError(
             f"gold.kind: the synthetic gold scores only the synthetic task, but stage={cfg.stage.name} scores "
             f"task.name={cfg.task.name} responses with gold; set gold=model gold.name_or_path=<a sequence-"

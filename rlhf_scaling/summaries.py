@@ -1,13 +1,14 @@
-"""The fitted summaries the best-of-n and PPO stages return: Gao et al.'s overoptimization forms
+"""The fitted summaries the best-of-n, PPO and DPO stages return: Gao et al.'s overoptimization forms
 (rlhf_scaling/curves.py) fitted to each stage's gold and proxy gains, and the fitted gold peak."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
 
-from rlhf_scaling.curves import fit_overoptimization, peak
+from rlhf_scaling.curves import bon_form, fit_overoptimization, peak, rl_form
 
 
 def bon_fit_summary(curve: pd.DataFrame, prefix: str = "bon") -> dict:
@@ -69,4 +70,43 @@ def rl_fit_summary(curve: pd.DataFrame) -> dict:
             alpha, beta = float("nan"), float("nan")
         out[f"ppo/alpha_{target}"], out[f"ppo/beta_{target}"] = alpha, beta
     out["ppo/peak_sqrt_kl_fit"], out["ppo/peak_gold_gain_fit"] = peak(out["ppo/alpha_gold"], out["ppo/beta_gold"], "rl")
+    return out
+
+
+def dpo_fit_summary(run_dir: Path) -> dict:
+    """From a DPO run's metrics.jsonl: its held-out evaluation curve (written to dpo_eval_curve.csv),
+    the measured peak gold and the √KL there, and BOTH Gao forms fitted to the gold gains over the
+    step-0 evaluation (DPO is neither best-of-n nor RL against a proxy: which form fits is an open
+    question), with each fit's residual sum of squares over the eval points and the better form.
+    dpo/sse_ratio = SSE(worse) / SSE(better) >= 1. Fits that cannot be made (fewer than 2 points
+    with KL > 0) are nan, and dpo/better_form is then "none"."""
+    rows = pd.read_json(Path(run_dir) / "metrics.jsonl", lines=True)
+    if "eval/step" not in rows:
+        return {}
+    evals = last_of_each_step(rows, "eval")
+    evals.to_csv(Path(run_dir) / "dpo_eval_curve.csv", index=False)
+    curve = evals.rename(columns=lambda c: c.split("/")[1])
+    at_peak = curve.loc[curve["gold"].idxmax()]
+    d, gain = curve["sqrt_kl"].to_numpy(), (curve["gold"] - curve["gold"].iloc[0]).to_numpy()
+    out = {"dpo/init_gold": float(curve["gold"].iloc[0]), "dpo/final_gold": float(curve["gold"].iloc[-1]),
+           "dpo/final_kl": float(curve["kl"].iloc[-1]), "dpo/final_proxy": float(curve["proxy"].iloc[-1]),
+           "dpo/peak_gold": float(at_peak["gold"]), "dpo/peak_gold_step": int(at_peak["step"]),
+           "dpo/peak_sqrt_kl": float(at_peak["sqrt_kl"])}
+    sse = {}
+    for form in ("rl", "bon"):
+        try:
+            alpha, beta = fit_overoptimization(d, gain, form)
+        except ValueError:
+            alpha = beta = float("nan")
+        model = bon_form if form == "bon" else rl_form
+        sse[form] = float(((gain - model(d, alpha, beta)) ** 2).sum())
+        d_star, r_star = (float("nan"),) * 2 if math.isnan(beta) else peak(alpha, beta, form)
+        out.update({f"dpo/alpha_gold_{form}": alpha, f"dpo/beta_gold_{form}": beta, f"dpo/sse_{form}": sse[form],
+                    f"dpo/peak_sqrt_kl_fit_{form}": d_star, f"dpo/peak_gold_gain_fit_{form}": r_star})
+    if any(math.isnan(v) for v in sse.values()):
+        out["dpo/better_form"], out["dpo/sse_ratio"] = "none", float("nan")
+    else:
+        better, worse = sorted(sse, key=sse.get)
+        out["dpo/better_form"] = better
+        out["dpo/sse_ratio"] = sse[worse] / sse[better] if sse[better] > 0 else float("inf")
     return out

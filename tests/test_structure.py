@@ -36,7 +36,7 @@ def test_the_length_rule_sees_a_long_function(tmp_path):
     assert [n for _, n in _functions(tmp_path / "m.py")] == [MAX_FUNCTION_LINES + 1]
 
 
-@pytest.mark.parametrize("stage", ["sft", "rm", "ppo", "bon"])
+@pytest.mark.parametrize("stage", ["sft", "rm", "ppo", "bon", "dpo"])
 def test_stage_recipes_never_touch_the_training_engine(stage):
     """The engine lives behind rlhf_scaling/training.py (TorchTrainer / DeepSpeedTrainer): a recipe
     may name the config section it hands over (cfg.deepspeed, deepspeed.enabled), nothing else of DeepSpeed."""

@@ -77,7 +77,7 @@ def setup_task(cfg: DictConfig, device: str = "cpu") -> TaskSetup:
         raise ConfigError(f"policy.source=tiny needs task.name=synthetic (its tokenizer); "
                           f"task.name={cfg.task.name} needs a pretrained policy and its tokenizer")
     # Loaded data is read, not generated, so its data and RM jobs score nothing with gold.
-    needs_gold = task is not None or cfg.stage.name in ("bon", "ppo", "study")
+    needs_gold = task is not None or cfg.stage.name in ("bon", "ppo", "dpo", "study")
     if not needs_gold:
         gold = None
     elif cfg.gold.kind == "synthetic":

@@ -11,16 +11,17 @@ from __future__ import annotations
 import importlib
 
 ORDER = ("sft", "data", "rm")
+NEEDS = {"dpo": ("sft", "data")}  # direct alignment trains on the preference data itself: no RM
 
 
 def ensure_upstream(cfg, tracker, before: str) -> None:
-    """Run the recipes that come before `before` ("data", "rm", "bon" or "ppo"); each reuses a
-    finished artifact and only builds what is missing."""
+    """Run the recipes that come before `before` ("data", "rm", "bon", "ppo" or "dpo"); each reuses
+    a finished artifact and only builds what is missing."""
     import torch.distributed as dist
 
     if before in ("sft", "study"):
         return  # nothing upstream of SFT; the study builds its own phases in order
-    needed = ORDER[: ORDER.index(before)] if before in ORDER else ORDER
+    needed = NEEDS.get(before) or (ORDER[: ORDER.index(before)] if before in ORDER else ORDER)
     distributed = dist.is_available() and dist.is_initialized()
     # Under DeepSpeed the upstream stages are single-process work: rank 0 builds, the others wait.
     if not distributed or dist.get_rank() == 0:
