@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # several CLI runs: minutes on a loaded 2-core CPU
 
 ALGORITHM = {"rloo": ["ppo.algorithm=rloo"], "grpo": ["ppo.algorithm=grpo", "ppo.kl_estimator=k3"]}
 # 8 prompts x 4 rollouts (the groups), two minibatches of 16: the ratio moves between them.
