@@ -122,9 +122,11 @@ def fig_methods(df: pd.DataFrame, source: str):
             for ax, target, (a, b) in ((axes[0][col], "gold_gain", (fit["alpha"], fit["beta"])),
                                        (axes[1][col], "proxy_gain", (fit["alpha_proxy"], fit["beta_proxy"]))):
                 ax.plot(c["sqrt_kl"], c[target], "o", ms=3.5, alpha=0.8, color=COLOURS[method], label=method)
+                if not (np.isfinite(a) and np.isfinite(b)):
+                    continue  # too few points to fit (e.g. a run still at its first evaluation)
                 if target == "gold_gain" and not turns_down(b):
                     no_peak.append(f"{method} vs {rm}")
-                elif np.isfinite(a) and np.isfinite(b):
+                else:
                     ax.plot(grid, FORM_FN[form_of(method)](grid, a, b), FIT_LINESTYLE, lw=1.2, color=COLOURS[method])
         axes[0][col].set_title(f"proxy RM {by_rm[rm][1]}")
         axes[1][col].set_xlabel("sqrt(KL(π ‖ π_init))  [nats^½]")
