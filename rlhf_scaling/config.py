@@ -153,6 +153,12 @@ class BoNConfig:
 class PPOConfig:
     """PPO against a proxy RM with a per-token KL penalty to the frozen reference policy."""
 
+    # ppo: clipped PPO with a critic and GAE, KL as a per-token reward penalty;
+    # rloo: REINFORCE leave-one-out (Ahmadian et al. 2024), no critic, advantage = reward − mean of the
+    # prompt's other samples_per_prompt − 1 rollouts, KL (ppo.kl_estimator) as a sequence reward penalty;
+    # grpo: group-normalised advantages (Shao et al. 2024), no critic, KL as a k3 loss term (x kl_coef).
+    # rloo and grpo need samples_per_prompt >= 2; critic, vf_coef, gamma, lam, clip_range_value are PPO's only.
+    algorithm: str = "ppo"
     steps: int = 150  # PPO iterations (rollout + update)
     prompts_per_step: int = 32  # distinct prompts per iteration
     samples_per_prompt: int = 2  # rollouts per prompt per iteration
@@ -340,6 +346,7 @@ _CHOICES = {
     "proxy.ensemble": ("mean", "min", "uwo"),
     "ppo.kl_estimator": ("k1", "k3"),
     "ppo.critic": ("separate", "shared"),
+    "ppo.algorithm": ("ppo", "rloo", "grpo"),
     "dpo.loss": ("dpo", "ipo"),
     "dpo.lr_schedule": ("cosine", "linear", "constant"),
     "stage.name": ("sft", "data", "rm", "bon", "ppo", "dpo", "study"),
@@ -503,6 +510,12 @@ def _check_stages(cfg) -> None:
             f"ppo.minibatch_size: {cfg.ppo.minibatch_size} exceeds the rollouts per step "
             f"(ppo.prompts_per_step x ppo.samples_per_prompt = {cfg.ppo.prompts_per_step * cfg.ppo.samples_per_prompt})"
         )
+    if cfg.ppo.algorithm in ("rloo", "grpo") and cfg.ppo.samples_per_prompt < 2:
+        raise ConfigError(f"ppo.samples_per_prompt: ppo.algorithm={cfg.ppo.algorithm} compares the rollouts of a prompt "
+                          f"with each other and needs >= 2, got {cfg.ppo.samples_per_prompt}")
+    if cfg.ppo.algorithm == "grpo" and cfg.ppo.kl_estimator != "k3":
+        raise ConfigError(f"ppo.kl_estimator: ppo.algorithm=grpo puts the KL in the loss, where only k3 has a useful "
+                          f"gradient; set ppo.kl_estimator=k3 (method=grpo does), got {cfg.ppo.kl_estimator}")
     if cfg.deepspeed.enabled and cfg.deepspeed.zero_stage not in (2, 3):
         raise ConfigError(f"deepspeed.zero_stage: must be 2 or 3 when deepspeed.enabled, got {cfg.deepspeed.zero_stage}")
     if cfg.stage.name == "study" and not cfg.study.rm_models:

@@ -12,7 +12,7 @@ from rlhf_scaling.cli import CONFIG_PATH, compose
 from rlhf_scaling.config import ConfigError, bon_grid, n_train_prompts
 
 CONF = Path(CONFIG_PATH)
-GROUPS = ["task", "gold", "stage", "deepspeed", "tracking", "slurm"]
+GROUPS = ["task", "gold", "stage", "deepspeed", "tracking", "slurm", "method"]
 
 
 def test_default_config_is_the_study():
@@ -43,6 +43,19 @@ def test_every_group_option_composes(group):
         if group == "gold" and option == "model":
             overrides += ["gold.name_or_path=/models/gold"]
         compose(overrides)
+
+
+@pytest.mark.parametrize("method, stage, algorithm, k", [
+    ("ppo", "ppo", "ppo", 2), ("rloo", "ppo", "rloo", 4), ("grpo", "ppo", "grpo", 4), ("bon", "bon", "ppo", 2)])
+def test_a_method_selects_its_stage_and_algorithm(method, stage, algorithm, k):
+    """conf/method/<m>.yaml: one choice (method=...) sets the stage and the algorithm's keys; the
+    critic-free methods run PPO's 64 rollouts per step as 16 prompts x 4."""
+    cfg = compose([f"method={method}"])
+    assert (cfg.stage.name, cfg.ppo.algorithm, cfg.ppo.samples_per_prompt) == (stage, algorithm, k)
+    assert cfg.ppo.prompts_per_step * cfg.ppo.samples_per_prompt == 64
+    assert cfg.ppo.kl_estimator == ("k3" if method == "grpo" else "k1")
+    assert compose([f"method={method}", "ppo.samples_per_prompt=3"]).ppo.samples_per_prompt == 3  # the command line wins
+    assert compose().stage.name == "study"  # no method: the default stage
 
 
 def test_tiny_family_spans_more_than_30x():

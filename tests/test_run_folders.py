@@ -45,6 +45,7 @@ LONG = "x" * 300
     (["rm_trian.lr=1"], "Could not override 'rm_trian.lr'"),
     (["seed=abc"], "Value 'abc' of type 'str' could not be converted to Integer"),
     (["stage=nope"], "Could not find 'stage/nope'"),
+    (["ppo.algorithm=rloo", "ppo.samples_per_prompt=1"], "ppo.samples_per_prompt: ppo.algorithm=rloo compares"),
 ])
 def test_input_errors_are_one_line_exit_2_and_write_nothing(tmp_path, args, needle):
     """Validation and composition errors (and names that would leave outputs/ or exceed the file

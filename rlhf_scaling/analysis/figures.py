@@ -11,6 +11,8 @@ rm_accuracy           (c)  RM held-out accuracy vs comparisons and vs RM size   
 samples_per_prompt    (d)  gold reward vs samples per prompt: n in best-of-n, PPO rollouts  bon curves / >= 2 ppo.samples_per_prompt
 diversity_heatmap     (e)  gold reward over (n_prompts, K) at a fixed comparison budget     >= 2 data.responses_per_prompt
 ppo_training          (f)  PPO proxy / gold / KL training curves                            ppo/step
+methods               (g)  gold and proxy vs sqrt(KL) per method (ppo, rloo, grpo, dpo, bon),  >= 2 methods
+                           each with its fitted Gao curve (analysis/methods.py)
 
 A figure whose data the runs lack is skipped with a printed note. Every figure's footer names
 the source and the number of runs behind it. Output is deterministic: the same records give
@@ -798,6 +800,14 @@ def fig_overoptimization_ppo(df: pd.DataFrame, source: str):
     return fig_overoptimization(df, source, "ppo")
 
 
+def fig_methods(df: pd.DataFrame, source: str):
+    """(g) Gold and proxy reward gain vs sqrt(KL) per method (ppo, rloo, grpo, dpo, bon), fitted
+    (rlhf_scaling/analysis/methods.py; imported here, not at the top: methods.py builds on this module)."""
+    from rlhf_scaling.analysis.methods import fig_methods as draw
+
+    return draw(df, source)
+
+
 FIGURES: Dict[str, Callable] = {
     "overoptimization_bon": fig_overoptimization_bon,
     "overoptimization_ppo": fig_overoptimization_ppo,
@@ -806,6 +816,7 @@ FIGURES: Dict[str, Callable] = {
     "samples_per_prompt": fig_samples_per_prompt,
     "diversity_heatmap": fig_diversity,
     "ppo_training": fig_ppo_training,
+    "methods": fig_methods,
 }
 
 

@@ -1,4 +1,5 @@
-"""Stage `ppo`: PPO against a proxy RM with a per-token KL penalty to the frozen init policy.
+"""Stage `ppo`: policy-gradient RL against a proxy RM, KL-regularised to the frozen init policy:
+PPO with a critic (ppo.algorithm=ppo), or critic-free with a group baseline (rloo, grpo).
 
 Recipe (Ziegler et al. 2019; Ouyang et al. 2022; maths in rlhf_scaling/ppo_math.py, actor-critic
 forwards in rlhf_scaling/actor_critic.py):
@@ -7,6 +8,11 @@ forwards in rlhf_scaling/actor_critic.py):
   per-token reward −β·KL_t (+ score at the last real token) -> GAE with a critic initialised
   from the init policy (ppo.critic: its own transformer, or a value head on the policy's) ->
   ppo.ppo_epochs of clipped policy and value updates over minibatches -> β update (fixed or adaptive).
+The critic-free algorithms (rlhf_scaling/group_advantages.py) change three things only, each in one
+place: no critic is built (build_actor_critic), the advantage of a rollout is its group baseline's
+(advantages_of: rloo, reward minus the mean of its prompt's other rollouts, KL as a sequence reward
+penalty; grpo, group-normalised reward, no penalty), and grpo adds β x the k3 KL to the loss
+(update). The groups of ppo.samples_per_prompt rollouts of a prompt stay on one rank (rank_batch).
 Every iteration logs proxy reward, gold reward, KL (nats per sequence, the estimator trained
 with) and sqrt(KL) of its training batch (diagnostics), the iteration's time split (generation,
 scoring, experience forwards, training), rollout tokens and cumulative FLOPs (rlhf_scaling/compute.py).
@@ -41,6 +47,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -48,6 +55,7 @@ from omegaconf import DictConfig
 from torch import nn
 from tqdm.auto import tqdm
 
+from rlhf_scaling import group_advantages as G
 from rlhf_scaling import ppo_math as P
 from rlhf_scaling.actor_critic import Critic, ResponseBatch, check_plain_lm_head, logits_and_values, policy_forward, value_head
 from rlhf_scaling.bon_math import combine_ensemble
@@ -72,7 +80,8 @@ def run(cfg: DictConfig, tracker) -> dict:
     """Train the policy; write ppo_curve.csv and policy/ in the run folder; returns the RL-form fit summary."""
     p = cfg.ppo
     env = rank_env(cfg.deepspeed.enabled)
-    local_n, local_mb = rank_batch(p.prompts_per_step * p.samples_per_prompt, p.minibatch_size, env.world_size)
+    local_n, local_mb = rank_batch(p.prompts_per_step * p.samples_per_prompt, p.minibatch_size, env.world_size,
+                                   group=1 if p.algorithm == "ppo" else p.samples_per_prompt)
     device = resolve_device(cfg.device)
     setup = setup_task(cfg, device=str(device))
     rm_dir = rm_artifact(cfg).require(build_command("rm", cfg))
@@ -143,7 +152,7 @@ def iteration(step: int, cfg, setup, trainer, reference, proxies, kl_ctl, flops,
     clock.append(time.perf_counter())
     exp = experience(trainer.module, reference, ro, proxy, kl_ctl.value, p, device)
     clock.append(time.perf_counter())
-    stats = update(trainer, exp, p, local_mb, step)
+    stats = update(trainer, exp, p, local_mb, step, kl_ctl.value)
     clock.append(time.perf_counter())
     beta_used = kl_ctl.value  # the β this iteration's penalty used; then the controller's update
     kl_ctl.update(float(exp.all_seq_kl.mean()), p.prompts_per_step * p.samples_per_prompt)
@@ -153,7 +162,7 @@ def iteration(step: int, cfg, setup, trainer, reference, proxies, kl_ctl, flops,
     if not logged:
         return {}
     metrics = iteration_metrics(step, exp, gold, ro, stats, beta_used, clock, p.prompts_per_step * p.samples_per_prompt,
-                                device)
+                                device, p.algorithm)
     return {**metrics, "ppo/prompt_tokens": prompt_tokens, "ppo/flops": flops.flops}
 
 
@@ -169,14 +178,19 @@ def rank_prompts(prompts, samples_per_prompt: int, rank: int, local_n: int) -> l
     return repeated[rank * local_n:(rank + 1) * local_n]
 
 
-def rank_batch(n_rollouts: int, minibatch_size: int, world_size: int) -> tuple[int, int]:
+def rank_batch(n_rollouts: int, minibatch_size: int, world_size: int, group: int = 1) -> tuple[int, int]:
     """(rollouts, minibatch) of one rank: the global rollouts per iteration (ppo.prompts_per_step x
     samples_per_prompt) and ppo.minibatch_size split evenly over world_size ranks (an uneven
-    split would leave ranks with different numbers of optimizer steps, which sharded training's collectives cannot do)."""
+    split would leave ranks with different numbers of optimizer steps, which sharded training's collectives cannot do).
+    group > 1 (rloo, grpo: the samples_per_prompt rollouts of a prompt): each rank must hold whole
+    groups, so that the group baselines are computed on one rank without a cross-rank gather."""
     for name, value in (("ppo.prompts_per_step x ppo.samples_per_prompt", n_rollouts),
                         ("ppo.minibatch_size", minibatch_size)):
         if value % world_size:
             raise ConfigError(f"{name} = {value} must be divisible by the {world_size} ranks")
+    if (n_rollouts // world_size) % group:
+        raise ConfigError(f"ppo.prompts_per_step = {n_rollouts // group} must be divisible by the {world_size} ranks: "
+                          f"each rank holds whole groups of ppo.samples_per_prompt = {group} rollouts")
     return n_rollouts // world_size, minibatch_size // world_size
 
 
@@ -184,15 +198,17 @@ def build_actor_critic(init_path: str, p, device, engine_cfg, env: DistEnv):
     """(trainer over {"policy", "critic"}, frozen reference policy), all initialised from init_path.
 
     The critic: ppo.critic=separate, its own copy of the init transformer; shared, a value head on
-    the policy's. The reference runs in the policy's compute dtype: a bf16 policy against an fp32
+    the policy's; none for the critic-free algorithms (ppo.algorithm=rloo|grpo: the trainer holds
+    {"policy"} alone, so no value head, value loss or critic FLOPs exist). The reference runs in the policy's compute dtype: a bf16 policy against an fp32
     reference would start with a KL made of rounding alone.
     """
     policy = load_policy(init_path).to(device)
     if p.padding_free:
         check_plain_lm_head(policy)
         require_exact_packing(policy.base_model, "ppo.padding_free")
-    critic = (Critic(policy) if p.critic == "separate" else value_head(policy.config.hidden_size)).to(device)
-    trainable = nn.ModuleDict({"policy": policy, "critic": critic})
+    trainable = nn.ModuleDict({"policy": policy})
+    if p.algorithm == "ppo":
+        trainable["critic"] = (Critic(policy) if p.critic == "separate" else value_head(policy.config.hidden_size)).to(device)
     # fused: one kernel over all parameters instead of a Python loop per tensor (measured ~0.23 s
     # per step at the Pythia-160M shape on CPU unfused, benchmarks/RESULTS.md).
     optimizer = torch.optim.Adam(trainable.parameters(), lr=p.lr, eps=1e-5, fused=True)
@@ -218,17 +234,18 @@ def score(proxies, setup, prompts, texts, ensemble: str, uwo_lambda: float, max_
 @dataclass
 class Experience:
     """One iteration's rollouts with everything the updates need: (B, T) response tensors, the
-    rollout-time log-probs and values, GAE advantages (whitened) and returns; and the batch
-    statistics the log needs (all_* are over every rank's rollouts)."""
+    rollout-time log-probs and values, the advantages (advantages_of) and returns; and the batch
+    statistics the log needs (all_* are over every rank's rollouts). Without a critic (rloo, grpo)
+    old_values and returns are None."""
 
     batch: ResponseBatch
     r_ids: torch.Tensor
     r_mask: torch.Tensor
     old_logprobs: torch.Tensor
     ref_logprobs: torch.Tensor
-    old_values: torch.Tensor
+    old_values: Optional[torch.Tensor]
     advantages: torch.Tensor
-    returns: torch.Tensor
+    returns: Optional[torch.Tensor]
     entropy: torch.Tensor  # scalar, nats per token
     all_proxy: torch.Tensor  # (W·B,)
     all_seq_kl: torch.Tensor  # (W·B,) nats per sequence, the estimator the penalty used
@@ -236,49 +253,83 @@ class Experience:
 
 @torch.no_grad()
 def experience(module, reference, ro, proxy: torch.Tensor, kl_coef: float, p, device) -> Experience:
-    """Log-probs, reference log-probs, values, KL-penalised rewards, GAE of the rollouts `ro`."""
+    """Log-probs, reference log-probs, values (with a critic) and advantages of the rollouts `ro`."""
     ids = torch.cat([ro.prompt_ids, ro.response_ids], dim=1).to(device)
     mask = torch.cat([ro.prompt_mask, ro.response_mask], dim=1).to(device)
     r_ids, r_mask = ro.response_ids.to(device), ro.response_mask.to(device).float()
     batch = ResponseBatch.of(ids, mask, ro.prompt_ids.shape[1], p.padding_free)
-    logits, old_values = logits_and_values(module["policy"], module["critic"], batch, p.temperature)
+    logits, old_values = logits_and_values(module["policy"], critic_of(module), batch, p.temperature)
     old_logprobs = P.logprobs_from_logits(logits, r_ids)
     entropy = P.entropy_from_logits(logits, r_mask, reduce=sum_over_ranks)
     ref_logprobs = P.logprobs_from_logits(policy_forward(reference, batch, p.temperature)[0], r_ids)
-    old_values = old_values * r_mask
+    old_values = old_values * r_mask if old_values is not None else None
     scores = P.whiten_scores(proxy, reduce=sum_over_ranks) if p.whiten_rewards else proxy
-    rewards, kl = P.kl_penalised_rewards(scores, old_logprobs, ref_logprobs, r_mask, kl_coef, p.kl_estimator)
-    advantages, returns = P.gae(rewards, old_values, r_mask, p.gamma, p.lam)
-    advantages = P.whiten(advantages, r_mask, reduce=sum_over_ranks)
+    advantages, returns, kl = advantages_of(scores, old_logprobs, ref_logprobs, old_values, r_mask, kl_coef, p)
     return Experience(batch, r_ids, r_mask, old_logprobs, ref_logprobs, old_values, advantages, returns, entropy,
                       cat_over_ranks(proxy), cat_over_ranks(P.sequence_kl(kl, r_mask)))
 
 
-def update(trainer, exp: Experience, p, local_mb: int, step: int) -> torch.Tensor:
-    """ppo.ppo_epochs passes of clipped policy + value updates over random minibatches of this
-    rank's rollouts; returns the (5,) mean over minibatches of (policy loss, value loss, policy clip
-    fraction, value clip fraction, approx KL)."""
-    stats = []
+def critic_of(module) -> Optional[nn.Module]:
+    """The trained module's critic (ppo.algorithm=ppo), or None (rloo, grpo: critic-free)."""
+    return module["critic"] if "critic" in module else None
+
+
+def advantages_of(scores, logprobs, ref_logprobs, values, mask, kl_coef: float, p):
+    """The one place the algorithms estimate advantages differently. scores: (B,) proxy rewards
+    (this rank's, in whole groups for rloo/grpo); logprobs, ref_logprobs, values, mask: (B, T).
+    Returns (advantages (B, T), returns (B, T) or None, kl (B, T): the per-token KL estimate
+    (ppo.kl_estimator) the method trains with, 0 on padding; logged as ppo/kl).
+      ppo:  per-token reward −β·kl_t + score on the last token -> GAE with the critic -> whitened.
+      rloo: sequence reward score − β·Σ_t kl_t (the KL as a reward penalty, as in PPO; Ahmadian et
+            al. 2024 §3) -> leave-one-out advantage over its prompt's group, on every token.
+      grpo: group-normalised score on every token; the KL is NOT in the reward but a loss term (update).
+    """
+    if p.algorithm == "ppo":
+        rewards, kl = P.kl_penalised_rewards(scores, logprobs, ref_logprobs, mask, kl_coef, p.kl_estimator)
+        advantages, returns = P.gae(rewards, values, mask, p.gamma, p.lam)
+        return P.whiten(advantages, mask, reduce=sum_over_ranks), returns, kl
+    kl = P.kl_per_token(logprobs, ref_logprobs, p.kl_estimator)
+    kl = torch.where(mask.bool(), kl, 0.0)  # not `* mask`: nan · 0 = nan on padding
+    if p.algorithm == "rloo":
+        advantages = G.rloo_advantages(scores - kl_coef * P.sequence_kl(kl, mask), p.samples_per_prompt)
+    else:
+        advantages = G.grpo_advantages(scores, p.samples_per_prompt)
+    return G.per_token(advantages, mask), None, kl
+
+
+def update(trainer, exp: Experience, p, local_mb: int, step: int, kl_coef: float) -> torch.Tensor:
+    """ppo.ppo_epochs passes of clipped policy updates (+ the value loss with a critic; + kl_coef x
+    the k3 KL loss for grpo) over random minibatches of this rank's rollouts; returns the (6,) mean
+    over minibatches of (policy loss, value loss, policy clip fraction, value clip fraction, approx
+    KL, KL loss), 0 for a term the algorithm has not."""
+    stats, critic = [], critic_of(trainer.module)
     for _ in range(p.ppo_epochs):
         for mb in torch.randperm(exp.r_ids.shape[0]).split(local_mb):
-            logits, values = logits_and_values(trainer.module["policy"], trainer.module["critic"], exp.batch.rows(mb),
-                                               p.temperature)
+            logits, values = logits_and_values(trainer.module["policy"], critic, exp.batch.rows(mb), p.temperature)
             new_logprobs = P.logprobs_from_logits(logits, exp.r_ids[mb])
             pg_loss, pg_clip, approx_kl = P.policy_loss(new_logprobs, exp.old_logprobs[mb], exp.advantages[mb],
                                                         exp.r_mask[mb], p.clip_range)
-            vf_loss, vf_clip = P.value_loss(values, exp.old_values[mb], exp.returns[mb], exp.r_mask[mb],
-                                            p.clip_range_value)
-            trainer.backward(pg_loss + p.vf_coef * vf_loss, step)
+            vf_loss = vf_clip = kl_loss = pg_loss.new_tensor(0.0)
+            if critic is not None:
+                vf_loss, vf_clip = P.value_loss(values, exp.old_values[mb], exp.returns[mb], exp.r_mask[mb],
+                                                p.clip_range_value)
+            if p.algorithm == "grpo":
+                kl_loss = G.kl_loss(new_logprobs, exp.ref_logprobs[mb], exp.r_mask[mb])
+            trainer.backward(pg_loss + p.vf_coef * vf_loss + kl_coef * kl_loss, step)
             trainer.step(step)
-            stats.append(torch.stack([pg_loss.detach(), vf_loss.detach(), pg_clip, vf_clip, approx_kl]))
+            stats.append(torch.stack([pg_loss.detach(), vf_loss.detach(), pg_clip, vf_clip, approx_kl,
+                                      kl_loss.detach()]))
     return torch.stack(stats).mean(0).float()
 
 
 def iteration_metrics(step: int, exp: Experience, gold, ro, stats, beta_used: float, clock, rollouts_per_step: int,
-                      device) -> dict:
+                      device, algorithm: str) -> dict:
     """The logged metrics of one iteration, every value over all ranks' rollouts; wall time of the
-    phases on rank 0 and the tokens generated by all ranks."""
-    pg, vf, pg_clip, vf_clip, approx_kl = mean_over_ranks(stats).tolist()
+    phases on rank 0 and the tokens generated by all ranks. The value-loss metrics only with a
+    critic (ppo), the KL loss only where it is trained (grpo)."""
+    pg, vf, pg_clip, vf_clip, approx_kl, kl_loss = mean_over_ranks(stats).tolist()
+    own = ({"ppo/value_loss": vf, "ppo/value_clip_frac": vf_clip} if algorithm == "ppo" else
+           {"ppo/kl_loss": kl_loss} if algorithm == "grpo" else {})
     k1 = cat_over_ranks(P.sequence_kl(P.kl_per_token(exp.old_logprobs, exp.ref_logprobs, "k1"), exp.r_mask))
     all_gold, lengths = cat_over_ranks(gold), cat_over_ranks(ro.lengths.float().to(device))
     ended = cat_over_ranks(ro.ended.float().to(device))
@@ -289,8 +340,7 @@ def iteration_metrics(step: int, exp: Experience, gold, ro, stats, beta_used: fl
         "ppo/kl": mean_kl, "ppo/sqrt_kl": max(mean_kl, 0.0) ** 0.5, "ppo/kl_k1": k1.mean().item(),
         "ppo/kl_coef": beta_used, "ppo/response_length": lengths.mean().item(),
         "ppo/ended_fraction": ended.mean().item(), "ppo/entropy": exp.entropy.item(),
-        "ppo/policy_loss": pg, "ppo/value_loss": vf, "ppo/clip_frac": pg_clip, "ppo/value_clip_frac": vf_clip,
-        "ppo/approx_kl": approx_kl, "ppo/rollouts": (step + 1) * rollouts_per_step,
+        "ppo/policy_loss": pg, "ppo/clip_frac": pg_clip, "ppo/approx_kl": approx_kl, **own, "ppo/rollouts": (step + 1) * rollouts_per_step,
         "ppo/time_generate_s": generate_s, "ppo/time_score_s": score_s, "ppo/time_forward_s": forward_s,
         "ppo/time_train_s": train_s, "ppo/rollout_tokens": lengths.sum().item(),
         "ppo/rollout_tokens_per_s": lengths.sum().item() / (clock[-1] - clock[0]),
@@ -359,10 +409,12 @@ def evaluate(trainer, reference, proxies, setup, prompts, sample_seed: int, p, m
 
 def model_sizes(trainer, proxies, gold) -> dict:
     """Non-embedding parameters (rlhf_scaling/compute.py) of every model PPO runs: policy (= the
-    frozen reference), critic (separate: its transformer + head; shared: the value head alone),
+    frozen reference), critic (separate: its transformer + head; shared: the value head alone;
+    0 without one: rloo, grpo),
     proxy (summed over ensemble members) and gold (0 when it is a program)."""
+    critic = critic_of(trainer.module)
     return {"policy": non_embedding_params(trainer.module["policy"]),
-            "critic": non_embedding_params(trainer.module["critic"]),
+            "critic": non_embedding_params(critic) if critic is not None else 0,
             "proxy": sum(non_embedding_params(m) for m in proxies), "gold": gold_params(gold)}
 
 

@@ -76,7 +76,7 @@ def test_a_figure_without_data_is_skipped_with_a_note(runs_df, tmp_path, capsys)
     # one RM size: no Fig. 3; one value of K: no heatmap; one rollouts-per-prompt value: BoN panel only
     study_one = runs_df[runs_df["run_id"].isin(["study/bon_tiny-s", "study/ppo_tiny-s"])]
     names = [p.stem for p in write_figures(study_one, tmp_path / "one", "one")]
-    assert names == ["overoptimization_bon", "overoptimization_ppo", "samples_per_prompt", "ppo_training"]
+    assert names == ["overoptimization_bon", "overoptimization_ppo", "samples_per_prompt", "ppo_training", "methods"]
 
 
 def test_command_line(runs_root, tmp_path, capsys):

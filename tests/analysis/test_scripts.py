@@ -29,6 +29,7 @@ EXPECTED = {
     "fig_d_samples_per_prompt.py": ["samples_per_prompt"],
     "fig_e_diversity.py": ["diversity_heatmap"],
     "fig_f_ppo_training.py": ["ppo_training"],
+    "fig_g_methods.py": ["methods"],
     "explore_study.py": ["overoptimization_bon", "overoptimization_ppo", "coefficients_vs_rm_size", "rm_accuracy"],
 }
 NOTEBOOK_ONLY = {"explore_study.py"}  # run as a notebook is: no argv, the runs from the environment
