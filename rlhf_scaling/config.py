@@ -264,6 +264,10 @@ class Config:
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
     experiment: str = "default"  # names the W&B group and the run folder
     seed: int = 0  # global seed: added to every stage's own seed and part of every artifact key, so changing it rebuilds the SFT policy, data and RMs (vary a stage's seed, e.g. rm_train.seed, for replicates of that stage alone)
+    # replicate index of a sweep point (0, 1, ...): each sweep sets the seeds that should vary between its
+    # replicates to ${replicate} (README "Seeds"), so `replicate=range(3)` on a multirun runs 3 seeds of every
+    # point and shares the upstream artifacts those seeds do not key; the analysis averages over it as a seed
+    replicate: int = 0
     artifacts_dir: str = "artifacts"  # shared, content-addressed store of SFT policies, data and RMs
     device: str = "auto"  # auto | cpu | cuda
     progress: bool = True  # progress bars on long loops
@@ -334,6 +338,7 @@ _POSITIVE = [
 _NON_NEGATIVE = [
     "sft.weight_decay", "rm_train.weight_decay", "rm_train.max_grad_norm", "rm_train.margin_scale",
     "ppo.kl_coef", "ppo.max_grad_norm", "ppo.vf_coef", "proxy.uwo_lambda", "ppo.eval_prompts",
+    "replicate",
 ]
 
 _UNIT_INTERVAL = ["sft.warmup_ratio", "rm_train.warmup_ratio", "ppo.gamma", "ppo.lam", "ppo.clip_range"]
