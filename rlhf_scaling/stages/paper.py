@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from rlhf_scaling.stages.common import open_tracker
@@ -69,8 +70,7 @@ def point_config(cfg: DictConfig, stage: str, updates: Dict[str, Any]) -> DictCo
     the sweep's varied seeds set to the replicate."""
     out = cfg.copy()
     for key, value in updates.items():
-        OmegaConf.update(out, key, OmegaConf.to_container(value) if isinstance(value, DictConfig) else value,
-                         merge=False)
+        OmegaConf.update(out, key, value.copy() if isinstance(value, DictConfig) else value, merge=False)
     OmegaConf.update(out, "stage.name", stage)
     OmegaConf.update(out, "tracking.group", cfg.paper.sweep)
     for section in VARIED_SEEDS[cfg.paper.sweep]:
@@ -106,7 +106,7 @@ def run(cfg: DictConfig, tracker) -> dict:
     return {"paper/minutes": minutes, "paper/sub_jobs": done}
 
 
-class WriteFindings:
+class WriteFindings(Callback):
     """Hydra callback (hydra.callbacks in conf/sweep/paper.yaml): when the multirun's jobs have all
     returned (on the submitting machine, also under the Slurm launcher), write the claims table
     (claims.md, claims.csv) and the figures (figures/) from every run record in the sweep folder."""

@@ -60,3 +60,21 @@ def test_paper_config_composes_and_validates_every_sweep():
         validate(compose(["+sweep=paper", f"paper.sweep={sweep}", "replicate=2"]))
     with pytest.raises(ConfigError, match="paper.diversity_budget"):
         validate(compose(["+sweep=paper", "paper.diversity_budget=1000"]))
+
+
+def test_every_point_of_every_paper_sweep_is_a_valid_config_with_its_seeds_and_group():
+    from rlhf_scaling.stages.paper import VARIED_SEEDS, point_config, points
+
+    for sweep in VARIED_SEEDS:
+        cfg = compose(["+sweep=paper", f"paper.sweep={sweep}", "replicate=2"])
+        pts = points(cfg)
+        assert len({folder for folder, _, _ in pts}) == len(pts) >= 2
+        for folder, stage, updates in pts:
+            sub = point_config(cfg, stage, updates)
+            validate(sub)
+            assert sub.stage.name == stage and sub.tracking.group == sweep
+            assert all(sub[section].seed == 2 for section in VARIED_SEEDS[sweep])
+            assert sub.data.seed == 0 and sub.sft.seed == 0 and sub.seed == 0
+    fixed = compose(["+sweep=paper", "paper.sweep=policy_size"])
+    rms = {rm_artifact(point_config(fixed, stage, u)).key for _, stage, u in points(fixed)}
+    assert len(rms) == 1  # one RM for every policy size
