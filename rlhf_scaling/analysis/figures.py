@@ -352,28 +352,50 @@ def _legend_once(ax, style: Optional[dict] = None, **kw) -> None:
         ax.legend(unique.values(), unique.keys(), **kw)
 
 
+def seed_bands(curves: pd.DataFrame, label_of: Dict[str, str], target: str) -> pd.DataFrame:
+    """Mean and 95% t-interval over seeds of `target` (a column of overoptimization_curves) per
+    setting (label_of: run_id -> legend label; runs that differ only in seeds share one) and per x
+    (n for best-of-n, the iteration of a PPO evaluation), with the mean sqrt KL there. Columns:
+    label, x, sqrt_kl, mean, low, high, n_seeds (low/high NaN with one seed)."""
+    rows = []
+    c = curves.assign(label=curves["run_id"].map(label_of))
+    for (label, x), g in c.groupby(["label", "x"], sort=True):
+        mean, low, high = mean_interval(g[target].to_numpy(float))
+        rows.append({"label": label, "x": x, "sqrt_kl": float(g["sqrt_kl"].mean()), "mean": mean, "low": low,
+                     "high": high, "n_seeds": int(g["run_id"].nunique())})
+    return pd.DataFrame(rows, columns=["label", "x", "sqrt_kl", "mean", "low", "high", "n_seeds"])
+
+
 def fig_overoptimization(df: pd.DataFrame, source: str, kind: str):
-    """(a) Gao et al. Fig. 1: gold (left) and proxy (right) reward gain vs sqrt(KL), per RM size,
-    points as measured and the fitted Gao form dashed (BoN form for best-of-n, RL form for PPO)."""
+    """(a) Gao et al. Fig. 1: gold (left) and proxy (right) reward gain vs sqrt(KL), per setting (RM
+    size, ...): the mean over seeds at each n / evaluation with its 95% band (seed_bands), the seeds'
+    points faint, and the Gao form (BoN form for best-of-n, RL form for PPO) fitted to all seeds'
+    points dashed. A setting with one seed has no band and the footer says so."""
     curves = overoptimization_curves(df, kind)
     if curves.empty:
         return None
     form = FORM_OF[kind]
     by_run, style = run_styles(df, curves["run_id"].unique(), kind)
+    label_of = {r: v[1] for r, v in by_run.items()}
+    colour_of = {v[1]: v[0] for v in by_run.values()}
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    no_peak = []  # runs whose gold fit has β <= 0: it never turns down, so it has no peak
-    for run_id, c in curves.groupby("run_id", sort=True):
-        colour, label = by_run[run_id]
-        d = c["sqrt_kl"].to_numpy()
-        grid = np.linspace(0.0, max(np.nanmax(d), 1e-3), 200)
-        for ax, target in zip(axes, ("gold_gain", "proxy_gain")):
-            if kind == "bon" or c.get("points", pd.Series(["batch"])).iloc[0] == "eval":  # measured points (held-out evaluations)
-                ax.plot(d, c[target], "o", ms=4, color=colour, label=label)
-            else:  # PPO batch means are noisy: small faint points, the fit carries the trend
-                ax.plot(d, c[target], ".", ms=2.5, alpha=0.45, color=colour, label=label)
-            fit = _fit(c, target, form)
+    no_peak, one_seed = [], []  # β <= 0: the gold fit never turns down (no peak); settings without a band
+    for ax, target in zip(axes, ("gold_gain", "proxy_gain")):
+        bands = seed_bands(curves, label_of, target)
+        for label, b in bands.groupby("label", sort=False):
+            colour = colour_of[label]
+            c = curves[curves["run_id"].map(label_of) == label]
+            batch = kind == "ppo" and c.get("points", pd.Series(["batch"])).iloc[0] != "eval"
+            ax.plot(c["sqrt_kl"], c[target], ".", ms=2.5, alpha=0.35, color=colour)  # every seed's points
+            ax.plot(b["sqrt_kl"], b["mean"], "-" if batch else "o-", ms=4, lw=1.0, color=colour, label=label)
+            if b["n_seeds"].max() >= 2:
+                ax.fill_between(b["sqrt_kl"], b["low"], b["high"], color=colour, alpha=0.18, lw=0)
+            elif target == "gold_gain":
+                one_seed.append(label)
+            fit = _fit(c, target, form)  # all seeds' points together
+            grid = np.linspace(0.0, max(np.nanmax(c["sqrt_kl"]), 1e-3), 200)
             if fit is not None and target == "gold_gain" and not turns_down(fit[1]):
-                no_peak.append(str(c["run_name"].iloc[0]))  # a sign that breaks the form: not drawn
+                no_peak.append(f"{label} ({', '.join(sorted(map(str, c['run_name'].unique())))})")  # not drawn
             elif fit is not None:
                 ax.plot(grid, FORM_FN[form](grid, *fit), FIT_LINESTYLE, lw=1.2, color=colour)
     method = "best-of-n" if kind == "bon" else "PPO"
@@ -382,14 +404,16 @@ def fig_overoptimization(df: pd.DataFrame, source: str, kind: str):
         ax.set_xlabel("sqrt(KL(π ‖ π_init))  [nats^½]")
         ax.set_ylabel(f"{target} reward gain")
         ax.set_title(f"{method}: {target} reward")
-    _legend_once(axes[0], style, title="proxy RM" if len(style) == len(set(curves["rm"])) else None,
-                 markerscale=1 if kind == "bon" else 3)
+    _legend_once(axes[0], style, title="proxy RM" if len(style) == len(set(curves["rm"])) else None)
     equation = "d(α − βd)" if form == "bon" else "d(α − β log d)"
-    note = f"dashed: least-squares fit R(d) = {equation} (Gao et al. 2022)"
+    note = (f"lines: mean over seeds, band: its 95% t-interval, faint dots: each seed; dashed: least-squares fit "
+            f"R(d) = {equation} (Gao et al. 2022) to all seeds")
+    if one_seed:
+        note += f"; ONE seed (no band): {', '.join(one_seed)}"
     if kind == "ppo":
         shown = sorted(set(curves["points"]))
-        note += "; points: " + " and ".join({"eval": "held-out evaluations (large)",
-                                             "batch": "training-batch means (small, faint)"}[p] for p in shown)
+        note += "; points: " + " and ".join({"eval": "held-out evaluations",
+                                             "batch": "training-batch means"}[p] for p in shown)
     if no_peak:
         note += (f"; gold fit not drawn where β ≤ 0 (it never turns down: no peak, the form does not hold): "
                  f"{', '.join(no_peak)}")

@@ -297,3 +297,32 @@ def test_alpha_and_beta_per_setting_come_with_an_interval_over_seeds(tmp_path, s
     assert alpha - 0.02 - 1e-9 <= row["alpha_low"] < alpha < row["alpha_high"] <= alpha + 0.02 + 1e-9
     single = figures.coefficient_intervals(df[df["run_id"].str.endswith("_0")])
     assert single["alpha_low"].isna().all() and set(single["n_seeds"]) == {1}
+
+
+def test_overoptimization_curves_draw_the_mean_and_a_95_band_over_seeds(tmp_path, synthetic):
+    """Three seeds of one RM whose gold gains differ by known shifts: one line (the mean, at the
+    true curve), one band that holds it, one legend entry; with one seed no band and the footer says so."""
+    import numpy as np
+    from matplotlib.collections import PolyCollection
+
+    from rlhf_scaling.analysis.runs import load_local_runs
+
+    for seed, shift in {0: -0.05, 1: 0.0, 2: 0.05}.items():
+        records = [{**r, "bon/gold_gain": r["bon/gold_gain"] + shift * r["bon/sqrt_kl"]}
+                   for r in synthetic.bon_records(synthetic.RM_SIZES["tiny-s"])]
+        config = synthetic._config("seeds", "bon", "tiny-s", seed=seed)
+        synthetic.write_run(tmp_path / f"s_{seed}", config, records, {}, f"s{seed}")
+    df = load_local_runs(tmp_path)
+    curves = figures.overoptimization_curves(df, "bon")
+    bands = figures.seed_bands(curves, {r: "tiny-s" for r in curves["run_id"]}, "gold_gain")
+    truth = synthetic.bon_records(synthetic.RM_SIZES["tiny-s"])
+    assert np.allclose(bands["mean"], [r["bon/gold_gain"] for r in truth])
+    inner = bands["sqrt_kl"] > 0
+    assert (bands.loc[inner, "low"] < bands.loc[inner, "mean"]).all() and (bands["n_seeds"] == 3).all()
+    fig = figures.fig_overoptimization(df, "x", "bon")
+    gold = fig.axes[0]
+    assert sum(isinstance(c, PolyCollection) for c in gold.collections) == 1
+    assert len(gold.get_legend().get_texts()) == 1
+    one = figures.fig_overoptimization(df[df["run_id"] == "s_0"], "x", "bon")
+    assert not any(isinstance(c, PolyCollection) for c in one.axes[0].collections)
+    assert "ONE seed" in next(t for t in one.texts if t.get_gid() == "footer").get_text().replace("\n", " ")
