@@ -207,7 +207,7 @@ class PaperConfig:
     sweep: str = "overoptimization"  # overoptimization | data_size | diversity | policy_size | samples_per_prompt
     comparison_budgets: List[int] = field(default_factory=lambda: [1536, 3072, 6144])  # data_size: RM comparisons (RM `rm`)
     responses_per_prompt: List[int] = field(default_factory=lambda: [2, 4, 8])  # diversity: K at diversity_budget
-    diversity_budget: int = 1680  # diversity: the fixed comparison budget (divisible by C(K,2) of every K)
+    diversity_budget: int = 4200  # diversity: the fixed comparison budget (divisible by C(K,2) of every K)
     policy_models: Dict[str, ModelSpec] = field(default_factory=dict)  # policy_size: policies, PPO against ONE RM trained on `policy`'s samples
     samples_per_prompt: List[int] = field(default_factory=lambda: [1, 2, 4])  # samples_per_prompt: PPO rollouts per prompt
 

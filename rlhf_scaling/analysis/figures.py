@@ -780,6 +780,130 @@ def fig_diversity(df: pd.DataFrame, source: str):
     return fig
 
 
+def _mean_band(ax, x, values_by_x: Dict[float, np.ndarray], colour, label: str, marker: str = "o-") -> bool:
+    """Plot the mean over seeds at each x with its 95% t-interval as error bars; True if any x has >= 2 seeds."""
+    xs = sorted(values_by_x)
+    stats = [mean_interval(values_by_x[v]) for v in xs]
+    mean = np.array([m for m, _, _ in stats])
+    low = np.array([lo for _, lo, _ in stats])
+    high = np.array([hi for _, _, hi in stats])
+    banded = np.isfinite(low)
+    ax.errorbar(xs, mean, yerr=[np.where(banded, mean - low, 0), np.where(banded, high - mean, 0)], fmt=marker,
+                color=colour, capsize=3, ms=4, label=label)
+    return bool(banded.any())
+
+
+def fig_samples_per_prompt_matched(df: pd.DataFrame, source: str):
+    """(d') PPO samples per prompt compared fairly (Hou et al. 2024): left, held-out gold gain at
+    matched KL (each run's evaluations interpolated at the largest sqrt KL that every run of its sweep
+    reached) vs ppo.samples_per_prompt; right, held-out gold gain vs total rollouts (iterations x
+    prompts per step x samples per prompt), one line per samples-per-prompt: at equal rollouts
+    (compute) rather than equal prompts. Mean over seeds with 95% t-intervals."""
+    spp, pps = "config.ppo.samples_per_prompt", "config.ppo.prompts_per_step"
+    curves = overoptimization_curves(df, "ppo")
+    runs = per_run(df)
+    if curves.empty or spp not in runs or pps not in runs:
+        return None
+    runs = runs[runs["run_id"].isin(curves["run_id"])].assign(sweep=_sweep_group(runs))
+    varied = runs.groupby("sweep")[spp].nunique()
+    runs = runs[runs["sweep"].isin(varied[varied >= 2].index)]
+    if runs.empty:
+        return None
+    curves = curves[curves["run_id"].isin(runs["run_id"])].merge(runs[["run_id", "sweep", spp, pps]], on="run_id")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    colours = plt.get_cmap(SIZE_CMAP)(np.linspace(0.05, 0.85, max(curves[spp].nunique(), 1)))
+    colour_of = dict(zip(sorted(curves[spp].unique()), colours))
+    one_seed, notes = False, []
+    for sweep, c in curves.groupby("sweep", sort=True):
+        d_ref = c.groupby("run_id")["sqrt_kl"].max().min()  # the KL every run reached
+        at = {}
+        for run_id, r in c.groupby("run_id", sort=True):
+            r = r.sort_values("sqrt_kl")
+            at.setdefault(float(r[spp].iloc[0]), []).append(float(np.interp(d_ref, r["sqrt_kl"], r["gold_gain"])))
+        banded = _mean_band(axes[0], None, {k: np.array(v) for k, v in at.items()}, "0.2", str(sweep))
+        notes.append(f"{sweep}: matched at sqrt KL = {d_ref:.3g}")
+        one_seed |= not banded
+        for n, g in c.groupby(spp, sort=True):
+            rollouts = g["x"] * g[pps] * g[spp]
+            by_x = {float(x): v.to_numpy(float) for x, v in g.groupby(rollouts)["gold_gain"]}
+            one_seed |= not _mean_band(axes[1], None, by_x, colour_of[n], f"{n:g} per prompt", marker="o-")
+    axes[0].set_xscale("log", base=2)
+    axes[0].set_xlabel("PPO rollouts per prompt per iteration")
+    axes[0].set_ylabel("held-out gold gain at matched KL")
+    axes[0].set_title("at matched KL")
+    axes[1].set_xlabel("total rollouts (iterations × prompts × samples per prompt)")
+    axes[1].set_ylabel("held-out gold gain")
+    axes[1].set_title("at matched rollouts")
+    for ax in axes:
+        ax.axhline(0, color="0.5", lw=0.6)
+    _legend_once(axes[1], title="samples per prompt")
+    note = "; ".join(notes) + "; mean over seeds, bars: 95% t-interval" + ("; ONE seed at some points (no bar)"
+                                                                            if one_seed else "")
+    _footer(fig, source, curves["run_id"].nunique(), note)
+    return fig
+
+
+def rm_steps(df: pd.DataFrame) -> Dict[str, int]:
+    """run_id -> the RM optimiser steps its RM job logged (the last rm/step), for the RM jobs that trained."""
+    if "rm/step" not in df:
+        return {}
+    return df.dropna(subset=["rm/step"]).groupby("run_id")["rm/step"].max().astype(int).to_dict()
+
+
+def fig_diversity_lines(df: pd.DataFrame, source: str):
+    """(e) Prompt vs response diversity at a fixed comparison budget: downstream gold (best-of-n's best
+    gold) and the RM's held-out accuracy vs K = responses per prompt, one line per budget, each point
+    labelled with its prompts (= budget / C(K,2)); mean over seeds with 95% t-intervals. The footer
+    states the RM optimisation: the optimiser steps each K's RM took (rm/step as logged), since a
+    fixed budget gives fewer, larger K-wise batches at large K."""
+    k, b = "config.data.responses_per_prompt", "config.data.comparison_budget"
+    runs = with_rm_facts(per_run(df))
+    if k not in runs or b not in runs:
+        return None
+    runs = runs.dropna(subset=[k, b]).assign(sweep=_sweep_group(runs))
+    varied = runs.groupby(["sweep", b])[k].nunique()
+    keep = varied[varied >= 2].index
+    runs = runs[[key in set(keep) for key in zip(runs["sweep"], runs[b])]]
+    gold = "summary.bon/best_gold"
+    panels = [(col, title) for col, title in ((gold, "best-of-n gold (best n)"),
+                                               ("summary.rm/val_accuracy", "RM held-out accuracy"))
+              if col in runs and runs.loc[runs["stage"] == ("bon" if col == gold else "rm"), col].notna().any()]
+    if runs.empty or not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
+    budgets = sorted(runs.groupby(["sweep", b]).groups)
+    colours = plt.get_cmap("tab10").colors
+    one_seed = False
+    for ax, (col, title) in zip(axes[0], panels):
+        stage = "bon" if col == gold else "rm"
+        for i, (sweep, budget) in enumerate(budgets):
+            r = runs[(runs["sweep"] == sweep) & (runs[b] == budget) & (runs["stage"] == stage)].dropna(subset=[col])
+            if r.empty:
+                continue
+            by_k = {float(kk): g[col].to_numpy(float) for kk, g in r.groupby(k)}
+            label = f"{budget:g} comparisons" + (f" ({sweep})" if len({s for s, _ in budgets}) > 1 else "")
+            one_seed |= not _mean_band(ax, None, by_k, colours[i % 10], label)
+            for kk, v in by_k.items():
+                prompts = int(budget) // (int(kk) * (int(kk) - 1) // 2)
+                ax.annotate(f"{prompts} prompts", (kk, float(np.mean(v))), textcoords="offset points", xytext=(4, 4),
+                            fontsize=6.5, color=colours[i % 10])
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("responses per prompt K (prompts = budget / C(K,2))")
+        ax.set_ylabel(title)
+        ax.set_title(title)
+    _legend_once(axes[0][0], title="fixed budget")
+    steps = rm_steps(df)
+    rms = runs[(runs["stage"] == "rm") & runs["run_id"].isin(steps)]
+    by_k = rms.groupby(k)["run_id"].agg(lambda ids: sorted({steps[i] for i in ids})) if not rms.empty else {}
+    optimisation = ("RM optimiser steps per K: " + ", ".join(f"K={kk:g}: {'/'.join(map(str, v))}"
+                                                               for kk, v in dict(by_k).items())
+                    if len(by_k) else "RM optimiser steps not logged in these runs (RMs reused)")
+    note = (f"{optimisation}; mean over seeds, bars: 95% t-interval" + ("; ONE seed at some points (no bar)"
+                                                                         if one_seed else ""))
+    _footer(fig, source, len(runs), note)
+    return fig
+
+
 def fig_ppo_training(df: pd.DataFrame, source: str):
     """(f) PPO training curves: proxy reward, gold reward and KL(π ‖ π_init) vs iteration, per run."""
     if "ppo/step" not in df:
@@ -828,6 +952,8 @@ FIGURES: Dict[str, Callable] = {
     "coefficients_vs_rm_size": fig_coefficients,
     "rm_accuracy": fig_rm_accuracy,
     "samples_per_prompt": fig_samples_per_prompt,
+    "samples_per_prompt_matched": fig_samples_per_prompt_matched,
+    "diversity": fig_diversity_lines,
     "diversity_heatmap": fig_diversity,
     "ppo_training": fig_ppo_training,
 }

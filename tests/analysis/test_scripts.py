@@ -26,8 +26,8 @@ EXPECTED = {
     "fig_a_overoptimization.py": ["overoptimization_bon", "overoptimization_ppo"],
     "fig_b_coefficients.py": ["coefficients_vs_rm_size"],
     "fig_c_rm_accuracy.py": ["rm_accuracy"],
-    "fig_d_samples_per_prompt.py": ["samples_per_prompt"],
-    "fig_e_diversity.py": ["diversity_heatmap"],
+    "fig_d_samples_per_prompt.py": ["samples_per_prompt", "samples_per_prompt_matched"],
+    "fig_e_diversity.py": ["diversity_heatmap", "diversity"],
     "fig_f_ppo_training.py": ["ppo_training"],
     "explore_study.py": ["overoptimization_bon", "overoptimization_ppo", "coefficients_vs_rm_size", "rm_accuracy"],
 }
