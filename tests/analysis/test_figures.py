@@ -326,3 +326,30 @@ def test_overoptimization_curves_draw_the_mean_and_a_95_band_over_seeds(tmp_path
     one = figures.fig_overoptimization(df[df["run_id"] == "s_0"], "x", "bon")
     assert not any(isinstance(c, PolyCollection) for c in one.axes[0].collections)
     assert "ONE seed" in next(t for t in one.texts if t.get_gid() == "footer").get_text().replace("\n", " ")
+
+
+def test_diversity_lines_label_each_point_with_its_prompts(runs_df):
+    fig = figures.fig_diversity_lines(runs_df, "x")
+    ax = fig.axes[0]
+    labels = sorted(t.get_text() for t in ax.texts)
+    assert labels == sorted(f"{4200 // (k * (k - 1) // 2)} prompts" for k in (2, 3, 4, 6))
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["4200 comparisons"]
+    footer = next(t for t in fig.texts if t.get_gid() == "footer").get_text().replace("\n", " ")
+    assert "RM optimiser steps" in footer
+
+
+def test_samples_per_prompt_are_compared_at_matched_kl_and_rollouts(runs_df):
+    import numpy as np
+
+    fig = figures.fig_samples_per_prompt_matched(runs_df, "x")
+    matched, rollouts = fig.axes[:2]
+    curves = figures.overoptimization_curves(runs_df[runs_df["group"] == "samples_per_prompt"], "ppo")
+    d_ref = curves.groupby("run_id")["sqrt_kl"].max().min()
+    expected = [float(np.interp(d_ref, c["sqrt_kl"], c["gold_gain"])) for _, c in
+                sorted(curves.groupby("run_id"), key=lambda rc: rc[0])]  # runs ordered spp = 1, 2, 4
+    line = matched.lines[0]
+    assert list(line.get_xdata()) == [1.0, 2.0, 4.0]
+    assert np.allclose(line.get_ydata(), expected)
+    # at matched rollouts: x = iterations x 16 prompts x samples per prompt, so spp=4 spans 4x spp=1's range
+    spans = [max(bars.lines[0].get_xdata()) for bars in rollouts.containers]  # one errorbar line per spp
+    assert spans == [39 * 16 * n for n in (1, 2, 4)]  # PPO_STEPS = 40 iterations: 0..39
