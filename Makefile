@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: setup ds-ops study test test-fast test-load figures gpu-wheels clean
+.PHONY: setup ds-ops study paper test test-fast test-load figures gpu-wheels clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -28,6 +28,11 @@ ds-ops: setup
 
 study: setup
 	$(BIN)/rlhf-scaling
+
+# The paper study: miniature sweeps x 3 replicates, then claims.md and figures/ in multirun/paper/<time>/
+# (README "The paper study"); add hydra/launcher=slurm slurm=<profile> to run it as one Slurm array.
+paper: setup
+	$(BIN)/rlhf-scaling -m +sweep=paper
 
 test: setup ds-ops
 	bash slurm/local_cluster.sh start

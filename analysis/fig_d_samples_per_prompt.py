@@ -14,7 +14,8 @@
 
 # %%
 import _common
-from rlhf_scaling.analysis.figures import fig_samples_per_prompt, figure_style, overoptimization_curves
+from rlhf_scaling.analysis.figures import (fig_samples_per_prompt, fig_samples_per_prompt_matched, figure_style,
+                                          overoptimization_curves)
 from rlhf_scaling.analysis.runs import per_run
 
 args = _common.parse_args("Figure (d): gold reward vs samples per prompt (best-of-n n, PPO rollouts).")
@@ -48,3 +49,13 @@ _common.show_table("PPO: gold reward per run", ppo)
 with figure_style():
     fig = fig_samples_per_prompt(df, source)
     _common.save_figure(fig, args.out, "samples_per_prompt")
+
+# %% [markdown]
+# Fair comparisons (Hou et al. 2024): more rollouts per prompt also means more rollouts and gradient
+# steps per iteration, so compare at matched KL (each run's held-out evaluations interpolated at the
+# sqrt KL every run reached) and at matched total rollouts.
+
+# %%
+with figure_style():
+    fig = fig_samples_per_prompt_matched(df, source)
+    _common.save_figure(fig, args.out, "samples_per_prompt_matched")

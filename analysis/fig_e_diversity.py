@@ -14,7 +14,7 @@
 
 # %%
 import _common
-from rlhf_scaling.analysis.figures import GOLD_SUMMARIES, fig_diversity, figure_style
+from rlhf_scaling.analysis.figures import GOLD_SUMMARIES, fig_diversity, fig_diversity_lines, figure_style
 from rlhf_scaling.analysis.runs import per_run
 
 args = _common.parse_args("Figure (e): gold reward over prompts x responses per prompt at a fixed budget.")
@@ -44,3 +44,12 @@ else:
 with figure_style():
     fig = fig_diversity(df, source)
     _common.save_figure(fig, args.out, "diversity_heatmap")
+
+# %% [markdown]
+# The same runs as lines: gold and RM accuracy vs K, one line per budget, each point labelled with its
+# prompts; the footer states the RM optimiser steps each K took.
+
+# %%
+with figure_style():
+    fig = fig_diversity_lines(df, source)
+    _common.save_figure(fig, args.out, "diversity")

@@ -9,7 +9,8 @@ Where each section is consumed:
   policy, rm, study.rm_models -> rlhf_scaling.models        task -> rlhf_scaling.data.tasks
   gold -> rlhf_scaling.gold      data -> stages/data.py      rm_train -> stages/rm.py
   sft -> stages/sft.py           bon -> stages/bon.py        ppo -> stages/ppo.py
-  dpo -> stages/dpo.py           study -> stages/study.py
+  dpo -> stages/dpo.py           paper -> stages/paper.py
+  study -> stages/study.py, stages/paper.py (rm_models)
   tracking -> tracking.py        deepspeed -> distributed.py
 """
 
@@ -135,6 +136,9 @@ class ProxyConfig:
 
     ensemble: str = "mean"  # mean | min (worst case) | uwo (mean - uwo_lambda * population variance)
     uwo_lambda: float = 1.0  # uncertainty penalty of uwo
+    # fixed-RM design (Hou et al. 2024): the policy whose samples trained the proxy RM, e.g.
+    # `+model@proxy.trained_on=tiny-m`, so policies of every size optimise ONE RM; null: the run's own policy
+    trained_on: Optional[ModelSpec] = None
 
 
 @dataclass
@@ -229,8 +233,21 @@ class StudyConfig:
 
 
 @dataclass
+class PaperConfig:
+    """The paper study (`rlhf-scaling -m +sweep=paper`, stages/paper.py): one job per (sweep, replicate)
+    runs a miniature version of that sweep; the claims and figures are computed from all of them."""
+
+    sweep: str = "overoptimization"  # overoptimization | data_size | diversity | policy_size | samples_per_prompt
+    comparison_budgets: List[int] = field(default_factory=lambda: [1536, 3072, 6144])  # data_size: RM comparisons (RM `rm`)
+    responses_per_prompt: List[int] = field(default_factory=lambda: [2, 4, 8])  # diversity: K at diversity_budget
+    diversity_budget: int = 4200  # diversity: the fixed comparison budget (divisible by C(K,2) of every K)
+    policy_models: Dict[str, ModelSpec] = field(default_factory=dict)  # policy_size: policies, PPO against ONE RM trained on `policy`'s samples
+    samples_per_prompt: List[int] = field(default_factory=lambda: [1, 2, 4])  # samples_per_prompt: PPO rollouts per prompt
+
+
+@dataclass
 class StageConfig:
-    name: str = "study"  # sft | data | rm | bon | ppo | dpo | study
+    name: str = "study"  # sft | data | rm | bon | ppo | dpo | study | paper
     build_upstream: bool = False  # build missing upstream artifacts (SFT, data, RM) first instead of failing; sweeps set it
     skip_completed: bool = True  # a run folder that records a completed run of this same config is not run again
 
@@ -292,12 +309,17 @@ class Config:
     ppo: PPOConfig = field(default_factory=PPOConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
+    paper: PaperConfig = field(default_factory=PaperConfig)
     stage: StageConfig = field(default_factory=StageConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
     experiment: str = "default"  # names the W&B group and the run folder
     seed: int = 0  # global seed: added to every stage's own seed and part of every artifact key, so changing it rebuilds the SFT policy, data and RMs (vary a stage's seed, e.g. rm_train.seed, for replicates of that stage alone)
+    # replicate index of a sweep point (0, 1, ...): each sweep sets the seeds that should vary between its
+    # replicates to ${replicate} (README "Seeds"), so `replicate=range(3)` on a multirun runs 3 seeds of every
+    # point and shares the upstream artifacts those seeds do not key; the analysis averages over it as a seed
+    replicate: int = 0
     artifacts_dir: str = "artifacts"  # shared, content-addressed store of SFT policies, data and RMs
     device: str = "auto"  # auto | cpu | cuda
     progress: bool = True  # progress bars on long loops
@@ -349,7 +371,8 @@ _CHOICES = {
     "ppo.algorithm": ("ppo", "rloo", "grpo"),
     "dpo.loss": ("dpo", "ipo"),
     "dpo.lr_schedule": ("cosine", "linear", "constant"),
-    "stage.name": ("sft", "data", "rm", "bon", "ppo", "dpo", "study"),
+    "stage.name": ("sft", "data", "rm", "bon", "ppo", "dpo", "study", "paper"),
+    "paper.sweep": ("overoptimization", "data_size", "diversity", "policy_size", "samples_per_prompt"),
     "deepspeed.zero_stage": (0, 2, 3),
     "tracking.mode": ("disabled", "offline", "online"),
     "device": ("auto", "cpu", "cuda"),
@@ -372,7 +395,7 @@ _POSITIVE = [
 _NON_NEGATIVE = [
     "sft.weight_decay", "rm_train.weight_decay", "rm_train.max_grad_norm", "rm_train.margin_scale",
     "ppo.kl_coef", "ppo.max_grad_norm", "ppo.vf_coef", "proxy.uwo_lambda", "ppo.eval_prompts",
-    "dpo.weight_decay", "dpo.max_grad_norm", "dpo.eval_prompts",
+    "dpo.weight_decay", "dpo.max_grad_norm", "dpo.eval_prompts", "replicate",
 ]
 
 _UNIT_INTERVAL = ["sft.warmup_ratio", "rm_train.warmup_ratio", "ppo.gamma", "ppo.lam", "ppo.clip_range",
@@ -520,6 +543,30 @@ def _check_stages(cfg) -> None:
         raise ConfigError(f"deepspeed.zero_stage: must be 2 or 3 when deepspeed.enabled, got {cfg.deepspeed.zero_stage}")
     if cfg.stage.name == "study" and not cfg.study.rm_models:
         raise ConfigError("study.rm_models: the study needs at least one proxy RM size")
+    if cfg.proxy.trained_on is not None and cfg.stage.name in ("sft", "data", "rm"):
+        raise ConfigError(f"proxy.trained_on: names the RM a best-of-n or PPO run uses; stage={cfg.stage.name} "
+                          "builds with its own policy (set policy instead)")
+    if cfg.stage.name == "paper":
+        _check_paper(cfg)
+
+
+def _check_paper(cfg) -> None:
+    """The paper study's grids: a fixed budget every K divides, and non-empty model sets."""
+    p = cfg.paper
+    for k in p.responses_per_prompt:
+        if k < 2 or p.diversity_budget % pairs_per_prompt(k):
+            raise ConfigError(f"paper.diversity_budget: {p.diversity_budget} is not divisible by C(K,2)="
+                              f"{pairs_per_prompt(k)} for K={k} of paper.responses_per_prompt")
+    if any(b <= 0 or b % pairs_per_prompt(cfg.data.responses_per_prompt) for b in p.comparison_budgets):
+        raise ConfigError(f"paper.comparison_budgets: each must be > 0 and divisible by C(K,2) for "
+                          f"data.responses_per_prompt={cfg.data.responses_per_prompt}, got {list(p.comparison_budgets)}")
+    if any(n < 1 for n in p.samples_per_prompt):
+        raise ConfigError(f"paper.samples_per_prompt: each must be >= 1, got {list(p.samples_per_prompt)}")
+    for key, models in (("study.rm_models", cfg.study.rm_models), ("paper.policy_models", p.policy_models)):
+        if not models:
+            raise ConfigError(f"{key}: the paper study needs at least one model here")
+        for name, spec in models.items():
+            _check_model(f"{key}.{name}", spec)
 
 
 _LOCAL_MODEL_HINT = "a directory written by save_pretrained (README: 'A local model directory') or a hub id"

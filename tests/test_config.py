@@ -9,7 +9,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 
 from rlhf_scaling.cli import CONFIG_PATH, compose
-from rlhf_scaling.config import ConfigError, bon_grid, n_train_prompts
+from rlhf_scaling.config import ConfigError, bon_grid, n_train_prompts, validate
 
 CONF = Path(CONFIG_PATH)
 GROUPS = ["task", "gold", "stage", "deepspeed", "tracking", "slurm", "method"]
@@ -195,3 +195,13 @@ def test_own_data_configs_that_cannot_work_name_the_key_and_how_to_set_it(overri
     compose(["task=jsonl", "task.path=/data/prefs.jsonl", "stage=rm", "model@policy=local", "policy.name_or_path=/m"])
     with pytest.raises(ConfigError, match="^task.prompts_path"):
         compose(["stage=bon", "task.prompts_path=/p.jsonl"])
+
+
+def test_the_readme_diversity_example_divides_and_6144_at_k12_is_refused():
+    """README: budget 4200 gives 4200, 1400, 700, 280, 150 prompts at K = 2, 3, 4, 6, 8; 6144 at K=12 does not divide."""
+    for k, prompts in ((2, 4200), (3, 1400), (4, 700), (6, 280), (8, 150)):
+        cfg = compose(["stage=data", "data.comparison_budget=4200", f"data.responses_per_prompt={k}"])
+        validate(cfg)
+        assert n_train_prompts(cfg.data) == prompts
+    with pytest.raises(ConfigError, match="data.comparison_budget"):
+        validate(compose(["stage=data", "data.comparison_budget=6144", "data.responses_per_prompt=12"]))

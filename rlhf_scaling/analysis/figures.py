@@ -354,28 +354,50 @@ def _legend_once(ax, style: Optional[dict] = None, **kw) -> None:
         ax.legend(unique.values(), unique.keys(), **kw)
 
 
+def seed_bands(curves: pd.DataFrame, label_of: Dict[str, str], target: str) -> pd.DataFrame:
+    """Mean and 95% t-interval over seeds of `target` (a column of overoptimization_curves) per
+    setting (label_of: run_id -> legend label; runs that differ only in seeds share one) and per x
+    (n for best-of-n, the iteration of a PPO evaluation), with the mean sqrt KL there. Columns:
+    label, x, sqrt_kl, mean, low, high, n_seeds (low/high NaN with one seed)."""
+    rows = []
+    c = curves.assign(label=curves["run_id"].map(label_of))
+    for (label, x), g in c.groupby(["label", "x"], sort=True):
+        mean, low, high = mean_interval(g[target].to_numpy(float))
+        rows.append({"label": label, "x": x, "sqrt_kl": float(g["sqrt_kl"].mean()), "mean": mean, "low": low,
+                     "high": high, "n_seeds": int(g["run_id"].nunique())})
+    return pd.DataFrame(rows, columns=["label", "x", "sqrt_kl", "mean", "low", "high", "n_seeds"])
+
+
 def fig_overoptimization(df: pd.DataFrame, source: str, kind: str):
-    """(a) Gao et al. Fig. 1: gold (left) and proxy (right) reward gain vs sqrt(KL), per RM size,
-    points as measured and the fitted Gao form dashed (BoN form for best-of-n, RL form for PPO)."""
+    """(a) Gao et al. Fig. 1: gold (left) and proxy (right) reward gain vs sqrt(KL), per setting (RM
+    size, ...): the mean over seeds at each n / evaluation with its 95% band (seed_bands), the seeds'
+    points faint, and the Gao form (BoN form for best-of-n, RL form for PPO) fitted to all seeds'
+    points dashed. A setting with one seed has no band and the footer says so."""
     curves = overoptimization_curves(df, kind)
     if curves.empty:
         return None
     form = FORM_OF[kind]
     by_run, style = run_styles(df, curves["run_id"].unique(), kind)
+    label_of = {r: v[1] for r, v in by_run.items()}
+    colour_of = {v[1]: v[0] for v in by_run.values()}
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    no_peak = []  # runs whose gold fit has β <= 0: it never turns down, so it has no peak
-    for run_id, c in curves.groupby("run_id", sort=True):
-        colour, label = by_run[run_id]
-        d = c["sqrt_kl"].to_numpy()
-        grid = np.linspace(0.0, max(np.nanmax(d), 1e-3), 200)
-        for ax, target in zip(axes, ("gold_gain", "proxy_gain")):
-            if kind == "bon" or c.get("points", pd.Series(["batch"])).iloc[0] == "eval":  # measured points (held-out evaluations)
-                ax.plot(d, c[target], "o", ms=4, color=colour, label=label)
-            else:  # PPO batch means are noisy: small faint points, the fit carries the trend
-                ax.plot(d, c[target], ".", ms=2.5, alpha=0.45, color=colour, label=label)
-            fit = _fit(c, target, form)
+    no_peak, one_seed = [], []  # β <= 0: the gold fit never turns down (no peak); settings without a band
+    for ax, target in zip(axes, ("gold_gain", "proxy_gain")):
+        bands = seed_bands(curves, label_of, target)
+        for label, b in bands.groupby("label", sort=False):
+            colour = colour_of[label]
+            c = curves[curves["run_id"].map(label_of) == label]
+            batch = kind == "ppo" and c.get("points", pd.Series(["batch"])).iloc[0] != "eval"
+            ax.plot(c["sqrt_kl"], c[target], ".", ms=2.5, alpha=0.35, color=colour)  # every seed's points
+            ax.plot(b["sqrt_kl"], b["mean"], "-" if batch else "o-", ms=4, lw=1.0, color=colour, label=label)
+            if b["n_seeds"].max() >= 2:
+                ax.fill_between(b["sqrt_kl"], b["low"], b["high"], color=colour, alpha=0.18, lw=0)
+            elif target == "gold_gain":
+                one_seed.append(label)
+            fit = _fit(c, target, form)  # all seeds' points together
+            grid = np.linspace(0.0, max(np.nanmax(c["sqrt_kl"]), 1e-3), 200)
             if fit is not None and target == "gold_gain" and not turns_down(fit[1]):
-                no_peak.append(str(c["run_name"].iloc[0]))  # a sign that breaks the form: not drawn
+                no_peak.append(f"{label} ({', '.join(sorted(map(str, c['run_name'].unique())))})")  # not drawn
             elif fit is not None:
                 ax.plot(grid, FORM_FN[form](grid, *fit), FIT_LINESTYLE, lw=1.2, color=colour)
     method = "best-of-n" if kind == "bon" else "PPO"
@@ -384,14 +406,16 @@ def fig_overoptimization(df: pd.DataFrame, source: str, kind: str):
         ax.set_xlabel("sqrt(KL(π ‖ π_init))  [nats^½]")
         ax.set_ylabel(f"{target} reward gain")
         ax.set_title(f"{method}: {target} reward")
-    _legend_once(axes[0], style, title="proxy RM" if len(style) == len(set(curves["rm"])) else None,
-                 markerscale=1 if kind == "bon" else 3)
+    _legend_once(axes[0], style, title="proxy RM" if len(style) == len(set(curves["rm"])) else None)
     equation = "d(α − βd)" if form == "bon" else "d(α − β log d)"
-    note = f"dashed: least-squares fit R(d) = {equation} (Gao et al. 2022)"
+    note = (f"lines: mean over seeds, band: its 95% t-interval, faint dots: each seed; dashed: least-squares fit "
+            f"R(d) = {equation} (Gao et al. 2022) to all seeds")
+    if one_seed:
+        note += f"; ONE seed (no band): {', '.join(one_seed)}"
     if kind == "ppo":
         shown = sorted(set(curves["points"]))
-        note += "; points: " + " and ".join({"eval": "held-out evaluations (large)",
-                                             "batch": "training-batch means (small, faint)"}[p] for p in shown)
+        note += "; points: " + " and ".join({"eval": "held-out evaluations",
+                                             "batch": "training-batch means"}[p] for p in shown)
     if no_peak:
         note += (f"; gold fit not drawn where β ≤ 0 (it never turns down: no peak, the form does not hold): "
                  f"{', '.join(no_peak)}")
@@ -758,6 +782,130 @@ def fig_diversity(df: pd.DataFrame, source: str):
     return fig
 
 
+def _mean_band(ax, x, values_by_x: Dict[float, np.ndarray], colour, label: str, marker: str = "o-") -> bool:
+    """Plot the mean over seeds at each x with its 95% t-interval as error bars; True if any x has >= 2 seeds."""
+    xs = sorted(values_by_x)
+    stats = [mean_interval(values_by_x[v]) for v in xs]
+    mean = np.array([m for m, _, _ in stats])
+    low = np.array([lo for _, lo, _ in stats])
+    high = np.array([hi for _, _, hi in stats])
+    banded = np.isfinite(low)
+    ax.errorbar(xs, mean, yerr=[np.where(banded, mean - low, 0), np.where(banded, high - mean, 0)], fmt=marker,
+                color=colour, capsize=3, ms=4, label=label)
+    return bool(banded.any())
+
+
+def fig_samples_per_prompt_matched(df: pd.DataFrame, source: str):
+    """(d') PPO samples per prompt compared fairly (Hou et al. 2024): left, held-out gold gain at
+    matched KL (each run's evaluations interpolated at the largest sqrt KL that every run of its sweep
+    reached) vs ppo.samples_per_prompt; right, held-out gold gain vs total rollouts (iterations x
+    prompts per step x samples per prompt), one line per samples-per-prompt: at equal rollouts
+    (compute) rather than equal prompts. Mean over seeds with 95% t-intervals."""
+    spp, pps = "config.ppo.samples_per_prompt", "config.ppo.prompts_per_step"
+    curves = overoptimization_curves(df, "ppo")
+    runs = per_run(df)
+    if curves.empty or spp not in runs or pps not in runs:
+        return None
+    runs = runs[runs["run_id"].isin(curves["run_id"])].assign(sweep=_sweep_group(runs))
+    varied = runs.groupby("sweep")[spp].nunique()
+    runs = runs[runs["sweep"].isin(varied[varied >= 2].index)]
+    if runs.empty:
+        return None
+    curves = curves[curves["run_id"].isin(runs["run_id"])].merge(runs[["run_id", "sweep", spp, pps]], on="run_id")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    colours = plt.get_cmap(SIZE_CMAP)(np.linspace(0.05, 0.85, max(curves[spp].nunique(), 1)))
+    colour_of = dict(zip(sorted(curves[spp].unique()), colours))
+    one_seed, notes = False, []
+    for sweep, c in curves.groupby("sweep", sort=True):
+        d_ref = c.groupby("run_id")["sqrt_kl"].max().min()  # the KL every run reached
+        at = {}
+        for run_id, r in c.groupby("run_id", sort=True):
+            r = r.sort_values("sqrt_kl")
+            at.setdefault(float(r[spp].iloc[0]), []).append(float(np.interp(d_ref, r["sqrt_kl"], r["gold_gain"])))
+        banded = _mean_band(axes[0], None, {k: np.array(v) for k, v in at.items()}, "0.2", str(sweep))
+        notes.append(f"{sweep}: matched at sqrt KL = {d_ref:.3g}")
+        one_seed |= not banded
+        for n, g in c.groupby(spp, sort=True):
+            rollouts = g["x"] * g[pps] * g[spp]
+            by_x = {float(x): v.to_numpy(float) for x, v in g.groupby(rollouts)["gold_gain"]}
+            one_seed |= not _mean_band(axes[1], None, by_x, colour_of[n], f"{n:g} per prompt", marker="o-")
+    axes[0].set_xscale("log", base=2)
+    axes[0].set_xlabel("PPO rollouts per prompt per iteration")
+    axes[0].set_ylabel("held-out gold gain at matched KL")
+    axes[0].set_title("at matched KL")
+    axes[1].set_xlabel("total rollouts (iterations × prompts × samples per prompt)")
+    axes[1].set_ylabel("held-out gold gain")
+    axes[1].set_title("at matched rollouts")
+    for ax in axes:
+        ax.axhline(0, color="0.5", lw=0.6)
+    _legend_once(axes[1], title="samples per prompt")
+    note = "; ".join(notes) + "; mean over seeds, bars: 95% t-interval" + ("; ONE seed at some points (no bar)"
+                                                                            if one_seed else "")
+    _footer(fig, source, curves["run_id"].nunique(), note)
+    return fig
+
+
+def rm_steps(df: pd.DataFrame) -> Dict[str, int]:
+    """run_id -> the RM optimiser steps its RM job logged (the last rm/step), for the RM jobs that trained."""
+    if "rm/step" not in df:
+        return {}
+    return df.dropna(subset=["rm/step"]).groupby("run_id")["rm/step"].max().astype(int).to_dict()
+
+
+def fig_diversity_lines(df: pd.DataFrame, source: str):
+    """(e) Prompt vs response diversity at a fixed comparison budget: downstream gold (best-of-n's best
+    gold) and the RM's held-out accuracy vs K = responses per prompt, one line per budget, each point
+    labelled with its prompts (= budget / C(K,2)); mean over seeds with 95% t-intervals. The footer
+    states the RM optimisation: the optimiser steps each K's RM took (rm/step as logged), since a
+    fixed budget gives fewer, larger K-wise batches at large K."""
+    k, b = "config.data.responses_per_prompt", "config.data.comparison_budget"
+    runs = with_rm_facts(per_run(df))
+    if k not in runs or b not in runs:
+        return None
+    runs = runs.dropna(subset=[k, b]).assign(sweep=_sweep_group(runs))
+    varied = runs.groupby(["sweep", b])[k].nunique()
+    keep = varied[varied >= 2].index
+    runs = runs[[key in set(keep) for key in zip(runs["sweep"], runs[b])]]
+    gold = "summary.bon/best_gold"
+    panels = [(col, title) for col, title in ((gold, "best-of-n gold (best n)"),
+                                               ("summary.rm/val_accuracy", "RM held-out accuracy"))
+              if col in runs and runs.loc[runs["stage"] == ("bon" if col == gold else "rm"), col].notna().any()]
+    if runs.empty or not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
+    budgets = sorted(runs.groupby(["sweep", b]).groups)
+    colours = plt.get_cmap("tab10").colors
+    one_seed = False
+    for ax, (col, title) in zip(axes[0], panels):
+        stage = "bon" if col == gold else "rm"
+        for i, (sweep, budget) in enumerate(budgets):
+            r = runs[(runs["sweep"] == sweep) & (runs[b] == budget) & (runs["stage"] == stage)].dropna(subset=[col])
+            if r.empty:
+                continue
+            by_k = {float(kk): g[col].to_numpy(float) for kk, g in r.groupby(k)}
+            label = f"{budget:g} comparisons" + (f" ({sweep})" if len({s for s, _ in budgets}) > 1 else "")
+            one_seed |= not _mean_band(ax, None, by_k, colours[i % 10], label)
+            for kk, v in by_k.items():
+                prompts = int(budget) // (int(kk) * (int(kk) - 1) // 2)
+                ax.annotate(f"{prompts} prompts", (kk, float(np.mean(v))), textcoords="offset points", xytext=(4, 4),
+                            fontsize=6.5, color=colours[i % 10])
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("responses per prompt K (prompts = budget / C(K,2))")
+        ax.set_ylabel(title)
+        ax.set_title(title)
+    _legend_once(axes[0][0], title="fixed budget")
+    steps = rm_steps(df)
+    rms = runs[(runs["stage"] == "rm") & runs["run_id"].isin(steps)]
+    by_k = rms.groupby(k)["run_id"].agg(lambda ids: sorted({steps[i] for i in ids})) if not rms.empty else {}
+    optimisation = ("RM optimiser steps per K: " + ", ".join(f"K={kk:g}: {'/'.join(map(str, v))}"
+                                                               for kk, v in dict(by_k).items())
+                    if len(by_k) else "RM optimiser steps not logged in these runs (RMs reused)")
+    note = (f"{optimisation}; mean over seeds, bars: 95% t-interval" + ("; ONE seed at some points (no bar)"
+                                                                         if one_seed else ""))
+    _footer(fig, source, len(runs), note)
+    return fig
+
+
 def fig_ppo_training(df: pd.DataFrame, source: str):
     """(f) PPO training curves: proxy reward, gold reward and KL(π ‖ π_init) vs iteration, per run."""
     if "ppo/step" not in df:
@@ -814,6 +962,8 @@ FIGURES: Dict[str, Callable] = {
     "coefficients_vs_rm_size": fig_coefficients,
     "rm_accuracy": fig_rm_accuracy,
     "samples_per_prompt": fig_samples_per_prompt,
+    "samples_per_prompt_matched": fig_samples_per_prompt_matched,
+    "diversity": fig_diversity_lines,
     "diversity_heatmap": fig_diversity,
     "ppo_training": fig_ppo_training,
     "methods": fig_methods,

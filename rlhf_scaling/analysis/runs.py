@@ -265,8 +265,9 @@ def as_text(values):
 
 
 def is_seed(column: str) -> bool:
-    """A seed key (seed, data.seed, rm_train.seed, ...): replicates, averaged rather than grouped."""
-    return column.rsplit(".", 1)[-1] == "seed"
+    """A seed key (seed, data.seed, rm_train.seed, ..., and the sweeps' `replicate` index): replicates,
+    averaged rather than grouped."""
+    return column.rsplit(".", 1)[-1] in ("seed", "replicate")
 
 
 def varying_config(runs: pd.DataFrame, seeds: bool = True) -> List[str]:

@@ -156,9 +156,21 @@ def data_artifact(cfg: DictConfig) -> Artifact:
     return make_artifact(cfg.artifacts_dir, "data", name, recipe)
 
 
+def proxy_data_cfg(cfg: DictConfig) -> DictConfig:
+    """The config whose policy's samples train the proxy RM: `cfg` itself, or (fixed-RM design,
+    proxy.trained_on set) a copy with that policy, so runs of every policy size find ONE RM."""
+    if cfg.proxy.get("trained_on") is None:
+        return cfg
+    out = cfg.copy()
+    out.policy = cfg.proxy.trained_on
+    out.proxy.trained_on = None
+    return out
+
+
 def rm_artifact(cfg: DictConfig) -> Artifact:
     """A trained proxy RM (or ensemble): depends on the data, the RM spec, its training settings
-    and the response length it truncates to."""
+    and the response length it truncates to; with proxy.trained_on, on that policy's data."""
+    cfg = proxy_data_cfg(cfg)
     rm_train = {k: v for k, v in section(cfg, "rm_train").items() if k not in RM_TRAIN_NOT_IN_WEIGHTS}
     recipe = {"data": data_artifact(cfg).key, "rm": model_recipe(cfg.rm, "rm"), "rm_train": rm_train,
               "max_response_tokens": cfg.task.max_response_tokens, "seed": cfg.seed}

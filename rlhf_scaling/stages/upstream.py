@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib
 
+from rlhf_scaling.stages.common import proxy_data_cfg
+
 ORDER = ("sft", "data", "rm")
 NEEDS = {"dpo": ("sft", "data")}  # direct alignment trains on the preference data itself: no RM
 
@@ -19,13 +21,17 @@ def ensure_upstream(cfg, tracker, before: str) -> None:
     a finished artifact and only builds what is missing."""
     import torch.distributed as dist
 
-    if before in ("sft", "study"):
-        return  # nothing upstream of SFT; the study builds its own phases in order
+    if before in ("sft", "study", "paper"):
+        return  # nothing upstream of SFT; the study and the paper study build their own phases in order
     needed = NEEDS.get(before) or (ORDER[: ORDER.index(before)] if before in ORDER else ORDER)
+    plan = [(stage, cfg) for stage in needed]
+    rm_cfg = proxy_data_cfg(cfg)
+    if "rm" in needed and rm_cfg is not cfg:  # fixed-RM design: the RM comes from another policy's data
+        plan = [("sft", cfg)] + [(stage, rm_cfg) for stage in ORDER]
     distributed = dist.is_available() and dist.is_initialized()
     # Under DeepSpeed the upstream stages are single-process work: rank 0 builds, the others wait.
     if not distributed or dist.get_rank() == 0:
-        for stage in needed:
-            importlib.import_module(f"rlhf_scaling.stages.{stage}").run(cfg, tracker)
+        for stage, stage_cfg in plan:
+            importlib.import_module(f"rlhf_scaling.stages.{stage}").run(stage_cfg, tracker)
     if distributed:
         dist.barrier()

@@ -41,7 +41,7 @@ def _config(experiment: str, stage: str, rm: str, *, k: int = 4, budget: int = 1
             "policy": {"name": "tiny-xs", "source": "tiny"},
             "rm": {"name": rm, "source": "tiny", "n_params": RM_SIZES[rm] if rm != "tiny-m" else None},
             "data": {"responses_per_prompt": k, "comparison_budget": budget},
-            "bon": {"n_max": n_max, "n_grid": []}, "ppo": {"samples_per_prompt": spp, "steps": PPO_STEPS},
+            "bon": {"n_max": n_max, "n_grid": []}, "ppo": {"samples_per_prompt": spp, "steps": PPO_STEPS, "prompts_per_step": 16},
             "tracking": {"mode": "disabled", "group": None, "tags": ["synthetic"]}}
 
 

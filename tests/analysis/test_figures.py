@@ -297,3 +297,63 @@ def test_alpha_and_beta_per_setting_come_with_an_interval_over_seeds(tmp_path, s
     assert alpha - 0.02 - 1e-9 <= row["alpha_low"] < alpha < row["alpha_high"] <= alpha + 0.02 + 1e-9
     single = figures.coefficient_intervals(df[df["run_id"].str.endswith("_0")])
     assert single["alpha_low"].isna().all() and set(single["n_seeds"]) == {1}
+
+
+def test_overoptimization_curves_draw_the_mean_and_a_95_band_over_seeds(tmp_path, synthetic):
+    """Three seeds of one RM whose gold gains differ by known shifts: one line (the mean, at the
+    true curve), one band that holds it, one legend entry; with one seed no band and the footer says so."""
+    import numpy as np
+    from matplotlib.collections import PolyCollection
+
+    from rlhf_scaling.analysis.runs import load_local_runs
+
+    for seed, shift in {0: -0.05, 1: 0.0, 2: 0.05}.items():
+        records = [{**r, "bon/gold_gain": r["bon/gold_gain"] + shift * r["bon/sqrt_kl"]}
+                   for r in synthetic.bon_records(synthetic.RM_SIZES["tiny-s"])]
+        config = synthetic._config("seeds", "bon", "tiny-s", seed=seed)
+        synthetic.write_run(tmp_path / f"s_{seed}", config, records, {}, f"s{seed}")
+    df = load_local_runs(tmp_path)
+    curves = figures.overoptimization_curves(df, "bon")
+    bands = figures.seed_bands(curves, {r: "tiny-s" for r in curves["run_id"]}, "gold_gain")
+    truth = synthetic.bon_records(synthetic.RM_SIZES["tiny-s"])
+    assert np.allclose(bands["mean"], [r["bon/gold_gain"] for r in truth])
+    inner = bands["sqrt_kl"] > 0
+    assert (bands.loc[inner, "low"] < bands.loc[inner, "mean"]).all() and (bands["n_seeds"] == 3).all()
+    fig = figures.fig_overoptimization(df, "x", "bon")
+    gold = fig.axes[0]
+    assert sum(isinstance(c, PolyCollection) for c in gold.collections) == 1
+    assert len(gold.get_legend().get_texts()) == 1
+    one = figures.fig_overoptimization(df[df["run_id"] == "s_0"], "x", "bon")
+    assert not any(isinstance(c, PolyCollection) for c in one.axes[0].collections)
+    assert "ONE seed" in next(t for t in one.texts if t.get_gid() == "footer").get_text().replace("\n", " ")
+
+
+def test_diversity_lines_label_each_point_with_its_prompts(runs_df):
+    fig = figures.fig_diversity_lines(runs_df, "x")
+    ax = fig.axes[0]
+    labels = sorted(t.get_text() for t in ax.texts)
+    assert labels == sorted(f"{4200 // (k * (k - 1) // 2)} prompts" for k in (2, 3, 4, 6))
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["4200 comparisons"]
+    footer = next(t for t in fig.texts if t.get_gid() == "footer").get_text().replace("\n", " ")
+    assert "RM optimiser steps" in footer
+
+
+def test_samples_per_prompt_are_compared_at_matched_kl_and_rollouts(runs_df):
+    import numpy as np
+
+    spp = runs_df[runs_df["group"] == "samples_per_prompt"]
+    first = sorted(spp["run_id"].unique())[0]  # spp = 1: cut short, so it reaches a smaller KL than the others
+    spp = spp[(spp["run_id"] != first) | ~(spp["ppo/step"] > 25)]
+    fig = figures.fig_samples_per_prompt_matched(spp, "x")
+    matched, rollouts = fig.axes[:2]
+    curves = figures.overoptimization_curves(spp, "ppo")
+    assert curves.groupby("run_id")["sqrt_kl"].max().nunique() == 2
+    d_ref = curves.groupby("run_id")["sqrt_kl"].max().min()
+    expected = [float(np.interp(d_ref, c["sqrt_kl"], c["gold_gain"])) for _, c in
+                sorted(curves.groupby("run_id"), key=lambda rc: rc[0])]  # runs ordered spp = 1, 2, 4
+    line = matched.lines[0]
+    assert list(line.get_xdata()) == [1.0, 2.0, 4.0]
+    assert np.allclose(line.get_ydata(), expected)
+    # at matched rollouts: x = iterations x 16 prompts x samples per prompt, so spp=4 spans 4x spp=1's range
+    spans = [max(bars.lines[0].get_xdata()) for bars in rollouts.containers]  # one errorbar line per spp
+    assert spans == [25 * 16, 39 * 16 * 2, 39 * 16 * 4]  # iterations 0..39 (spp=1: 0..25)
