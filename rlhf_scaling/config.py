@@ -121,6 +121,11 @@ class RMTrainConfig:
     precision: str = "fp32"  # fp32 | bf16 (autocast)
     ensemble_size: int = 1  # M independently seeded RMs (Coste et al. 2023)
     eval_every: int = 50  # optimizer steps between held-out evaluations
+    # early stopping: stop after this many held-out evaluations in a row without a new lowest
+    # rm/val_loss and keep the weights of the best one (rm/best_step, rm/stopped_step are logged),
+    # so RMs of every size are trained to convergence rather than for one fixed length; 0: run
+    # all epochs and keep the last weights. The held-out set is also the one accuracy is reported on.
+    early_stop_patience: int = 0
     checkpoint_every: int = 100  # optimizer steps between resumable checkpoints
     margin_scale: float = 1.0  # margin loss: m = margin_scale x the pair's margin (the data's, else |gold_w - gold_l|)
     padding_free: bool = True  # pack each batch's responses end to end in training and eval forwards (rlhf_scaling/packing.py)
@@ -332,7 +337,7 @@ _POSITIVE = [
 ]
 
 _NON_NEGATIVE = [
-    "sft.weight_decay", "rm_train.weight_decay", "rm_train.max_grad_norm", "rm_train.margin_scale",
+    "sft.weight_decay", "rm_train.weight_decay", "rm_train.early_stop_patience", "rm_train.max_grad_norm", "rm_train.margin_scale",
     "ppo.kl_coef", "ppo.max_grad_norm", "ppo.vf_coef", "proxy.uwo_lambda", "ppo.eval_prompts",
 ]
 
