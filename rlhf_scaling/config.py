@@ -135,6 +135,9 @@ class RMTrainConfig:
     # so RMs of every size are trained to convergence rather than for one fixed length; 0: run
     # all epochs and keep the last weights. The held-out set is also the one accuracy is reported on.
     early_stop_patience: int = 0
+    # early stopping never stops before this many optimizer steps (the best weights are still kept):
+    # a plateau at the peak learning rate stopped a 100k-parameter RM at 240 of 936 steps (docs/world.md)
+    early_stop_min_steps: int = 0
     checkpoint_every: int = 100  # optimizer steps between resumable checkpoints
     margin_scale: float = 1.0  # margin loss: m = margin_scale x the pair's margin (the data's, else |gold_w - gold_l|)
     padding_free: bool = True  # pack each batch's responses end to end in training and eval forwards (rlhf_scaling/packing.py)
@@ -348,7 +351,7 @@ _POSITIVE = [
 ]
 
 _NON_NEGATIVE = [
-    "sft.weight_decay", "rm_train.weight_decay", "rm_train.early_stop_patience", "rm_train.max_grad_norm", "rm_train.margin_scale",
+    "sft.weight_decay", "rm_train.weight_decay", "rm_train.early_stop_patience", "rm_train.early_stop_min_steps", "rm_train.max_grad_norm", "rm_train.margin_scale",
     "ppo.kl_coef", "ppo.max_grad_norm", "ppo.vf_coef", "proxy.uwo_lambda", "ppo.eval_prompts",
 ]
 

@@ -175,7 +175,7 @@ def rm_artifact(cfg: DictConfig) -> Artifact:
     if rm_train["early_stop_patience"]:  # where it evaluates decides where it can stop: other weights
         rm_train["eval_every"] = cfg.rm_train.eval_every
     else:  # no early stopping: the same weights (and artifact keys) as before the option existed
-        del rm_train["early_stop_patience"]
+        del rm_train["early_stop_patience"], rm_train["early_stop_min_steps"]
     recipe = {"data": data_artifact(cfg).key, "rm": model_recipe(cfg.rm, "rm"), "rm_train": rm_train,
               "max_response_tokens": cfg.task.max_response_tokens, "seed": cfg.seed}
     return make_artifact(cfg.artifacts_dir, "rm", f"{cfg.rm.name}-{cfg.rm_train.loss}", recipe)

@@ -185,7 +185,8 @@ def train_and_save_member(cfg: DictConfig, m: int, train, evals, tok, out: Path,
                          padding_free=t.padding_free, eval_every=t.eval_every, checkpoint_every=t.checkpoint_every,
                          pad_id=tok.pad_token_id, device=device, ckpt_dir=out / f"member_{m}.ckpt", tracker=tracker,
                          progress=f"rm {cfg.rm.name} m{m}" if cfg.progress and env.is_main else None,
-                         stop_at_step=stop_at_step, env=env, patience=t.early_stop_patience)
+                         stop_at_step=stop_at_step, env=env, patience=t.early_stop_patience,
+                         min_steps=t.early_stop_min_steps)
     if not final:
         raise InterruptedError(f"rm training stopped at step {stop_at_step} (checkpoint kept)")
     meta = export_member(trainer, member_dir, final, m, env)
@@ -199,18 +200,18 @@ def train_member(trainer, train: List[EncodedGroup], eval_groups: List[EncodedGr
                  steps_per_epoch: int, batch_size: int, seed: int, use_margin: bool, padding_free: bool,
                  eval_every: int, checkpoint_every: int, pad_id: int, device, ckpt_dir: Path, tracker,
                  progress: Optional[str] = None, stop_at_step: Optional[int] = None, env: DistEnv = DistEnv(),
-                 patience: int = 0) -> dict:
+                 patience: int = 0, min_steps: int = 0) -> dict:
     """Train one RM through `trainer` (rlhf_scaling/training.py); resumes from `ckpt_dir` if a
     checkpoint is there. batch_size is the GLOBAL micro-batch (prompts for kwise, pairs for
     bt/margin; see rank_share), trainer.grad_accum micro-batches make one optimizer step, and
     epochs x steps_per_epoch steps are run. stop_at_step: return {} after that many optimizer steps
     (with a checkpoint), as a preemption would. patience > 0: early stopping on rm/val_loss
-    (EarlyStopping; the best weights go to `<ckpt_dir>.best`). Returns final_metrics.
+    (EarlyStopping, not before min_steps; the best weights go to `<ckpt_dir>.best`). Returns final_metrics.
     """
     total_steps = steps_per_epoch * epochs
     state = trainer.resume(ckpt_dir)
     step = int(state["step"]) if state is not None else 0
-    stopper = EarlyStopping(patience, (state or {}).get("early_stop"))
+    stopper = EarlyStopping(patience, (state or {}).get("early_stop"), min_steps)
     compute = MemberCompute(non_embedding_params(trainer.module), sum(len(s) for g in eval_groups for s in g.seqs),
                             (state or {}).get("compute"))
     if step:
@@ -279,13 +280,15 @@ def final_metrics(trainer, compute: "MemberCompute", stopper: "EarlyStopping", c
 
 class EarlyStopping:
     """Early stopping on the held-out loss (rm_train.early_stop_patience): `stop` once `patience`
-    evaluations in a row brought no loss below the best so far. patience 0: never stops (inactive).
-    Its state goes into the checkpoints, so a resumed member stops where an uninterrupted one would."""
+    evaluations in a row brought no loss below the best so far, once `min_steps` optimizer steps are
+    done. patience 0: never stops (inactive). Its state goes into the checkpoints, so a resumed member
+    stops where an uninterrupted one would."""
 
-    def __init__(self, patience: int, state: Optional[dict] = None):
-        self.patience = patience
-        state = state or {"best": math.inf, "best_step": 0, "bad": 0}
+    def __init__(self, patience: int, state: Optional[dict] = None, min_steps: int = 0):
+        self.patience, self.min_steps, self.step = patience, min_steps, 0
+        state = state or {"best": math.inf, "best_step": 0, "bad": 0, "step": 0}
         self.best, self.best_step, self.bad = float(state["best"]), int(state["best_step"]), int(state["bad"])
+        self.step = int(state.get("step", 0))
 
     @property
     def active(self) -> bool:
@@ -293,10 +296,11 @@ class EarlyStopping:
 
     @property
     def stop(self) -> bool:
-        return self.active and self.bad >= self.patience
+        return self.active and self.bad >= self.patience and self.step >= self.min_steps
 
     def update(self, loss: float, step: int) -> bool:
         """Record an evaluation's loss; True when it is a new best (its weights are the ones to keep)."""
+        self.step = step
         if loss < self.best:
             self.best, self.best_step, self.bad = loss, step, 0
             return True
@@ -304,7 +308,7 @@ class EarlyStopping:
         return False
 
     def state_dict(self) -> dict:
-        return {"best": self.best, "best_step": self.best_step, "bad": self.bad}
+        return {"best": self.best, "best_step": self.best_step, "bad": self.bad, "step": self.step}
 
 
 class MemberCompute:

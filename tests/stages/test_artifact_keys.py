@@ -69,6 +69,8 @@ def test_feature_world_and_early_stopping_key_what_they_change():
     stop = ["rm_train.early_stop_patience=2"]
     assert key("rm", stop) != key("rm", [])
     assert key("rm", [*stop, "rm_train.eval_every=7"]) != key("rm", stop)
+    assert key("rm", [*stop, "rm_train.early_stop_min_steps=100"]) != key("rm", stop)
+    assert key("rm", ["rm_train.early_stop_min_steps=100"]) == key("rm", [])  # no early stopping: no effect
 
 
 @pytest.fixture

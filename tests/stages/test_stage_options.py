@@ -196,6 +196,13 @@ def test_early_stopping_counts_evaluations_without_a_new_best():
     assert stopper.stop
     resumed = EarlyStopping(2, stopper.state_dict())
     assert resumed.stop and resumed.best_step == 4
+    late = EarlyStopping(1, min_steps=5)  # no stop before step 5, however long the plateau
+    stops = []
+    for step in range(1, 7):
+        late.update(1.0, step)  # a best at step 1, then a plateau
+        stops.append(late.stop)
+    assert stops == [False] * 4 + [True, True]
+    assert EarlyStopping(1, late.state_dict(), min_steps=5).stop
     never = EarlyStopping(0)
     for step in range(10):
         never.update(1.0, step)
