@@ -57,9 +57,18 @@ class TaskConfig:
     # preference file is one); None: the held-out prompts of task.path (data.n_eval_prompts of them)
     prompts_path: Optional[str] = None
     split: str = "train"  # split name for Hugging Face datasets
+    # synthetic: which world (docs/world.md). topics: 8 topics, ~240 prompts, a few hand-written gold
+    # rules (rlhf_scaling/data/synthetic.py); features: combinatorial prompts and a prompt-conditioned
+    # gold of many mean-centred Zipf-weighted features (rlhf_scaling/data/feature_world.py)
+    world: str = "topics"
     n_topics: int = 8  # synthetic: number of topics (prompts ask about one)
     words_per_topic: int = 6  # synthetic: distinct on-topic words per topic
     natural_length: int = 6  # synthetic: response length (words) beyond which gold penalises
+    prompt_vocab: int = 64  # world=features: distinct prompt words
+    response_vocab: int = 64  # world=features: distinct response words
+    prompt_length: int = 4  # world=features: words per prompt (prompt_vocab^prompt_length distinct prompts)
+    n_features: int = 2000  # world=features: gold features (half word pairs, half prompt word x response word)
+    zipf_exponent: float = 0.8  # world=features: feature k's weight is k^-zipf_exponent (random sign)
     max_prompt_tokens: int = 8  # prompts longer than this are bad records
     max_response_tokens: int = 16  # generation budget; responses longer than this are truncated
     on_bad_record: str = "error"  # error: stop at the first bad record, naming it | filter: drop and report counts
@@ -123,6 +132,14 @@ class RMTrainConfig:
     precision: str = "fp32"  # fp32 | bf16 (autocast)
     ensemble_size: int = 1  # M independently seeded RMs (Coste et al. 2023)
     eval_every: int = 50  # optimizer steps between held-out evaluations
+    # early stopping: stop after this many held-out evaluations in a row without a new lowest
+    # rm/val_loss and keep the weights of the best one (rm/best_step, rm/stopped_step are logged),
+    # so RMs of every size are trained to convergence rather than for one fixed length; 0: run
+    # all epochs and keep the last weights. The held-out set is also the one accuracy is reported on.
+    early_stop_patience: int = 0
+    # early stopping never stops before this many optimizer steps (the best weights are still kept):
+    # a plateau at the peak learning rate stopped a 100k-parameter RM at 240 of 936 steps (docs/world.md)
+    early_stop_min_steps: int = 0
     checkpoint_every: int = 100  # optimizer steps between resumable checkpoints
     margin_scale: float = 1.0  # margin loss: m = margin_scale x the pair's margin (the data's, else |gold_w - gold_l|)
     padding_free: bool = True  # pack each batch's responses end to end in training and eval forwards (rlhf_scaling/packing.py)
@@ -358,6 +375,7 @@ _CHOICES = {
     "policy.source": ("tiny", "pretrained"),
     "rm.source": ("tiny", "pretrained"),
     "task.name": ("synthetic", "jsonl", "hh", "ultrafeedback"),
+    "task.world": ("topics", "features"),
     "task.on_bad_record": ("error", "filter"),
     "gold.kind": ("synthetic", "model"),
     "sft.lr_schedule": ("cosine", "linear", "constant"),
@@ -390,10 +408,11 @@ _POSITIVE = [
     "dpo.beta", "dpo.epochs", "dpo.batch_size", "dpo.lr", "dpo.eval_every", "dpo.checkpoint_every",
     "task.n_topics", "task.words_per_topic", "task.natural_length",
     "task.max_prompt_tokens", "task.max_response_tokens",
+    "task.prompt_vocab", "task.response_vocab", "task.prompt_length", "task.n_features", "task.zipf_exponent",
 ]
 
 _NON_NEGATIVE = [
-    "sft.weight_decay", "rm_train.weight_decay", "rm_train.max_grad_norm", "rm_train.margin_scale",
+    "sft.weight_decay", "rm_train.weight_decay", "rm_train.early_stop_patience", "rm_train.early_stop_min_steps", "rm_train.max_grad_norm", "rm_train.margin_scale",
     "ppo.kl_coef", "ppo.max_grad_norm", "ppo.vf_coef", "proxy.uwo_lambda", "ppo.eval_prompts",
     "dpo.weight_decay", "dpo.max_grad_norm", "dpo.eval_prompts", "replicate",
 ]
@@ -517,6 +536,14 @@ def _check_data(cfg) -> None:
             f"rm_train.batch_size: {cfg.rm_train.batch_size} prompts per batch exceeds the "
             f"{n_train_prompts(cfg.data)} training prompts of data.comparison_budget"
         )
+    t = cfg.task
+    if t.world == "features" and t.n_features // 2 > min(t.response_vocab * (t.response_vocab - 1) // 2,
+                                                         t.prompt_vocab * t.response_vocab - t.n_features % 2):
+        raise ConfigError(f"task.n_features: {t.n_features} features need more word pairs than task.response_vocab="
+                          f"{t.response_vocab} and task.prompt_vocab={t.prompt_vocab} give (half are pairs of response "
+                          f"words, half prompt word x response word)")
+    if t.world == "features" and t.prompt_length > t.max_prompt_tokens:
+        raise ConfigError(f"task.prompt_length: {t.prompt_length} words exceed task.max_prompt_tokens={t.max_prompt_tokens}")
     if cfg.gold.kind == "model" and not cfg.gold.name_or_path:
         raise ConfigError("gold.name_or_path: required when gold.kind=model")
     if cfg.task.name != "synthetic" and not cfg.task.path:

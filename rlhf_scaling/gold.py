@@ -2,6 +2,7 @@
 
 `score(prompts, responses) -> Tensor (B,)` of floats, one per (prompt, response) pair.
 - `SyntheticGold`: programmatic, for the synthetic task (rlhf_scaling/data/synthetic.py).
+- `FeatureGold`: programmatic, for the feature world (rlhf_scaling/data/feature_world.py).
 - `ModelGold`: any sequence-classification reward model with one output, from a hub id or a local dir.
 """
 
@@ -11,6 +12,7 @@ from typing import List, Optional, Sequence
 
 import torch
 
+from rlhf_scaling.data import feature_world as FW
 from rlhf_scaling.data.synthetic import FILLER, SyntheticTask
 from rlhf_scaling.models import CheckpointMismatch, resolve_model
 
@@ -58,6 +60,32 @@ class SyntheticGold:
         if len(prompts) != len(responses):
             raise ValueError(f"gold.score: {len(prompts)} prompts but {len(responses)} responses")
         return torch.tensor([self.score_one(p, r) for p, r in zip(prompts, responses)], dtype=torch.float32)
+
+
+class FeatureGold:
+    """Gold reward of the feature world (task.world=features): the Zipf feature sum (unit std over
+    demonstrations) minus its exploitable directions, which demonstrations rarely show:
+
+    gold = features(prompt, response)
+           - REPEAT_PENALTY x repeated words
+           - LENGTH_PENALTY x words beyond natural_length
+           - UNFINISHED_PENALTY if the response hit the token budget without ending
+    """
+
+    def __init__(self, task: FW.FeatureTask):
+        self.task = task
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
+        """(B,) float32 gold scores. A response of max_response_tokens words counts as unfinished."""
+        if len(prompts) != len(responses):
+            raise ValueError(f"gold.score: {len(prompts)} prompts but {len(responses)} responses")
+        words = [r.split() for r in responses]
+        repeats = torch.tensor([len(w) - len(set(w)) for w in words], dtype=torch.float32)
+        excess = torch.tensor([max(0, len(w) - self.task.natural_length) for w in words], dtype=torch.float32)
+        unfinished = torch.tensor([len(w) >= self.task.max_response_tokens for w in words], dtype=torch.float32)
+        features = FW.feature_scores(self.task, list(prompts), list(responses))
+        return (features - FW.REPEAT_PENALTY * repeats - FW.LENGTH_PENALTY * excess
+                - FW.UNFINISHED_PENALTY * unfinished).float()
 
 
 class ModelGold:

@@ -19,8 +19,9 @@ from omegaconf import DictConfig, OmegaConf
 from rlhf_scaling.artifacts import Artifact, make_artifact
 from rlhf_scaling.config import ConfigError
 from rlhf_scaling.data.loaders import read_prompts, source_identity
+from rlhf_scaling.data import feature_world
 from rlhf_scaling.data.synthetic import SyntheticTask, build_tokenizer, make_task, sample_prompts
-from rlhf_scaling.gold import ModelGold, SyntheticGold
+from rlhf_scaling.gold import FeatureGold, ModelGold, SyntheticGold
 from rlhf_scaling.models import load_tokenizer, model_identity, resolve_model, tokenizer_identity
 
 
@@ -35,7 +36,7 @@ class TaskSetup:
     loaded data, where its best-of-n / PPO prompts come from."""
 
     tokenizer: object
-    task: Optional[SyntheticTask]
+    task: Optional[SyntheticTask | feature_world.FeatureTask]
     gold: object  # .score(prompts, responses) -> Tensor (B,); None where the job never scores with gold
     prompt_source: Optional[Callable[[], Path]] = None  # loaded data: the JSONL file of prompts (read once)
     _pool: Optional[List[str]] = field(default=None, repr=False)
@@ -44,6 +45,8 @@ class TaskSetup:
         """n prompts from a generator seeded by `seed`: fresh synthetic prompts, or for loaded data
         n distinct prompts of the prompt file (repeated in whole shuffled passes when it has fewer)."""
         rng = random.Random(seed)
+        if isinstance(self.task, feature_world.FeatureTask):
+            return feature_world.sample_prompts(self.task, n, rng)
         if self.task is not None:
             return sample_prompts(self.task, n, rng)
         if self._pool is None:
@@ -66,9 +69,14 @@ def setup_task(cfg: DictConfig, device: str = "cpu") -> TaskSetup:
     """Tokenizer, task and gold from cfg.task, cfg.policy and cfg.gold (validate() has refused the
     combinations that cannot work, naming the key to set)."""
     task = None
-    if cfg.task.name == "synthetic":
-        task = make_task(cfg.task.n_topics, cfg.task.words_per_topic, cfg.task.natural_length,
-                         cfg.task.max_response_tokens)
+    t = cfg.task
+    if t.name == "synthetic" and t.world == "features":
+        task = feature_world.make_feature_task(
+            prompt_vocab=t.prompt_vocab, response_vocab=t.response_vocab, prompt_length=t.prompt_length,
+            n_features=t.n_features, zipf_exponent=t.zipf_exponent, natural_length=t.natural_length,
+            max_response_tokens=t.max_response_tokens)
+    elif t.name == "synthetic":
+        task = make_task(t.n_topics, t.words_per_topic, t.natural_length, t.max_response_tokens)
     if cfg.policy.source == "pretrained":
         tokenizer = load_tokenizer(cfg.policy)
     elif task is not None:
@@ -81,7 +89,7 @@ def setup_task(cfg: DictConfig, device: str = "cpu") -> TaskSetup:
     if not needs_gold:
         gold = None
     elif cfg.gold.kind == "synthetic":
-        gold = SyntheticGold(task)
+        gold = FeatureGold(task) if isinstance(task, feature_world.FeatureTask) else SyntheticGold(task)
     else:
         gold = ModelGold(cfg.gold.name_or_path, batch_size=cfg.gold.batch_size, device=device,
                          trust_remote_code=cfg.gold.trust_remote_code, revision=cfg.gold.revision)
@@ -96,6 +104,8 @@ def setup_task(cfg: DictConfig, device: str = "cpu") -> TaskSetup:
 
 TINY_SHAPE = ("n_layer", "d_model", "n_head", "max_position")  # what builds a tiny spec's weights
 SYNTHETIC_TASK = ("n_topics", "words_per_topic", "natural_length", "max_response_tokens")
+FEATURE_WORLD = ("world", "prompt_vocab", "response_vocab", "prompt_length", "n_features", "zipf_exponent",
+                 "natural_length", "max_response_tokens")
 LOADED_TASK = ("name", "split", "max_prompt_tokens", "on_bad_record")  # what reading task.path depends on
 LOADED_DATA = ("n_eval_prompts", "seed")  # the held-out split of loaded data; the rest of data.* generates
 RM_TRAIN_NOT_IN_WEIGHTS = ("checkpoint_every", "eval_every")  # when to save / evaluate: same weights
@@ -112,7 +122,9 @@ def model_recipe(spec, key: str) -> dict:
 def task_recipe(cfg: DictConfig) -> dict:
     """The synthetic language's parameters, or the loaded file's content and how it is read."""
     t = cfg.task
-    if t.name == "synthetic":
+    if t.name == "synthetic" and t.world == "features":
+        return {"name": "synthetic", **{k: t[k] for k in FEATURE_WORLD}}
+    if t.name == "synthetic":  # the topics world: keys as before `world` existed
         return {"name": "synthetic", **{k: t[k] for k in SYNTHETIC_TASK}}
     return {**{k: t[k] for k in LOADED_TASK}, "content": source_identity(t.path)}
 
@@ -172,6 +184,10 @@ def rm_artifact(cfg: DictConfig) -> Artifact:
     and the response length it truncates to; with proxy.trained_on, on that policy's data."""
     cfg = proxy_data_cfg(cfg)
     rm_train = {k: v for k, v in section(cfg, "rm_train").items() if k not in RM_TRAIN_NOT_IN_WEIGHTS}
+    if rm_train["early_stop_patience"]:  # where it evaluates decides where it can stop: other weights
+        rm_train["eval_every"] = cfg.rm_train.eval_every
+    else:  # no early stopping: the same weights (and artifact keys) as before the option existed
+        del rm_train["early_stop_patience"], rm_train["early_stop_min_steps"]
     recipe = {"data": data_artifact(cfg).key, "rm": model_recipe(cfg.rm, "rm"), "rm_train": rm_train,
               "max_response_tokens": cfg.task.max_response_tokens, "seed": cfg.seed}
     return make_artifact(cfg.artifacts_dir, "rm", f"{cfg.rm.name}-{cfg.rm_train.loss}", recipe)

@@ -4,7 +4,8 @@ Recipe: data artifact -> (margin loss: each pair's margin x rm_train.margin_scal
 response once -> per member: seed, build RM, AdamW + schedule, a trainer (rlhf_scaling/training.py:
 one process, or data-parallel ranks) -> loop over micro-batches (bt/margin: one pair each; kwise: one
 prompt's K responses with all its C(K,2) pairs, ONE forward per response) -> periodic held-out eval
-and resumable checkpoints -> re-centre so the init policy's mean reward is 0 -> save the RM artifact.
+(with rm_train.early_stop_patience: stop when the held-out loss stops improving, keep the best
+weights) and resumable checkpoints -> re-centre so the init policy's mean reward is 0 -> save the RM artifact.
 
 Exact resume: batch order comes from a generator seeded by (seed, member, epoch), the loop skips
 the micro-batches of optimizer steps already done, and the optimizer/scheduler state is restored.
@@ -184,28 +185,33 @@ def train_and_save_member(cfg: DictConfig, m: int, train, evals, tok, out: Path,
                          padding_free=t.padding_free, eval_every=t.eval_every, checkpoint_every=t.checkpoint_every,
                          pad_id=tok.pad_token_id, device=device, ckpt_dir=out / f"member_{m}.ckpt", tracker=tracker,
                          progress=f"rm {cfg.rm.name} m{m}" if cfg.progress and env.is_main else None,
-                         stop_at_step=stop_at_step, env=env)
+                         stop_at_step=stop_at_step, env=env, patience=t.early_stop_patience,
+                         min_steps=t.early_stop_min_steps)
     if not final:
         raise InterruptedError(f"rm training stopped at step {stop_at_step} (checkpoint kept)")
     meta = export_member(trainer, member_dir, final, m, env)
-    if env.is_main:
-        shutil.rmtree(out / f"member_{m}.ckpt", ignore_errors=True)  # the member is final now
+    if env.is_main:  # the member is final now
+        shutil.rmtree(out / f"member_{m}.ckpt", ignore_errors=True)
+        shutil.rmtree(best_checkpoint(out / f"member_{m}.ckpt"), ignore_errors=True)
     return meta
 
 
 def train_member(trainer, train: List[EncodedGroup], eval_groups: List[EncodedGroup], *, member: int, epochs: int,
                  steps_per_epoch: int, batch_size: int, seed: int, use_margin: bool, padding_free: bool,
                  eval_every: int, checkpoint_every: int, pad_id: int, device, ckpt_dir: Path, tracker,
-                 progress: Optional[str] = None, stop_at_step: Optional[int] = None, env: DistEnv = DistEnv()) -> dict:
+                 progress: Optional[str] = None, stop_at_step: Optional[int] = None, env: DistEnv = DistEnv(),
+                 patience: int = 0, min_steps: int = 0) -> dict:
     """Train one RM through `trainer` (rlhf_scaling/training.py); resumes from `ckpt_dir` if a
     checkpoint is there. batch_size is the GLOBAL micro-batch (prompts for kwise, pairs for
     bt/margin; see rank_share), trainer.grad_accum micro-batches make one optimizer step, and
     epochs x steps_per_epoch steps are run. stop_at_step: return {} after that many optimizer steps
-    (with a checkpoint), as a preemption would. Returns the final eval metrics.
+    (with a checkpoint), as a preemption would. patience > 0: early stopping on rm/val_loss
+    (EarlyStopping, not before min_steps; the best weights go to `<ckpt_dir>.best`). Returns final_metrics.
     """
     total_steps = steps_per_epoch * epochs
     state = trainer.resume(ckpt_dir)
     step = int(state["step"]) if state is not None else 0
+    stopper = EarlyStopping(patience, (state or {}).get("early_stop"), min_steps)
     compute = MemberCompute(non_embedding_params(trainer.module), sum(len(s) for g in eval_groups for s in g.seqs),
                             (state or {}).get("compute"))
     if step:
@@ -213,6 +219,9 @@ def train_member(trainer, train: List[EncodedGroup], eval_groups: List[EncodedGr
     if padding_free:  # with sharded parameters a collective forward: every rank runs it
         require_exact_packing(trainer.module.backbone, "rm_train.padding_free", device)
     bar = tqdm(total=total_steps, initial=step, desc=progress, disable=progress is None, leave=False)
+
+    def state_now() -> dict:  # the recipe's part of a checkpoint
+        return {"compute": compute.state_dict(), "early_stop": stopper.state_dict()}
     trainer.module.train()
     with Preemption() as preemption:
         for epoch, idx in micro_batches(len(train), batch_size, trainer.grad_accum, seed, step, steps_per_epoch, epochs):
@@ -232,21 +241,74 @@ def train_member(trainer, train: List[EncodedGroup], eval_groups: List[EncodedGr
                 compute.evaluated()
                 metrics.update(evaluate(trainer.forward_module, eval_groups, pad_id, device, padding_free=padding_free))
                 bar.set_postfix(acc=f"{metrics['rm/val_accuracy']:.3f}")
+                # rank 0's loss, so ranks whose eval losses differ in the last bit still stop together
+                if stopper.active and stopper.update(float(from_rank0(metrics["rm/val_loss"])), step):
+                    trainer.save(best_checkpoint(ckpt_dir), step, state_now())  # a collective: every rank saves
             tracker.log({**metrics, **compute.metrics()})
             saved = step % checkpoint_every == 0 or step == stop_at_step
             if saved:
-                trainer.save(ckpt_dir, step, {"compute": compute.state_dict()})
+                trainer.save(ckpt_dir, step, state_now())
             # Preempted (SIGUSR2 from Slurm / submitit): checkpoint here, then requeue and stop.
-            preemption.checkpoint_if_signalled(
-                lambda: saved or trainer.save(ckpt_dir, step, {"compute": compute.state_dict()}))
-            if step == stop_at_step:
+            preemption.checkpoint_if_signalled(lambda: saved or trainer.save(ckpt_dir, step, state_now()))
+            if step == stop_at_step or stopper.stop:
                 break
     bar.close()
-    if step < total_steps:
+    if step < total_steps and not stopper.stop:
         return {}
+    return final_metrics(trainer, compute, stopper, ckpt_dir, step, eval_groups, pad_id, device, padding_free)
+
+
+def best_checkpoint(ckpt_dir: Path) -> Path:
+    """Where early stopping keeps the best evaluation's weights: beside the resumable checkpoint."""
+    return ckpt_dir.with_name(ckpt_dir.name + ".best")
+
+
+def final_metrics(trainer, compute: "MemberCompute", stopper: "EarlyStopping", ckpt_dir: Path, step: int,
+                  eval_groups, pad_id: int, device, padding_free: bool) -> dict:
+    """The trained member's held-out metrics and rm/flops; with early stopping, of the best
+    evaluation's weights (loaded back into the trainer first), with rm/stopped_step, rm/best_step
+    and rm/best_val_loss."""
+    converged = {}
+    if stopper.active:
+        trainer.resume(best_checkpoint(ckpt_dir))  # the weights of the lowest held-out loss
+        log.info("RM stopped at step %d, best held-out loss %.4f at step %d", step, stopper.best, stopper.best_step)
+        converged = {"rm/stopped_step": step, "rm/best_step": stopper.best_step, "rm/best_val_loss": stopper.best}
     compute.evaluated()
     return {**evaluate(trainer.forward_module, eval_groups, pad_id, device, padding_free=padding_free),
-            "rm/flops": compute.flops.flops}
+            "rm/flops": compute.flops.flops, **converged}
+
+
+class EarlyStopping:
+    """Early stopping on the held-out loss (rm_train.early_stop_patience): `stop` once `patience`
+    evaluations in a row brought no loss below the best so far, once `min_steps` optimizer steps are
+    done. patience 0: never stops (inactive). Its state goes into the checkpoints, so a resumed member
+    stops where an uninterrupted one would."""
+
+    def __init__(self, patience: int, state: Optional[dict] = None, min_steps: int = 0):
+        self.patience, self.min_steps, self.step = patience, min_steps, 0
+        state = state or {"best": math.inf, "best_step": 0, "bad": 0, "step": 0}
+        self.best, self.best_step, self.bad = float(state["best"]), int(state["best_step"]), int(state["bad"])
+        self.step = int(state.get("step", 0))
+
+    @property
+    def active(self) -> bool:
+        return self.patience > 0
+
+    @property
+    def stop(self) -> bool:
+        return self.active and self.bad >= self.patience and self.step >= self.min_steps
+
+    def update(self, loss: float, step: int) -> bool:
+        """Record an evaluation's loss; True when it is a new best (its weights are the ones to keep)."""
+        self.step = step
+        if loss < self.best:
+            self.best, self.best_step, self.bad = loss, step, 0
+            return True
+        self.bad += 1
+        return False
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_step": self.best_step, "bad": self.bad, "step": self.step}
 
 
 class MemberCompute:

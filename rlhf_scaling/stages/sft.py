@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from rlhf_scaling.artifacts import building
 from rlhf_scaling.compute import FlopCounter, gold_params, non_embedding_params
 from rlhf_scaling.data.encode import encode_prompt_response, encode_texts, pad_batch
+from rlhf_scaling.data import feature_world
 from rlhf_scaling.data.synthetic import sample_demonstrations
 from rlhf_scaling.models import build_policy, save_policy
 from rlhf_scaling.sampling import sample
@@ -51,7 +52,9 @@ def run(cfg: DictConfig, tracker) -> dict:
         if out is None:
             return {"sft/artifact": str(artifact.path)}
         seed_everything(cfg.seed + s.seed)
-        prompts, demos = sample_demonstrations(setup.task, s.n_demos, seed=cfg.seed + s.seed)
+        demonstrations = feature_world.sample_demonstrations if isinstance(setup.task, feature_world.FeatureTask) \
+            else sample_demonstrations
+        prompts, demos = demonstrations(setup.task, s.n_demos, seed=cfg.seed + s.seed)
         seqs, _ = encode_prompt_response(tok, prompts, demos, cfg.task.max_response_tokens)
         prompt_lens = [len(p) for p in encode_texts(tok, prompts)]
         policy = build_policy(cfg.policy, tok).to(device)

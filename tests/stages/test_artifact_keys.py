@@ -56,6 +56,23 @@ def test_synthetic_artifact_keys_change_exactly_with_what_builds_them(kind):
     assert not spurious, f"{kind}: these overrides cannot change the artifact but change its key: {spurious}"
 
 
+def test_feature_world_and_early_stopping_key_what_they_change():
+    """Every knob of the feature world keys its artifacts (the topics world's do not); early stopping
+    keys the RM, and then so does rm_train.eval_every (where it evaluates is where it can stop)."""
+    world = ["task=features"]
+    assert key("sft", world) != key("sft", [])
+    for o in ["task.n_features=1000", "task.zipf_exponent=1.0", "task.prompt_vocab=32", "task.response_vocab=48",
+              "task.prompt_length=3", "task.natural_length=6"]:
+        assert key("sft", [*world, o]) != key("sft", world), o
+    assert key("sft", [*world, "task.n_topics=6"]) == key("sft", world)
+    assert key("sft", ["task.n_features=1000"]) == key("sft", [])  # the topics world ignores the feature knobs
+    stop = ["rm_train.early_stop_patience=2"]
+    assert key("rm", stop) != key("rm", [])
+    assert key("rm", [*stop, "rm_train.eval_every=7"]) != key("rm", stop)
+    assert key("rm", [*stop, "rm_train.early_stop_min_steps=100"]) != key("rm", stop)
+    assert key("rm", ["rm_train.early_stop_min_steps=100"]) == key("rm", [])  # no early stopping: no effect
+
+
 @pytest.fixture
 def own(tmp_path):
     """A user's preference file and local policy / RM-backbone directories."""

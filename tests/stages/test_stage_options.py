@@ -1,7 +1,7 @@
 """Every stage option through its stage, with an assertion that fails if the option were ignored:
 ppo.whiten_rewards, ppo.adaptive_kl, ppo.kl_estimator=k3, the proxy ensemble combination
 (proxy.ensemble = mean | min | uwo, proxy.uwo_lambda) in PPO and best-of-n, rm_train.loss=margin
-and rm_train.margin_scale. Tiny runs on the session's shared PPO upstream (tests/conftest.py)."""
+and rm_train.margin_scale, rm_train.early_stop_patience. Tiny runs on the session's shared PPO upstream (tests/conftest.py)."""
 
 import json
 
@@ -16,7 +16,7 @@ from rlhf_scaling.models import REWARD_MODEL_FILE
 from rlhf_scaling.data.records import PreferenceGroup
 from rlhf_scaling.stages import bon, ppo, rm
 from rlhf_scaling.stages.common import open_tracker, rm_artifact
-from rlhf_scaling.stages.rm import scaled_margins
+from rlhf_scaling.stages.rm import EarlyStopping, scaled_margins
 
 slow = pytest.mark.slow  # every test here but the last runs a stage
 
@@ -163,3 +163,47 @@ def test_margins_come_from_the_data_else_from_gold_gaps_else_an_error():
     assert scaled_margins([gold_only], 2.0)[0].margins == (4.0, 1.0)  # 2 x |gold_w − gold_l|
     with pytest.raises(ConfigError, match="rm_train.loss=margin needs a margin or gold"):
         scaled_margins([PreferenceGroup("p", ("a", "b"), ((0, 1),))], 1.0)
+
+
+# ----------------------------------------------------------------------------- RM early stopping
+
+
+@slow
+def test_early_stopping_stops_on_the_held_out_loss_and_keeps_the_best_weights(ppo_store, tmp_path):
+    """A high learning rate over 8 epochs overfits the 64 training prompts; with patience 1 and an
+    evaluation every 2 steps the member stops at the first evaluation that does not improve, long
+    before its 64 steps, and the saved RM is the best evaluation's (its loss, not the last one's)."""
+    cfg = cfg_of(ppo_store, "rm", "model@rm=tiny-xs", "rm_train.epochs=8", "rm_train.lr=0.05",
+                 "rm_train.eval_every=2", "rm_train.early_stop_patience=1")
+    rows = run_stage(rm, cfg, tmp_path / "run", "rm")
+    evals = {r["rm/step"]: r["rm/val_loss"] for r in rows if "rm/val_loss" in r and "rm/step" in r}
+    summary = json.loads((rm_artifact(cfg).path / "metrics.json").read_text())
+    stopped, best = summary["rm/stopped_step"], summary["rm/best_step"]
+    assert max(evals) == stopped < 64  # stopped early: no step after it was trained
+    assert stopped == best + 2  # patience 1: the first evaluation after the best one that is no better
+    assert evals[stopped] >= evals[best] == min(evals.values()) == summary["rm/best_val_loss"]
+    # the kept weights are the best evaluation's: the artifact's final held-out loss is the best one
+    assert summary["rm/val_loss"] == pytest.approx(evals[best], rel=1e-5)
+    assert not any(rm_artifact(cfg).path.glob("*.best"))  # the best-weights checkpoint is not shipped
+
+
+def test_early_stopping_counts_evaluations_without_a_new_best():
+    stopper = EarlyStopping(2)
+    assert [stopper.update(x, step) for step, x in enumerate([1.0, 0.8, 0.9, 0.7, 0.75], 1)] == \
+        [True, True, False, True, False]
+    assert not stopper.stop and (stopper.best, stopper.best_step) == (0.7, 4)
+    stopper.update(0.7, 6)  # equal is no improvement
+    assert stopper.stop
+    resumed = EarlyStopping(2, stopper.state_dict())
+    assert resumed.stop and resumed.best_step == 4
+    late = EarlyStopping(1, min_steps=5)  # no stop before step 5, however long the plateau
+    stops = []
+    for step in range(1, 7):
+        late.update(1.0, step)  # a best at step 1, then a plateau
+        stops.append(late.stop)
+    assert stops == [False] * 4 + [True, True]
+    assert EarlyStopping(1, late.state_dict(), min_steps=5).stop
+    never = EarlyStopping(0)
+    for step in range(10):
+        never.update(1.0, step)
+    assert not never.active and not never.stop
