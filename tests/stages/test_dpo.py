@@ -246,9 +246,13 @@ def test_zero2_on_one_rank_matches_plain_pytorch(ppo_store, cli_run, tmp_path):
         for key in a.columns:
             assert b[key].tolist() == pytest.approx(a[key].tolist(), rel=1e-4, abs=1e-5), key
     wa, wb = (load_file(str(d / "policy" / "model.safetensors")) for d in (cli_run[1], tmp_path / "ds"))
+    init = load_file(str(Path(policy_init_path(cli_run[0])) / "model.safetensors"))
     assert wa.keys() == wb.keys()
+    # Adam turns fp32 rounding differences in near-zero gradients into differences of up to a step
+    # (lr = 1e-3); measured 1e-4 at most, against weights that moved by over 1e-2 from the SFT policy.
+    assert max((wa[k] - init[k]).abs().max().item() for k in wa) > 1e-2
     for k in wa:
-        torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=5e-4)
 
 
 def test_build_upstream_builds_sft_and_data_but_no_rm(monkeypatch):
