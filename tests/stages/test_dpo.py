@@ -78,7 +78,9 @@ def test_batched_response_logprobs_equal_each_sequence_alone(tiny, padding_free)
             targets = ids[0, 1:]
             expected.append(logp.gather(1, targets[:, None])[len(u.prompt) - 1:, 0].sum().item())
             lengths.append(len(r))
-    assert pb.r_mask.sum(1).tolist() == lengths and min(lengths) < max(lengths)
+    assert pb.r_mask.sum(1).tolist() == lengths == [6, 2, 3, 4]  # the response's words + EOS, nothing of the prompt
+    assert [u.prompt for u in units] == [setup.tokenizer(g.prompt, add_special_tokens=False)["input_ids"]
+                                         for g in groups]
     assert got.tolist() == pytest.approx(expected, abs=1e-4)
     assert pb.pairs.tolist() == [[0, 1], [3, 2]]  # the second unit's pair, offset to its rows
 
