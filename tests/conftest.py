@@ -103,20 +103,7 @@ def ppo_store(tmp_path_factory) -> PPOStore:
     return store
 
 
-# The PPO job the subprocess tests run on ppo_store: 8 iterations, a checkpoint every 2.
-PPO_JOB = ("stage=ppo", "progress=false", "ppo.steps=8", "ppo.prompts_per_step=8", "ppo.minibatch_size=8",
-           "ppo.checkpoint_every=2")
-
-
-def ppo_job_env() -> dict:
-    """The environment of a PPO job that a test starts and compares with `ppo_plain_run`: one OpenMP
-    thread (same float rounding in every such job, and DeepSpeed's ranks do not oversubscribe the
-    cores), no SLURM_*/torch.distributed variables leaking in, DeepSpeed's prebuilt CPU op."""
-    leaked = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_") and k not in leaked}
-    env.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "rlhf-scaling" / "torch_extensions"))
-    env["OMP_NUM_THREADS"] = "1"
-    return env
+from ppo_job import PPO_JOB, ppo_job_env  # noqa: E402  (tests/ppo_job.py: shared by the subprocess tests)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import PPO_JOB, ppo_job_env
+from ppo_job import PPO_JOB, ppo_job_env
 
 from rlhf_scaling.analysis.runs import load_local_runs
 from rlhf_scaling.artifacts import locked

@@ -12,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import PPO_JOB as PPO
-from conftest import ppo_job_env as _env
+from ppo_job import PPO_JOB as PPO
+from ppo_job import ppo_job_env as _env
 from safetensors.torch import load_file
 
 from rlhf_scaling.distributed import free_port
