@@ -205,3 +205,17 @@ def test_the_readme_diversity_example_divides_and_6144_at_k12_is_refused():
         assert n_train_prompts(cfg.data) == prompts
     with pytest.raises(ConfigError, match="data.comparison_budget"):
         validate(compose(["stage=data", "data.comparison_budget=6144", "data.responses_per_prompt=12"]))
+
+
+def test_sweep_folder_names_leave_out_the_sweep_choice_and_keep_what_varies():
+    """A sweep point's folder is named by the overrides that vary (hydra.job.override_dirname), not by
+    `+sweep=...`, which every point of the sweep shares (Hydra matches exclude_keys without the `+`)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONFIG_PATH, version_base=None):
+        cfg = hydra_compose(config_name="config", overrides=["+sweep=rm_size", "model@rm=tiny-xs", "replicate=1"],
+                            return_hydra_config=True)
+    name = cfg.hydra.job.override_dirname
+    assert "model@rm=tiny-xs" in name and "replicate=1" in name
+    assert "sweep" not in name, name
