@@ -20,7 +20,7 @@ def test_no_peer_runs_our_three_methods_at_equal_rollouts(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "bench_trl_rloo_grpo.py"), "--no-peer", "--prompts", "2",
          "--samples", "2", "--new-tokens", "4", "--iters", "1", "--warmup", "1", "--sft-steps", "5",
-         "--comparisons", "12", "--json", str(out)],
+         "--comparisons", "96", "--json", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads(out.read_text())
