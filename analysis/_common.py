@@ -75,9 +75,10 @@ def show_table(title: str, table: pd.DataFrame) -> None:
 def save_figure(fig, out, name: str) -> Optional[Path]:
     """Write name.png and name.pdf into `out` with figures.save and print the path; call it inside
     figures.figure_style() so the saved resolution is the project's. A None figure (the runs lack
-    its data) is skipped with a note, as the figures command does."""
-    if fig is None:
-        print(f"skipped {name}: no data for it")
+    its data) or a str (the reason it would mislead on them) is skipped with a note, as the figures
+    command does."""
+    if fig is None or isinstance(fig, str):
+        print(f"skipped {name}: {fig or 'no data for it'}")
         return None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -9,8 +9,9 @@
 #
 #     python analysis/fig_e_diversity.py --runs <folder> --out figures/
 #
-# Writes diversity_heatmap (PNG + PDF): gold reward over K = `data.responses_per_prompt` and the
-# number of prompts budget / C(K,2), one panel per (sweep, budget, RM) that varies K.
+# Writes diversity (PNG + PDF): gold and RM accuracy vs K = `data.responses_per_prompt`, one line per
+# comparison budget, each point labelled with its prompts budget / C(K,2); and diversity_heatmap: gold
+# over (budget, K), one panel per (sweep, RM) that varies K over >= 2 budgets (skipped, saying why, at one).
 
 # %%
 import _common
@@ -38,7 +39,7 @@ else:
     print("no runs with a gold summary, K and a comparison budget")
 
 # %% [markdown]
-# The figure. Restyle here: one axes per panel, each followed by its colour bar in `fig.axes`.
+# The heatmap (>= 2 budgets). Restyle here: one axes per panel, each followed by its colour bar in `fig.axes`.
 
 # %%
 with figure_style():

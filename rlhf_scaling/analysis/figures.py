@@ -9,12 +9,15 @@ overoptimization_ppo  (a)  the same for PPO with the RL form (Gao et al. Fig. 1)
 coefficients_vs_rm_size (b) fitted alpha, beta vs RM parameters, log-linear fit (Gao Fig. 3) (a) for >= 2 RM sizes
 rm_accuracy           (c)  RM held-out accuracy vs comparisons and vs RM size               rm/val_accuracy
 samples_per_prompt    (d)  gold reward vs samples per prompt: n in best-of-n, PPO rollouts  bon curves / >= 2 ppo.samples_per_prompt
-diversity_heatmap     (e)  gold reward over (n_prompts, K) at a fixed comparison budget     >= 2 data.responses_per_prompt
+samples_per_prompt_matched (d') PPO held-out gold gain at matched KL, rollouts and FLOPs  eval/* of >= 2 ppo.samples_per_prompt
+diversity             (e)  gold and RM accuracy vs K at a fixed budget, one line per budget  >= 2 data.responses_per_prompt
+diversity_heatmap     (e') gold reward over (budget, K), cells labelled with their prompts   >= 2 K and >= 2 budgets
 ppo_training          (f)  PPO proxy / gold / KL training curves                            ppo/step
 methods               (g)  gold and proxy vs sqrt(KL) per method (ppo, rloo, grpo, dpo, bon),  >= 2 methods
                            each with its fitted Gao curve (analysis/methods.py)
 
-A figure whose data the runs lack is skipped with a printed note. Every figure's footer names
+A figure whose data the runs lack, or that would mislead on them (a figure function may return
+the reason as a str), is skipped with a printed note. Every figure's footer names
 the source and the number of runs behind it. Output is deterministic: the same records give
 byte-identical PNG and PDF files (no timestamps or software versions in the metadata).
 Gains: best-of-n gains are over n = 1 (bon/*_gain as logged); PPO gains are over the first
@@ -200,10 +203,13 @@ def _curves(df: pd.DataFrame, kind: str, step: str, sizes: dict) -> pd.DataFrame
         # (the iteration-0 evaluation of the initial policy, or the first training batch).
         g_gain = r[f"{kind}/gold_gain"].to_numpy(float) if f"{kind}/gold_gain" in r else g - g[0]
         p_gain = r[f"{kind}/proxy_gain"].to_numpy(float) if f"{kind}/proxy_gain" in r else p - p[0]
+        # best-of-n's 95% interval of the gold gain over its prompts, as logged (bon.py); NaN elsewhere
+        low, high = (r[f"{kind}/gold_gain_{e}"].to_numpy(float) if f"{kind}/gold_gain_{e}" in r else np.full(len(r), np.nan)
+                     for e in ("low", "high"))
         out.append(pd.DataFrame({"run_id": run_id, "run_name": r["run_name"].to_numpy(), "group": r["_sweep"].iloc[0], "rm": rm,
                                  "n_params": sizes.get(run_id, np.nan), "x": r[x].to_numpy(float),
                                  "sqrt_kl": r[d].to_numpy(float), "proxy_gain": p_gain, "gold_gain": g_gain,
-                                 "gold": g, "proxy": p}))
+                                 "gold": g, "proxy": p, "gold_gain_low": low, "gold_gain_high": high}))
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
 
 
@@ -372,7 +378,8 @@ def fig_overoptimization(df: pd.DataFrame, source: str, kind: str):
     """(a) Gao et al. Fig. 1: gold (left) and proxy (right) reward gain vs sqrt(KL), per setting (RM
     size, ...): the mean over seeds at each n / evaluation with its 95% band (seed_bands), the seeds'
     points faint, and the Gao form (BoN form for best-of-n, RL form for PPO) fitted to all seeds'
-    points dashed. A setting with one seed has no band and the footer says so."""
+    points dashed. A setting with one seed has no seed band and the footer says so; a best-of-n one
+    then draws the 95% interval over its prompts that the run logged (bon/gold_gain_low, _high), hatched."""
     curves = overoptimization_curves(df, kind)
     if curves.empty:
         return None
@@ -381,7 +388,7 @@ def fig_overoptimization(df: pd.DataFrame, source: str, kind: str):
     label_of = {r: v[1] for r, v in by_run.items()}
     colour_of = {v[1]: v[0] for v in by_run.values()}
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    no_peak, one_seed = [], []  # β <= 0: the gold fit never turns down (no peak); settings without a band
+    no_peak, one_seed, prompt_level = [], [], []  # β <= 0: no peak; settings without a seed band; of those, with prompt intervals
     for ax, target in zip(axes, ("gold_gain", "proxy_gain")):
         bands = seed_bands(curves, label_of, target)
         for label, b in bands.groupby("label", sort=False):
@@ -394,6 +401,10 @@ def fig_overoptimization(df: pd.DataFrame, source: str, kind: str):
                 ax.fill_between(b["sqrt_kl"], b["low"], b["high"], color=colour, alpha=0.18, lw=0)
             elif target == "gold_gain":
                 one_seed.append(label)
+                if c["gold_gain_low"].notna().any():  # one best-of-n seed: its prompt-level interval
+                    ax.fill_between(c["sqrt_kl"], c["gold_gain_low"], c["gold_gain_high"], color=colour, alpha=0.12,
+                                    hatch="///", lw=0, gid="prompt_interval")
+                    prompt_level.append(label)
             fit = _fit(c, target, form)  # all seeds' points together
             grid = np.linspace(0.0, max(np.nanmax(c["sqrt_kl"]), 1e-3), 200)
             if fit is not None and target == "gold_gain" and not turns_down(fit[1]):
@@ -412,6 +423,8 @@ def fig_overoptimization(df: pd.DataFrame, source: str, kind: str):
             f"R(d) = {equation} (Gao et al. 2022) to all seeds")
     if one_seed:
         note += f"; ONE seed (no band): {', '.join(one_seed)}"
+    if prompt_level:
+        note += f"; hatched: 95% interval over prompts (bootstrap, as logged; one seed): {', '.join(prompt_level)}"
     if kind == "ppo":
         shown = sorted(set(curves["points"]))
         note += "; points: " + " and ".join({"eval": "held-out evaluations",
@@ -744,9 +757,11 @@ def fig_samples_per_prompt(df: pd.DataFrame, source: str):
 
 
 def fig_diversity(df: pd.DataFrame, source: str):
-    """(e) Prompt vs response diversity at a fixed comparison budget: heatmap of gold reward over
-    rows n_prompts = budget / C(K,2) and columns K (data.responses_per_prompt); one panel per
-    (budget, RM) with >= 2 values of K."""
+    """(e') Prompt vs response diversity across comparison budgets: heatmap of gold reward over rows
+    data.comparison_budget and columns K (data.responses_per_prompt), each cell labelled with its
+    prompts = budget / C(K,2); one panel per (sweep, RM) that has >= 2 budgets and >= 2 values of K.
+    At ONE budget each K has its own prompt count, so a (prompts, K) grid is a diagonal: the lines
+    figure `diversity` shows that case, and this one is skipped, saying so (a str is returned)."""
     k, b = "config.data.responses_per_prompt", "config.data.comparison_budget"
     runs = per_run(df)
     value = _run_gold(runs)
@@ -754,31 +769,33 @@ def fig_diversity(df: pd.DataFrame, source: str):
         return None
     runs = runs.dropna(subset=[value, k, b])
     rm = runs["config.rm.name"].astype(str) if "config.rm.name" in runs else pd.Series("", index=runs.index)
-    runs = runs.assign(rm=rm, sweep=_sweep_group(runs),
-                       n_prompts=[int(bb) // (int(kk) * (int(kk) - 1) // 2) for bb, kk in zip(runs[b], runs[k])])
-    panels = [(key, g) for key, g in runs.groupby(["sweep", b, "rm"], sort=True) if g[k].nunique() >= 2]
+    runs = runs.assign(rm=rm, sweep=_sweep_group(runs))
+    over_k = [(key, g) for key, g in runs.groupby(["sweep", "rm"], sort=True) if g[k].nunique() >= 2]
+    panels = [(key, g) for key, g in over_k if g[b].nunique() >= 2]
     if not panels:
-        return None
+        return (f"one comparison budget per sweep over K ({', '.join(sorted({f'{x:g}' for _, g in over_k for x in g[b]}))}): "
+                "a heatmap needs >= 2 budgets; see the `diversity` lines figure") if over_k else None
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
-    for ax, ((sweep, budget, rm_name), g) in zip(axes[0], panels):
-        grid = g.pivot_table(index="n_prompts", columns=k, values=value, aggfunc="mean")
-        grid = grid.sort_index(ascending=False).sort_index(axis=1)
+    for ax, ((sweep, rm_name), g) in zip(axes[0], panels):
+        grid = g.pivot_table(index=b, columns=k, values=value, aggfunc="mean").sort_index(ascending=False).sort_index(axis=1)
         im = ax.imshow(grid.to_numpy(float), aspect="auto")
         ax.set_xticks(range(grid.shape[1]), [f"{c:g}" for c in grid.columns])
-        ax.set_yticks(range(grid.shape[0]), [str(i) for i in grid.index])
+        ax.set_yticks(range(grid.shape[0]), [f"{i:g}" for i in grid.index])
         middle = np.nanmean([np.nanmin(grid.to_numpy(float)), np.nanmax(grid.to_numpy(float))])
-        for i in range(grid.shape[0]):
-            for j in range(grid.shape[1]):
+        for i, budget in enumerate(grid.index):
+            for j, kk in enumerate(grid.columns):
                 v = grid.iloc[i, j]
                 if np.isfinite(v):  # dark text on the bright end of viridis
-                    ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=7,
+                    prompts = int(budget) // (int(kk) * (int(kk) - 1) // 2)
+                    ax.text(j, i, f"{v:.3f}\n{prompts} prompts", ha="center", va="center", fontsize=6.5,
                             color="black" if v > middle else "white")
         ax.set_xlabel("responses per prompt K")
-        ax.set_ylabel("prompts")
-        ax.set_title(", ".join(x for x in (sweep, f"{budget:g} comparisons", f"RM {rm_name}" if rm_name else "") if x))
+        ax.set_ylabel("comparison budget")
+        ax.set_title(", ".join(x for x in (sweep, f"RM {rm_name}" if rm_name else "") if x))
         ax.grid(False)
         fig.colorbar(im, ax=ax, label=value.replace("summary.", ""))
-    _footer(fig, source, sum(len(g) for _, g in panels), "prompts = budget / C(K,2); cell: mean over runs")
+    _footer(fig, source, sum(len(g) for _, g in panels),
+            "cell: mean over runs (seeds) and its prompts = budget / C(K,2); blank: not run")
     return fig
 
 
@@ -798,9 +815,11 @@ def _mean_band(ax, x, values_by_x: Dict[float, np.ndarray], colour, label: str, 
 def fig_samples_per_prompt_matched(df: pd.DataFrame, source: str):
     """(d') PPO samples per prompt compared fairly (Hou et al. 2024): left, held-out gold gain at
     matched KL (each run's evaluations interpolated at the largest sqrt KL that every run of its sweep
-    reached) vs ppo.samples_per_prompt; right, held-out gold gain vs total rollouts (iterations x
+    reached) vs ppo.samples_per_prompt; middle, held-out gold gain vs total rollouts (iterations x
     prompts per step x samples per prompt), one line per samples-per-prompt: at equal rollouts
-    (compute) rather than equal prompts. Mean over seeds with 95% t-intervals."""
+    rather than equal prompts; right (where the runs logged ppo/flops), the same vs cumulative
+    training FLOPs (training_flops: generation, scoring and updates of the training iterations,
+    compute.py; not the held-out evaluations). Mean over seeds with 95% t-intervals."""
     spp, pps = "config.ppo.samples_per_prompt", "config.ppo.prompts_per_step"
     curves = overoptimization_curves(df, "ppo")
     runs = per_run(df)
@@ -812,7 +831,9 @@ def fig_samples_per_prompt_matched(df: pd.DataFrame, source: str):
     if runs.empty:
         return None
     curves = curves[curves["run_id"].isin(runs["run_id"])].merge(runs[["run_id", "sweep", spp, pps]], on="run_id")
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    curves = curves.assign(flops=training_flops(df, curves))
+    with_flops = bool(curves["flops"].notna().all())
+    fig, axes = plt.subplots(1, 3 if with_flops else 2, figsize=(15 if with_flops else 10, 4))
     colours = plt.get_cmap(SIZE_CMAP)(np.linspace(0.05, 0.85, max(curves[spp].nunique(), 1)))
     colour_of = dict(zip(sorted(curves[spp].unique()), colours))
     one_seed, notes = False, []
@@ -829,6 +850,9 @@ def fig_samples_per_prompt_matched(df: pd.DataFrame, source: str):
             rollouts = g["x"] * g[pps] * g[spp]
             by_x = {float(x): v.to_numpy(float) for x, v in g.groupby(rollouts)["gold_gain"]}
             one_seed |= not _mean_band(axes[1], None, by_x, colour_of[n], f"{n:g} per prompt", marker="o-")
+            if with_flops:  # seeds differ a little in tokens: each iteration at its mean FLOPs over seeds
+                by_flops = {float(v["flops"].mean()): v["gold_gain"].to_numpy(float) for _, v in g.groupby("x")}
+                one_seed |= not _mean_band(axes[2], None, by_flops, colour_of[n], f"{n:g} per prompt", marker="o-")
     axes[0].set_xscale("log", base=2)
     axes[0].set_xlabel("PPO rollouts per prompt per iteration")
     axes[0].set_ylabel("held-out gold gain at matched KL")
@@ -836,6 +860,11 @@ def fig_samples_per_prompt_matched(df: pd.DataFrame, source: str):
     axes[1].set_xlabel("total rollouts (iterations × prompts × samples per prompt)")
     axes[1].set_ylabel("held-out gold gain")
     axes[1].set_title("at matched rollouts")
+    if with_flops:
+        axes[2].set_xscale("log")
+        axes[2].set_xlabel("cumulative training FLOPs (ppo/flops; evaluations not counted)")
+        axes[2].set_ylabel("held-out gold gain")
+        axes[2].set_title("at matched compute")
     for ax in axes:
         ax.axhline(0, color="0.5", lw=0.6)
     _legend_once(axes[1], title="samples per prompt")
@@ -843,6 +872,22 @@ def fig_samples_per_prompt_matched(df: pd.DataFrame, source: str):
                                                                             if one_seed else "")
     _footer(fig, source, curves["run_id"].nunique(), note)
     return fig
+
+
+def training_flops(df: pd.DataFrame, curves: pd.DataFrame) -> np.ndarray:
+    """Cumulative training FLOPs (ppo/flops as each iteration logged it) at each point of the PPO
+    `curves` (overoptimization_curves): after x iterations (x = eval/step), interpolated between
+    logged iterations (log_every), 0 at x = 0; NaN for a run that logged no ppo/flops."""
+    if "ppo/flops" not in df or "ppo/step" not in df:
+        return np.full(len(curves), np.nan)
+    logged = df.dropna(subset=["ppo/step", "ppo/flops"]).drop_duplicates(["run_id", "ppo/step"], keep="last")
+    out = np.full(len(curves), np.nan)
+    for run_id, r in logged.groupby("run_id"):
+        r = r.sort_values("ppo/step")
+        at = curves["run_id"].to_numpy() == run_id
+        done = np.concatenate([[0.0], r["ppo/step"].to_numpy(float) + 1])  # iterations completed
+        out[at] = np.interp(curves.loc[at, "x"].to_numpy(float), done, np.concatenate([[0.0], r["ppo/flops"].to_numpy(float)]))
+    return out
 
 
 def rm_steps(df: pd.DataFrame) -> Dict[str, int]:
@@ -894,16 +939,32 @@ def fig_diversity_lines(df: pd.DataFrame, source: str):
         ax.set_ylabel(title)
         ax.set_title(title)
     _legend_once(axes[0][0], title="fixed budget")
-    steps = rm_steps(df)
-    rms = runs[(runs["stage"] == "rm") & runs["run_id"].isin(steps)]
-    by_k = rms.groupby(k)["run_id"].agg(lambda ids: sorted({steps[i] for i in ids})) if not rms.empty else {}
-    optimisation = ("RM optimiser steps per K: " + ", ".join(f"K={kk:g}: {'/'.join(map(str, v))}"
-                                                               for kk, v in dict(by_k).items())
-                    if len(by_k) else "RM optimiser steps not logged in these runs (RMs reused)")
-    note = (f"{optimisation}; mean over seeds, bars: 95% t-interval" + ("; ONE seed at some points (no bar)"
-                                                                         if one_seed else ""))
+    note = (f"{rm_optimisation(df, runs)}; mean over seeds, bars: 95% t-interval"
+            + ("; ONE seed at some points (no bar)" if one_seed else ""))
     _footer(fig, source, len(runs), note)
     return fig
+
+
+def rm_optimisation(df: pd.DataFrame, runs: pd.DataFrame) -> str:
+    """How the RMs of `runs` (per_run rows over K) were optimised, for a footer: trained to convergence
+    (rm_train.early_stop_patience > 0: early stopping on the held-out loss; the step of the kept
+    weights per K) or for fixed epochs (the optimiser steps per K, which a fixed budget makes unequal)."""
+    k, patience = "config.data.responses_per_prompt", "config.rm_train.early_stop_patience"
+    steps = rm_steps(df)
+    rms = runs[(runs["stage"] == "rm") & runs["run_id"].isin(steps)]
+    if rms.empty:
+        return "RM optimiser steps not logged in these runs (RMs reused)"
+    stopped = patience in rms and (rms[patience].fillna(0) > 0).all()
+    best = "summary.rm/best_step"
+    kept = {i: int(b) for i, b in zip(rms["run_id"], rms[best])} if stopped and best in rms else steps
+    by_k = rms.groupby(k)["run_id"].agg(lambda ids: sorted({kept[i] for i in ids}))
+    per_k = ", ".join(f"K={kk:g}: {'/'.join(map(str, v))}" for kk, v in by_k.items())
+    if stopped:
+        first = rms.iloc[0]
+        rule = (f"patience {int(first[patience])} evaluations x {int(first['config.rm_train.eval_every'])} steps, "
+                f"min {int(first['config.rm_train.early_stop_min_steps'])} steps")
+        return f"RMs trained to convergence (early stopping on held-out loss, {rule}); kept step per K: {per_k}"
+    return f"RMs trained for fixed epochs, NOT matched optimisation; optimiser steps per K: {per_k}"
 
 
 def fig_ppo_training(df: pd.DataFrame, source: str):
@@ -996,8 +1057,8 @@ def write_figures(df: pd.DataFrame, out_dir, source: str, only: Optional[List[st
             if only and name not in only:
                 continue
             fig = make(df, source)
-            if fig is None:
-                print(f"  skipped {name}: no data for it in {source}")
+            if fig is None or isinstance(fig, str):  # a str: why the figure would mislead here
+                print(f"  skipped {name}: {fig or 'no data for it'} in {source}")
                 continue
             written.append(save(fig, out_dir, name))
     return written

@@ -24,7 +24,7 @@ from rlhf_scaling.models import load_policy
 from rlhf_scaling.packing import require_exact_packing
 from rlhf_scaling.sampling import sample
 from rlhf_scaling.scoring import load_ensemble, score_texts
-from rlhf_scaling.stages.common import build_command, policy_init_path, rm_artifact, setup_task
+from rlhf_scaling.stages.common import build_command, policy_init_path, proxy_n_params, rm_artifact, setup_task
 from rlhf_scaling.summaries import bon_fit_summary
 from rlhf_scaling.training import resolve_device, seed_everything
 
@@ -77,6 +77,7 @@ def run(cfg: DictConfig, tracker) -> dict:
                      "bon/gold_gain_low": row.gold_gain_low, "bon/gold_gain_high": row.gold_gain_high})
     summary = bon_fit_summary(curve, "bon")
     summary["bon/n_max"] = b.n_max
+    summary["rm/n_params"] = proxy_n_params(rm_dir)  # the proxy's size, as its RM job counted it
     summary["bon/gold_at_n_max"] = float(curve["gold"].iloc[-1])
     # Compute (rlhf_scaling/compute.py): the pool's generation, then proxy and gold scoring of it.
     flops, pool_tokens = FlopCounter(), int(pool.prompt_mask.sum() + pool.lengths.sum())

@@ -7,6 +7,7 @@ sweep over a later stage's settings reuses the earlier artifacts and an edited i
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import shlex
@@ -196,6 +197,12 @@ def rm_artifact(cfg: DictConfig) -> Artifact:
 # The sections whose values key the SFT policy, the data and the RM (with `seed`): a command that
 # repeats them builds the same artifacts.
 RECIPE_SECTIONS = ("policy", "rm", "task", "gold", "data", "sft", "rm_train")
+
+
+def proxy_n_params(rm_dir: Path) -> int:
+    """The parameter count of a trained RM artifact's member (rm/n_params as its RM job counted it), so a
+    best-of-n or PPO job records its proxy's size itself (the size figures need no RM job beside it)."""
+    return int(json.loads((Path(rm_dir) / "metrics.json").read_text())["rm/n_params"])
 
 
 def build_command(stage: str, cfg: DictConfig) -> str:

@@ -84,12 +84,14 @@ def sub_job(cfg: DictConfig, run_dir: Path, stage: str, folder: str) -> dict:
     from rlhf_scaling.stages.upstream import ensure_upstream
 
     validate(cfg)
-    started = time.time()
+    started, cpu = time.time(), time.process_time()
     with open_tracker(cfg, run_dir / folder, stage, name=folder, resume=True) as tracker:
         ensure_upstream(cfg, tracker, before=stage)
         summary = importlib.import_module(f"rlhf_scaling.stages.{stage}").run(cfg, tracker)
         tracker.summary(**summary)
-    log.info("[paper %s r%d] %-16s done in %5.1f s", cfg.paper.sweep, cfg.replicate, folder, time.time() - started)
+    # wall and this process's CPU time (all threads): CPU time says more than wall on a shared machine
+    log.info("[paper %s r%d] %-16s done in %5.1f s (CPU %5.1f s)", cfg.paper.sweep, cfg.replicate, folder,
+             time.time() - started, time.process_time() - cpu)
     return summary
 
 

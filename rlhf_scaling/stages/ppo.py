@@ -68,7 +68,7 @@ from rlhf_scaling.packing import require_exact_packing
 from rlhf_scaling.preemption import Preemption
 from rlhf_scaling.sampling import sample
 from rlhf_scaling.scoring import load_ensemble, score_texts
-from rlhf_scaling.stages.common import build_command, policy_init_path, rm_artifact, setup_task
+from rlhf_scaling.stages.common import build_command, policy_init_path, proxy_n_params, rm_artifact, setup_task
 from rlhf_scaling.summaries import ppo_fit_summary
 from rlhf_scaling.training import engine_config, make_trainer, rank_env, resolve_device, seed_everything
 
@@ -129,7 +129,8 @@ def run(cfg: DictConfig, tracker) -> dict:
     if not env.is_main:
         return {}
     return {**ppo_fit_summary(tracker.run_dir), "ppo/flops": flops.flops, "ppo/eval_flops": eval_flops.flops,
-            **{f"ppo/n_params_{k}": v for k, v in sizes.items()}}
+            **{f"ppo/n_params_{k}": v for k, v in sizes.items()},
+            "rm/n_params": proxy_n_params(rm_dir)}  # the proxy's size as its RM job counted it (all parameters)
 
 
 # ----------------------------------------------------------------------------- the phases of one iteration

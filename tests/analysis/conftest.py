@@ -4,7 +4,7 @@ Gao et al. forms with known coefficients that are exactly log-linear in the RM s
 
     <root>/study/        rm_<name>, bon_<name>, ppo_<name> for 3 RM sizes (Gao Fig. 1 and 3)
     <root>/data_size/    RM jobs over 3 comparison budgets x 2 RM sizes (RM accuracy)
-    <root>/diversity/    BoN jobs over K at a fixed budget (diversity heatmap)
+    <root>/diversity/    BoN jobs over K at two fixed budgets (diversity lines and heatmap)
     <root>/samples_per_prompt/  PPO jobs over rollouts per prompt
 Each group's folder is named after its W&B group (config experiment), so a W&B run's
 "<group>/<name>" id equals the local run id.
@@ -26,6 +26,8 @@ RM_SIZES = {"tiny-xs": 1e5, "tiny-s": 1e6, "tiny-m": 1e7}
 LAWS = {("bon", "alpha"): (0.20, 0.030), ("bon", "beta"): (0.40, -0.015),
         ("ppo", "alpha"): (0.50, 0.040), ("ppo", "beta"): (0.60, -0.020)}
 BON_GRID = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+# the diversity sweep's (K, comparison budget): K = 2, 3, 4, 6 at 4200 and K = 2, 4 at 2100 (two budgets: the heatmap)
+DIVERSITY = [(2, 4200), (3, 4200), (4, 4200), (6, 4200), (2, 2100), (4, 2100)]
 PPO_STEPS = 40
 TRUNCATED_RUN = "study/ppo_tiny-m"  # its metrics.jsonl ends in a line cut by a kill
 
@@ -103,9 +105,10 @@ def build(root: Path) -> Path:
         write_run(root / "data_size" / f"{i}_budget={budget},rm={rm}", _config("data_size", "rm", rm, budget=budget),
                   rm_records(accuracy), {"rm/val_accuracy": accuracy, "rm/n_params": RM_SIZES[rm],
                                          "rm/artifact": f"/artifacts/rm/{rm}-{budget}"}, next(ids))
-    for i, k in enumerate((2, 3, 4, 6)):
-        bon = bon_records(RM_SIZES["tiny-s"] * k)
-        write_run(root / "diversity" / f"{i}_K={k}", _config("diversity", "bon", "tiny-s", k=k, budget=4200), bon,
+    for i, (k, budget) in enumerate(DIVERSITY):
+        bon = bon_records(RM_SIZES["tiny-s"] * k * budget / 4200)
+        write_run(root / "diversity" / f"{i}_K={k},budget={budget}", _config("diversity", "bon", "tiny-s", k=k,
+                                                                             budget=budget), bon,
                   {"bon/best_gold": max(r["bon/gold"] for r in bon)}, next(ids))
     for i, spp in enumerate((1, 2, 4)):
         ppo = ppo_records(RM_SIZES["tiny-s"], scale=1 + 0.1 * spp)
@@ -117,7 +120,7 @@ def build(root: Path) -> Path:
     return root
 
 
-N_RUNS = 9 + 6 + 4 + 3
+N_RUNS = 9 + 6 + len(DIVERSITY) + 3
 
 
 @pytest.fixture(scope="session")

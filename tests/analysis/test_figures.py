@@ -17,7 +17,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def test_fits_recover_the_generating_coefficients(runs_df, synthetic):
     coef = fitted_coefficients(runs_df)
-    assert len(coef) == 3 + 3 + 4 + 3  # study BoN and PPO, diversity BoN, samples-per-prompt PPO
+    assert len(coef) == 3 + 3 + len(synthetic.DIVERSITY) + 3  # study BoN and PPO, diversity BoN, samples-per-prompt PPO
     coef = coef[coef["group"] == "study"]
     assert sorted(coef["kind"]) == ["bon"] * 3 + ["ppo"] * 3
     for row in coef.itertuples():
@@ -63,7 +63,7 @@ def test_footer_names_the_source_and_the_runs_behind_each_figure(runs_df):
     # study RMs + data_size RMs (the artifact path tells repeated reports of one RM apart)
     assert any("|  9 runs" in t.get_text() for t in fig.texts)
     fig = figures.fig_diversity(runs_df, "x")
-    assert any("|  4 runs" in t.get_text() for t in fig.texts)
+    assert any("|  6 runs" in t.get_text() for t in fig.texts)
 
 
 def test_a_figure_without_data_is_skipped_with_a_note(runs_df, tmp_path, capsys):
@@ -232,7 +232,7 @@ def test_a_runs_own_record_of_its_proxy_size_feeds_the_coefficient_figure(tmp_pa
 def test_curves_are_coloured_and_labelled_by_what_was_swept(runs_df):
     """The diversity sweep's best-of-n runs share one RM and differ in K: each K is its own colour
     and legend entry (not one colour per RM), in the order of K; runs differing only in seed share one."""
-    diversity = runs_df[runs_df["group"] == "diversity"]
+    diversity = runs_df[(runs_df["group"] == "diversity") & (runs_df["config.data.comparison_budget"] == 4200)]
     fig = figures.fig_overoptimization(diversity, "x", "bon")
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert labels == [f"K={k}" for k in (2, 3, 4, 6)]
@@ -328,12 +328,12 @@ def test_overoptimization_curves_draw_the_mean_and_a_95_band_over_seeds(tmp_path
     assert "ONE seed" in next(t for t in one.texts if t.get_gid() == "footer").get_text().replace("\n", " ")
 
 
-def test_diversity_lines_label_each_point_with_its_prompts(runs_df):
+def test_diversity_lines_label_each_point_with_its_prompts(runs_df, synthetic):
     fig = figures.fig_diversity_lines(runs_df, "x")
     ax = fig.axes[0]
     labels = sorted(t.get_text() for t in ax.texts)
-    assert labels == sorted(f"{4200 // (k * (k - 1) // 2)} prompts" for k in (2, 3, 4, 6))
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["4200 comparisons"]
+    assert labels == sorted(f"{b // (k * (k - 1) // 2)} prompts" for k, b in synthetic.DIVERSITY)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["2100 comparisons", "4200 comparisons"]
     footer = next(t for t in fig.texts if t.get_gid() == "footer").get_text().replace("\n", " ")
     assert "RM optimiser steps" in footer
 
@@ -357,3 +357,22 @@ def test_samples_per_prompt_are_compared_at_matched_kl_and_rollouts(runs_df):
     # at matched rollouts: x = iterations x 16 prompts x samples per prompt, so spp=4 spans 4x spp=1's range
     spans = [max(bars.lines[0].get_xdata()) for bars in rollouts.containers]  # one errorbar line per spp
     assert spans == [25 * 16, 39 * 16 * 2, 39 * 16 * 4]  # iterations 0..39 (spp=1: 0..25)
+
+
+def test_diversity_heatmap_spans_budgets_and_is_skipped_with_a_reason_at_one(runs_df, synthetic, tmp_path, capsys):
+    import numpy as np
+
+    fig = figures.fig_diversity(runs_df, "x")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["4200", "2100"]  # rows: budgets, not prompts
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["2", "3", "4", "6"]
+    per_run = runs_df.groupby("run_id")[["config.data.responses_per_prompt", "config.data.comparison_budget",
+                                         "summary.bon/best_gold"]].first().dropna()
+    cells = sorted(t.get_text() for t in ax.texts)
+    assert cells == sorted(f"{g:.3f}\n{int(b) // (int(k) * (int(k) - 1) // 2)} prompts" for k, b, g in per_run.to_numpy())
+    assert len(cells) == len(synthetic.DIVERSITY) and np.isnan(ax.images[0].get_array()).sum() == 2  # 2100: no K=3, 6
+    one = runs_df[~runs_df["run_id"].str.contains("budget=2100")]
+    reason = figures.fig_diversity(one, "x")
+    assert isinstance(reason, str) and ">= 2 budgets" in reason and "4200" in reason
+    assert write_figures(one, tmp_path, "one", only=["diversity_heatmap", "diversity"])[0].stem == "diversity"
+    assert "skipped diversity_heatmap: one comparison budget per sweep over K (4200)" in capsys.readouterr().out

@@ -199,7 +199,8 @@ def test_diversity_script_prints_the_heatmap_cells(ran, runs_df):
     table = summary_table(runs_df)
     expected = table[table["run_id"].str.startswith("diversity/")]
     assert_same(printed, expected, "run_id", ["config.data.responses_per_prompt", "summary.bon/best_gold"])
-    prompts = [4200 // math.comb(k, 2) for k in printed["config.data.responses_per_prompt"]]  # budget / C(K, 2)
+    prompts = [int(b) // math.comb(int(k), 2) for k, b in zip(printed["config.data.responses_per_prompt"],
+                                                               printed["config.data.comparison_budget"])]
     assert printed["n_prompts"].tolist() == prompts
 
 

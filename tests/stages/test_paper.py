@@ -55,6 +55,15 @@ def test_fixed_rm_design_shares_one_rm_across_policy_sizes():
         validate(compose(["stage=rm", "+model@proxy.trained_on=tiny-m"]))
 
 
+def test_the_policy_size_sweep_shares_one_rm_across_policy_sizes_by_default():
+    """The stand-alone `+sweep=policy_size` uses the fixed-RM design (Hou et al.) unless told otherwise."""
+    keys = {rm_artifact(compose(["+sweep=policy_size", f"model@policy={p}"])).key for p in ("tiny-s", "tiny-m", "tiny-l")}
+    assert len(keys) == 1
+    own = {rm_artifact(compose(["+sweep=policy_size", f"model@policy={p}", "proxy.trained_on=null"])).key
+           for p in ("tiny-s", "tiny-m")}
+    assert len(own) == 2
+
+
 def test_paper_config_composes_and_validates_every_sweep():
     for sweep in ("overoptimization", "data_size", "diversity", "policy_size", "samples_per_prompt"):
         validate(compose(["+sweep=paper", f"paper.sweep={sweep}", "replicate=2"]))
