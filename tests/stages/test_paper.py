@@ -8,6 +8,7 @@ import sys
 
 import pandas as pd
 import pytest
+from omegaconf import OmegaConf
 
 from rlhf_scaling.analysis.claims import CLAIMS
 from rlhf_scaling.cli import compose
@@ -62,6 +63,25 @@ def test_the_policy_size_sweep_shares_one_rm_across_policy_sizes_by_default():
     own = {rm_artifact(compose(["+sweep=policy_size", f"model@policy={p}", "proxy.trained_on=null"])).key
            for p in ("tiny-s", "tiny-m")}
     assert len(own) == 2
+
+
+def test_paper_budgets_are_its_own_and_its_rms_train_to_convergence():
+    """The paper study's cut budgets (conf/sweep/paper.yaml) leave `make study` and the stand-alone sweeps
+    at the stages' defaults; its RMs and the diversity sweep's stop early on the held-out loss, with the
+    same rule at every K (matched optimisation)."""
+    paper, study = compose(["+sweep=paper", "paper.sweep=overoptimization"]), compose([])
+    for key in ("bon.n_max", "bon.n_eval_prompts", "ppo.steps", "ppo.prompts_per_step", "ppo.eval_every"):
+        assert OmegaConf.select(paper, key) < OmegaConf.select(study, key), key
+    assert compose(["+sweep=overoptimization"]).ppo.steps == study.ppo.steps
+    assert study.rm_train.early_stop_patience == 0
+    from rlhf_scaling.stages.paper import point_config, points
+
+    diversity = compose(["+sweep=paper", "paper.sweep=diversity"])
+    rules = {json.dumps(OmegaConf.to_container(point_config(diversity, stage, u).rm_train), sort_keys=True)
+             for _, stage, u in points(diversity)}
+    assert len(rules) == 1 and json.loads(rules.pop())["early_stop_patience"] > 0
+    standalone = compose(["+sweep=diversity"])
+    assert standalone.rm_train.early_stop_patience > 0 and standalone.rm_train.lr_schedule == "constant"
 
 
 def test_paper_config_composes_and_validates_every_sweep():
