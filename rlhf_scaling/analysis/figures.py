@@ -41,6 +41,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy.optimize import OptimizeWarning  # noqa: E402
@@ -851,7 +852,8 @@ def fig_samples_per_prompt_matched(df: pd.DataFrame, source: str):
             by_x = {float(x): v.to_numpy(float) for x, v in g.groupby(rollouts)["gold_gain"]}
             one_seed |= not _mean_band(axes[1], None, by_x, colour_of[n], f"{n:g} per prompt", marker="o-")
             if with_flops:  # seeds differ a little in tokens: each iteration at its mean FLOPs over seeds
-                by_flops = {float(v["flops"].mean()): v["gold_gain"].to_numpy(float) for _, v in g.groupby("x")}
+                by_flops = {float(v["flops"].mean()): v["gold_gain"].to_numpy(float) for x, v in g.groupby("x")
+                            if x > 0}  # iteration 0 (no compute yet) has no place on a log axis
                 one_seed |= not _mean_band(axes[2], None, by_flops, colour_of[n], f"{n:g} per prompt", marker="o-")
     axes[0].set_xscale("log", base=2)
     axes[0].set_xlabel("PPO rollouts per prompt per iteration")
@@ -862,6 +864,7 @@ def fig_samples_per_prompt_matched(df: pd.DataFrame, source: str):
     axes[1].set_title("at matched rollouts")
     if with_flops:
         axes[2].set_xscale("log")
+        axes[2].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlap at 2-10x spans
         axes[2].set_xlabel("cumulative training FLOPs (ppo/flops; evaluations not counted)")
         axes[2].set_ylabel("held-out gold gain")
         axes[2].set_title("at matched compute")
