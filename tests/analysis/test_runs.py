@@ -154,7 +154,8 @@ def test_wandb_loader_passes_filters_and_names_duplicates(runs_root, runs_df):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         twice = per_run(load_wandb_runs("me/p", api=Twice(runs_root)))
-    assert list(twice["run_id"]) == ["samples_per_prompt/2_spp=4:wb0021", "samples_per_prompt/2_spp=4:wbXXXX"]
+    first_id = json.loads((runs_root / "samples_per_prompt" / "2_spp=4" / "status.json").read_text())["wandb_run_id"]
+    assert list(twice["run_id"]) == [f"samples_per_prompt/2_spp=4:{first_id}", "samples_per_prompt/2_spp=4:wbXXXX"]
     assert list(twice["status"]) == ["completed", "failed"]
 
 
