@@ -20,6 +20,7 @@ import random
 from omegaconf import DictConfig
 
 from rlhf_scaling.artifacts import building
+from rlhf_scaling.compute import FlopCounter, gold_params, non_embedding_params
 from rlhf_scaling.config import n_train_prompts, pairs_per_prompt
 from rlhf_scaling.data.comparisons import LabelStats, label_group, split_eval
 from rlhf_scaling.data.encode import encode_texts
@@ -35,15 +36,17 @@ log = logging.getLogger(__name__)
 
 def generate_groups(policy, setup, prompts, *, k: int, max_new_tokens: int, temperature: float,
                     label_noise: float, rng: random.Random, stats: LabelStats):
-    """K sampled responses per prompt, gold-scored and labelled: one PreferenceGroup per prompt."""
+    """K sampled responses per prompt, gold-scored and labelled: (one PreferenceGroup per prompt,
+    real tokens sampled = prompt prefill + response tokens of the len(prompts)·k sequences)."""
     repeated = [p for p in prompts for _ in range(k)]
     rollouts = sample(policy, setup.tokenizer, repeated, max_new_tokens=max_new_tokens, temperature=temperature)
+    tokens = int(rollouts.prompt_mask.sum() + rollouts.lengths.sum())
     gold = setup.gold.score(repeated, rollouts.texts).tolist()
     groups = []
     for n, prompt in enumerate(prompts):
         texts, scores = rollouts.texts[n * k:(n + 1) * k], gold[n * k:(n + 1) * k]
         groups.append(label_group(prompt, texts, scores, label_noise=label_noise, rng=rng, stats=stats))
-    return groups
+    return groups, tokens
 
 
 def _generate_synthetic(cfg: DictConfig, setup, out) -> dict:
@@ -58,9 +61,13 @@ def _generate_synthetic(cfg: DictConfig, setup, out) -> dict:
     stats = LabelStats()
     kw = dict(k=d.responses_per_prompt, max_new_tokens=cfg.task.max_response_tokens, temperature=d.temperature,
               label_noise=d.label_noise, rng=rng)
-    train = generate_groups(policy, setup, train_prompts, stats=stats, **kw)
+    train, train_tokens = generate_groups(policy, setup, train_prompts, stats=stats, **kw)
     # Held-out comparisons are noise-free: RM accuracy is measured against gold itself.
-    eval_ = generate_groups(policy, setup, eval_prompts, stats=LabelStats(), **{**kw, "label_noise": 0.0})
+    eval_, eval_tokens = generate_groups(policy, setup, eval_prompts, stats=LabelStats(), **{**kw, "label_noise": 0.0})
+    # Compute (rlhf_scaling/compute.py): sampling 2·N per token, gold scoring 2·N per token when gold is a model.
+    flops, tokens = FlopCounter(), train_tokens + eval_tokens
+    flops.generate(non_embedding_params(policy), tokens)
+    flops.forward(gold_params(setup.gold), tokens)
     write_groups(train, out / "train.jsonl")
     write_groups(eval_, out / "eval.jsonl")
     gold = [g for grp in train for g in grp.gold]
@@ -70,6 +77,7 @@ def _generate_synthetic(cfg: DictConfig, setup, out) -> dict:
         "data/tied_pairs": stats.ties, "data/noise_flipped": stats.flipped,
         "data/n_eval_prompts": len(eval_), "data/gold_mean": sum(gold) / len(gold),
         "data/distinct_prompts": len(set(train_prompts)),
+        "data/tokens": tokens, "data/flops": flops.flops,
     }
 
 

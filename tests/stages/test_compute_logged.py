@@ -77,3 +77,29 @@ def test_sft_and_bon_report_their_flops(ppo_store, tmp_path):
     # SFT (the session's store built it): 6·N per trained token, logged cumulatively.
     sft = records(ppo_store.artifacts.parent / "runs" / "sft", "sft/step").dropna(subset=["sft/train_tokens"])
     assert sft["sft/flops"].tolist() == pytest.approx((6 * n_policy * sft["sft/train_tokens"]).tolist(), rel=1e-9)
+
+
+def test_the_data_stage_counts_sampling_its_responses(ppo_store):
+    """The synthetic data stage samples K responses per prompt with the SFT policy: 2·N per real
+    token of prompt and response (the synthetic gold is a program: 0), recorded in its stats."""
+    from rlhf_scaling.data.encode import encode_texts
+    from rlhf_scaling.data.records import read_groups
+    from rlhf_scaling.stages.common import data_artifact, setup_task
+
+    cfg = compose([f"artifacts_dir={ppo_store.artifacts}", *ppo_store.overrides, "stage=data", "device=cpu"])
+    artifact = data_artifact(cfg).path
+    stats = json.loads((artifact / "stats.json").read_text())
+    n_policy = non_embedding_params(load_policy(policy_init_path(cfg)))
+    # Recount from the stored train and held-out groups: prompt + response tokens of each sample, plus
+    # its EOS when it ended (not stored: between 0 and one per sequence). 1% slack: re-encoding a decoded
+    # response can split a word differently. Leaving out the prompts or the held-out set moves it by > 10%.
+    tokenizer = setup_task(cfg).tokenizer
+    counted, sequences = 0, 0
+    for name in ("train.jsonl", "eval.jsonl"):
+        for group in read_groups(artifact / name):
+            prompt_len = len(encode_texts(tokenizer, [group.prompt])[0])
+            for ids in encode_texts(tokenizer, list(group.responses)):
+                counted, sequences = counted + prompt_len + len(ids), sequences + 1
+    assert sequences == (stats["data/n_train_prompts"] + stats["data/n_eval_prompts"]) * stats["data/responses_per_prompt"]
+    assert 0.99 * counted <= stats["data/tokens"] <= 1.01 * (counted + sequences)
+    assert stats["data/flops"] == pytest.approx(2 * n_policy * stats["data/tokens"], rel=1e-12)
