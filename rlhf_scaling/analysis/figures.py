@@ -387,7 +387,12 @@ def fig_overoptimization(df: pd.DataFrame, source: str, kind: str):
     form = FORM_OF[kind]
     by_run, style = run_styles(df, curves["run_id"].unique(), kind)
     label_of = {r: v[1] for r, v in by_run.items()}
-    colour_of = {v[1]: v[0] for v in by_run.values()}
+    groups = curves.drop_duplicates("run_id").set_index("run_id")["group"]
+    if groups.nunique() > 1:
+        # Never pool sweeps: one setting run by two sweeps (the same job, or its seeds, twice) is two
+        # lines, not twice the seeds; the sweep is named after the setting (":" keeps the legend order).
+        label_of = {r: f"{label}: {groups[r]}" for r, label in label_of.items()}
+    colour_of = {label_of[r]: v[0] for r, v in by_run.items()}
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     no_peak, one_seed, prompt_level = [], [], []  # β <= 0: no peak; settings without a seed band; of those, with prompt intervals
     for ax, target in zip(axes, ("gold_gain", "proxy_gain")):

@@ -328,6 +328,28 @@ def test_overoptimization_curves_draw_the_mean_and_a_95_band_over_seeds(tmp_path
     assert "ONE seed" in next(t for t in one.texts if t.get_gid() == "footer").get_text().replace("\n", " ")
 
 
+def test_one_setting_in_two_sweeps_is_two_lines_not_twice_the_seeds(tmp_path, synthetic):
+    """The paper study runs tiny-s best-of-n in two sweeps (overoptimization and data_size) with the
+    same seeds: pooling them would count each replicate twice and narrow the band. Each sweep gets
+    its own line, band and legend entry, each over its own 2 seeds."""
+    from matplotlib.collections import PolyCollection
+
+    from rlhf_scaling.analysis.runs import load_local_runs
+
+    for sweep in ("overoptimization", "data_size"):
+        for seed in (0, 1):
+            records = [{**r, "bon/gold_gain": r["bon/gold_gain"] + 0.05 * seed * r["bon/sqrt_kl"]}
+                       for r in synthetic.bon_records(synthetic.RM_SIZES["tiny-s"])]
+            config = synthetic._config(sweep, "bon", "tiny-s", seed=seed)
+            synthetic.write_run(tmp_path / f"{sweep}_{seed}", config, records, {}, f"{sweep}{seed}")
+    df = load_local_runs(tmp_path)
+    fig = figures.fig_overoptimization(df, "x", "bon")
+    gold = fig.axes[0]
+    legend = sorted(t.get_text() for t in gold.get_legend().get_texts())
+    assert len(legend) == 2 and [t.split(": ")[-1] for t in legend] == ["data_size", "overoptimization"]
+    assert sum(isinstance(c, PolyCollection) for c in gold.collections) == 2
+
+
 def test_diversity_lines_label_each_point_with_its_prompts(runs_df, synthetic):
     fig = figures.fig_diversity_lines(runs_df, "x")
     ax = fig.axes[0]
