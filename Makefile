@@ -41,12 +41,12 @@ study: setup
 paper: setup
 	$(BIN)/rlhf-scaling -m +sweep=paper
 
-# Two pytest-xdist workers (a free worker takes the next test in collection order; the tests that share
-# a module fixture, and the Slurm tests, stay together on one worker: tests/conftest.py). Most of a
-# test's wall time is a subprocess importing torch or a wait on Slurm, so two overlap well on 2 cores.
+# Two pytest-xdist workers (a free worker takes the next test file, slowest first; the Slurm test files
+# go to one worker together: tests/conftest.py). Most of a test's wall time is a subprocess importing
+# torch or a wait on Slurm, so two overlap well on 2 cores.
 # PYTEST_WORKERS=0 runs in one process.
 PYTEST_WORKERS ?= 2
-XDIST := -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+XDIST := -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test: setup ds-ops
 	bash slurm/local_cluster.sh start

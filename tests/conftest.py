@@ -126,50 +126,56 @@ def ppo_plain_run(ppo_store, tmp_path_factory) -> Path:
 
 # ----------------------------------------------------------------------------- several workers (pytest-xdist)
 
-# `make test` runs the suite on 2 xdist workers with --dist loadgroup --no-loadscope-reorder: a test
-# goes to whichever worker is free, in collection order, except that the tests of an xdist_group go
-# to one worker together. Two workers on 2 cores overlap well because much of a test's wall time is a
-# subprocess importing torch, or a wait on Slurm.
+# `make test` runs the suite on 2 xdist workers with --dist loadfile --no-loadscope-reorder: a free
+# worker takes the next test file in collection order (so a module-scoped fixture is built once, on
+# one worker), except that the Slurm test files form one unit (below). Two workers on 2 cores overlap
+# well because much of a test's wall time is a subprocess importing torch, or a wait on Slurm.
 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
     # One OpenMP thread per process: two workers (and the jobs they start) each spinning 2 OpenMP
     # threads on 2 cores slow each other down many times over. A value set by the caller wins.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# The files whose tests submit jobs to the local Slurm cluster (2 CPUs): run one after the other on
+# one worker, so that no test's jobs queue behind another test's.
+SLURM_FILES = ("tests/test_preemption.py", "tests/test_sweeps_slurm.py", "tests/test_slurm_cluster.py",
+               "tests/test_sweep_load.py")
 
 # Test files by descending wall time (measured on 2 cores), run first so that the two workers finish
 # together instead of one starting a 3-minute file when the other is done. Files not listed follow in
 # collection order.
 SLOW_FIRST = (
     "tests/stages/test_own_data.py",
-    "tests/test_preemption.py",  # the Slurm group (below): one worker, started early
-    "tests/test_sweeps_slurm.py",
-    "tests/test_slurm_cluster.py",
+    *SLURM_FILES,
     "tests/stages/test_ppo_deepspeed.py",
     "tests/benchmarks/test_gpu_bench_smoke.py",
     "tests/stages/test_critic_free.py",
     "tests/stages/test_study.py",
     "tests/test_distributed.py",
-    "tests/benchmarks/test_bench_trl_rloo_grpo.py",
     "tests/stages/test_dpo.py",
+    "tests/benchmarks/test_bench_trl_rloo_grpo.py",
+    "tests/test_run_folders.py",
     "tests/analysis/test_report_cli.py",
     "tests/stages/test_paper.py",
     "tests/stages/test_faults.py",
-    "tests/test_run_folders.py",
 )
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(config, items) -> None:
-    """Slow files first (SLOW_FIRST); and keep together on one xdist worker (an xdist_group):
-    - the tests of a module that share a module-scoped fixture, so the fixture is built once, not
-      once on each worker (session fixtures share through tests/built_once.py instead);
-    - all Slurm tests: the local cluster has 2 CPUs, and two workers submitting jobs at once would
-      make each test's jobs queue behind the other's."""
-    for item in items:
-        defs = getattr(item, "_fixtureinfo", None)
-        module_scoped = defs is not None and any(d and d[-1].scope == "module" for d in defs.name2fixturedefs.values())
-        if item.get_closest_marker("slurm") is not None or "slurm_cluster" in item.fixturenames:
-            item.add_marker(pytest.mark.xdist_group("slurm"))
-        elif module_scoped:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    """Slow files first (SLOW_FIRST); the order within a file is kept."""
     rank = {path: i for i, path in enumerate(SLOW_FIRST)}
     items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """--dist loadfile, with the Slurm files as one unit (xdist's own xdist_group marks do not group
+    under pytest 9.2, whose node ids they cannot rewrite)."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SuiteScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::")[0]
+            return "slurm" if path in SLURM_FILES else path
+
+    return SuiteScheduling(config, log)
