@@ -23,8 +23,15 @@ setup: $(VENV)/.installed
 # cores). Built here, into the folder the tests point TORCH_EXTENSIONS_DIR at, rather than inside
 # whichever test starts DeepSpeed first; a no-op once built (and on a GPU machine, where it is not used).
 TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/rlhf-scaling/torch_extensions
+# A build killed midway leaves its `lock` file behind, and every later DeepSpeed start (this one and
+# each test's) would wait on it forever: a lock older than 10 minutes (a build takes about one) is
+# removed, and the build itself gives up after 15 minutes with a message rather than hanging.
+DS_OP_DIR := $(TORCH_EXTENSIONS_DIR)/deepspeed_shm_comm
 ds-ops: setup
-	TORCH_EXTENSIONS_DIR=$(TORCH_EXTENSIONS_DIR) $(BIN)/python -c "from deepspeed.comm.torch import build_shm_op; build_shm_op()"
+	@if [ -n "$$(find '$(DS_OP_DIR)/lock' -mmin +10 2>/dev/null)" ]; then \
+	  echo "ds-ops: removing $(DS_OP_DIR)/lock, left by a build killed more than 10 minutes ago"; rm -f '$(DS_OP_DIR)/lock'; fi
+	TORCH_EXTENSIONS_DIR=$(TORCH_EXTENSIONS_DIR) timeout 900 $(BIN)/python -c "from deepspeed.comm.torch import build_shm_op; build_shm_op()" \
+	  || { echo "ds-ops: building DeepSpeed's CPU op failed or took over 15 min; if $(DS_OP_DIR)/lock exists and no build runs, remove it" >&2; exit 1; }
 
 study: setup
 	$(BIN)/rlhf-scaling
@@ -34,12 +41,19 @@ study: setup
 paper: setup
 	$(BIN)/rlhf-scaling -m +sweep=paper
 
+# Two pytest-xdist workers (a free worker takes the next test file, slowest first; the Slurm test files
+# go to one worker together: tests/conftest.py). Most of a test's wall time is a subprocess importing
+# torch or a wait on Slurm, so two overlap well on 2 cores.
+# PYTEST_WORKERS=0 runs in one process.
+PYTEST_WORKERS ?= 2
+XDIST := -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
+
 test: setup ds-ops
 	bash slurm/local_cluster.sh start
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q $(XDIST) --durations=15
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow and not slurm and not distributed"
+	$(BIN)/python -m pytest -q $(XDIST) -m "not slow and not slurm and not distributed"
 
 # The 200-job Slurm sweep (several minutes on 2 cores).
 test-load: setup

@@ -88,7 +88,9 @@ def overrides(args) -> list[str]:
 # ----------------------------------------------------------------------------- upstream artifacts
 
 
-def prepare(args) -> None:
+def prepare(args, stage_overrides: list[str]) -> None:
+    """Build the upstream artifacts (SFT policy, preference data, proxy RM) that `stage_overrides` name,
+    through the real stage recipes (shared with bench_trl_rloo_grpo.py, which passes its own overrides)."""
     import torch
 
     from rlhf_scaling.cli import compose
@@ -96,7 +98,7 @@ def prepare(args) -> None:
     from rlhf_scaling.stages.common import open_tracker
 
     torch.set_num_threads(args.threads)
-    cfg = compose(overrides(args))
+    cfg = compose(stage_overrides)
     for name, module in (("sft", sft), ("data", data), ("rm", rm)):
         start = time.perf_counter()
         with open_tracker(cfg, args.store / f"run_{name}", name) as tracker:
@@ -107,7 +109,11 @@ def prepare(args) -> None:
 # ----------------------------------------------------------------------------- our side
 
 
-def run_ours(args) -> dict:
+def ours_timings(args, stage_overrides: list[str]) -> dict:
+    """Run our `ppo` stage with `stage_overrides` in a fresh folder under args.store and read its
+    iterations back from metrics.jsonl: times (`ppo/time_*_s`, wall from the `_time` of consecutive
+    records), rollout tokens and counted FLOPs per iteration after the first args.warmup, and RSS (MiB).
+    Shared with bench_trl_rloo_grpo.py, which passes its own overrides."""
     import torch
 
     from rlhf_scaling.cli import compose
@@ -116,10 +122,7 @@ def run_ours(args) -> dict:
 
     torch.set_num_threads(args.threads)
     base_rss = rss_mb()
-    # ours_padded: the same stage with PPO's forwards over the padded batch (before packing);
-    # ours_shared: with the value head on the policy's trunk instead of a separate critic.
-    extra = {"ours_padded": ["ppo.padding_free=false"], "ours_shared": ["ppo.critic=shared"]}.get(args.role, [])
-    cfg = compose(overrides(args) + extra)
+    cfg = compose(stage_overrides)
     run_dir = Path(tempfile.mkdtemp(dir=args.store, prefix=f"{args.role}_"))
     with open_tracker(cfg, run_dir, "ppo") as tracker:
         ppo.run(cfg, tracker)
@@ -132,8 +135,16 @@ def run_ours(args) -> dict:
         iters.append({"wall": rec["_time"] - prev["_time"], "generate": rec["ppo/time_generate_s"],
                       "score": rec["ppo/time_score_s"], "forward": rec["ppo/time_forward_s"],
                       "train": rec["ppo/time_train_s"], "tokens": rec["ppo/rollout_tokens"],
-                      "generated_width": None})
+                      # counted FLOPs of the iteration (rlhf_scaling/compute.py; the log holds the running total)
+                      "flops": rec["ppo/flops"] - prev["ppo/flops"], "generated_width": None})
     return {"iters": iters, "base_rss_mb": base_rss, "peak_rss_mb": peak_rss_mb()}
+
+
+def run_ours(args) -> dict:
+    # ours_padded: the same stage with PPO's forwards over the padded batch (before packing);
+    # ours_shared: with the value head on the policy's trunk instead of a separate critic.
+    extra = {"ours_padded": ["ppo.padding_free=false"], "ours_shared": ["ppo.critic=shared"]}.get(args.role, [])
+    return ours_timings(args, overrides(args) + extra)
 
 
 # ----------------------------------------------------------------------------- TRL's side
@@ -312,7 +323,7 @@ def main() -> None:
         del argv[argv.index("--json"):argv.index("--json") + 2]
     args.passthrough = [a for a in argv if not a.startswith("--json=")]
     if args.role != "main":
-        fn = {"prepare": prepare, "ours": run_ours, "ours_padded": run_ours, "ours_shared": run_ours,
+        fn = {"prepare": lambda a: prepare(a, overrides(a)), "ours": run_ours, "ours_padded": run_ours, "ours_shared": run_ours,
               "trl": run_trl}[args.role]
         out = fn(args)
         if out is not None:

@@ -45,7 +45,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_trl_ppo import SHAPES, _cls_config, peak_rss_mb, rss_mb, summarise
+from bench_trl_ppo import SHAPES, _cls_config, ours_timings, peak_rss_mb, prepare, rss_mb, summarise
 
 OURS = {"ours_ppo": "ppo", "ours_rloo": "rloo", "ours_grpo": "grpo"}
 PEERS = {"trl_rloo": "rloo", "trl_grpo": "grpo"}
@@ -73,53 +73,11 @@ def overrides(args, algorithm: str = "ppo") -> list[str]:
     ]
 
 
-# ----------------------------------------------------------------------------- upstream artifacts
-
-
-def prepare(args) -> None:
-    import torch
-
-    from rlhf_scaling.cli import compose
-    from rlhf_scaling.stages import data, rm, sft
-    from rlhf_scaling.stages.common import open_tracker
-
-    torch.set_num_threads(args.threads)
-    cfg = compose(overrides(args))
-    for name, module in (("sft", sft), ("data", data), ("rm", rm)):
-        start = time.perf_counter()
-        with open_tracker(cfg, args.store / f"run_{name}", name) as tracker:
-            module.run(cfg, tracker)
-        print(f"  built {name} in {time.perf_counter() - start:.0f} s", flush=True)
-
-
 # ----------------------------------------------------------------------------- our side
 
 
 def run_ours(args) -> dict:
-    import torch
-
-    from rlhf_scaling.cli import compose
-    from rlhf_scaling.stages import ppo
-    from rlhf_scaling.stages.common import open_tracker
-
-    torch.set_num_threads(args.threads)
-    base_rss = rss_mb()
-    cfg = compose(overrides(args, OURS[args.role]))
-    run_dir = Path(tempfile.mkdtemp(dir=args.store, prefix=f"{args.role}_"))
-    with open_tracker(cfg, run_dir, "ppo") as tracker:
-        ppo.run(cfg, tracker)
-    recs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    recs = sorted((r for r in recs if "ppo/time_generate_s" in r), key=lambda r: r["ppo/step"])
-    iters = []
-    for prev, rec in zip(recs, recs[1:]):
-        if rec["ppo/step"] < args.warmup:
-            continue
-        iters.append({"wall": rec["_time"] - prev["_time"], "generate": rec["ppo/time_generate_s"],
-                      "score": rec["ppo/time_score_s"], "forward": rec["ppo/time_forward_s"],
-                      "train": rec["ppo/time_train_s"], "tokens": rec["ppo/rollout_tokens"],
-                      # counted FLOPs of the iteration (rlhf_scaling/compute.py; the log holds the running total)
-                      "flops": rec["ppo/flops"] - prev["ppo/flops"]})
-    return {"iters": iters, "base_rss_mb": base_rss, "peak_rss_mb": peak_rss_mb()}
+    return ours_timings(args, overrides(args, OURS[args.role]))
 
 
 # ----------------------------------------------------------------------------- TRL's side
@@ -277,7 +235,7 @@ def main() -> None:
         del argv[argv.index("--json"):argv.index("--json") + 2]
     args.passthrough = [a for a in argv if not a.startswith("--json=")]
     if args.role != "main":
-        out = prepare(args) if args.role == "prepare" else run_ours(args) if args.role in OURS else run_trl(args)
+        out = prepare(args, overrides(args)) if args.role == "prepare" else run_ours(args) if args.role in OURS else run_trl(args)
         if out is not None:
             print(json.dumps(out))
         return

@@ -2,9 +2,8 @@
 upstream artifacts the others key (README "Seeds and replicates"), through the CLI."""
 
 import json
-import subprocess
-import sys
 
+from cli_sweep import run_sweep  # tests/cli_sweep.py
 from rlhf_scaling.analysis.runs import load_local_runs, per_run, varying_config
 
 TINY = ["sft.steps=60", "sft.n_demos=300", "data.comparison_budget=192", "data.n_eval_prompts=16",
@@ -12,11 +11,7 @@ TINY = ["sft.steps=60", "sft.n_demos=300", "data.comparison_budget=192", "data.n
 
 
 def test_replicates_share_upstream_artifacts_and_differ_in_the_stage_seed(tmp_path):
-    sweep_dir = tmp_path / "sweep"
-    cmd = [sys.executable, "-m", "rlhf_scaling.cli", "-m", "+sweep=rm_size", "model@rm=tiny-xs", "replicate=0,1",
-           f"hydra.sweep.dir={sweep_dir}", f"artifacts_dir={tmp_path / 'artifacts'}", *TINY]
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    sweep_dir = run_sweep(tmp_path, "+sweep=rm_size", "model@rm=tiny-xs", "replicate=0,1", *TINY)
     configs = [json.loads(p.read_text()) for p in sorted(sweep_dir.glob("*/config.json"))]
     assert sorted((c["replicate"], c["rm_train"]["seed"]) for c in configs) == [(0, 0), (1, 1)]
     assert {c["seed"] for c in configs} == {0} and {c["data"]["seed"] for c in configs} == {0}

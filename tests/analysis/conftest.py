@@ -170,23 +170,27 @@ REAL_SWEEPS = [
 def real_runs_root(tmp_path_factory) -> Path:
     """A runs folder written by real `rlhf-scaling -m` jobs (the tracker's own records): see REAL_SWEEPS.
     The first two sweeps start together (they share the SFT policy, built once under its artifact
-    lock); the third reuses the first's RM, so it starts after them."""
+    lock); the third reuses the first's RM, so it starts after them. Built once per test run, also
+    under pytest-xdist (tests/built_once.py)."""
     import os
     import subprocess
     import sys
     from concurrent.futures import ThreadPoolExecutor
 
-    root = tmp_path_factory.mktemp("real")
+    from built_once import built_once
+
     cli = Path(sys.executable).parent / "rlhf-scaling"
 
-    def sweep(folder_overrides) -> None:
-        folder, overrides = folder_overrides
-        proc = subprocess.run([str(cli), "-m", *REAL_SMALL, f"artifacts_dir={root / 'artifacts'}",
-                               f"hydra.sweep.dir={root / 'runs' / folder}", *overrides],
-                              cwd=root, capture_output=True, text=True, timeout=600, env=os.environ.copy())
-        assert proc.returncode == 0, proc.stderr[-3000:]
+    def build(root: Path) -> None:
+        def sweep(folder_overrides) -> None:
+            folder, overrides = folder_overrides
+            proc = subprocess.run([str(cli), "-m", *REAL_SMALL, f"artifacts_dir={root / 'artifacts'}",
+                                   f"hydra.sweep.dir={root / 'runs' / folder}", *overrides],
+                                  cwd=root, capture_output=True, text=True, timeout=600, env=os.environ.copy())
+            assert proc.returncode == 0, proc.stderr[-3000:]
 
-    with ThreadPoolExecutor(2) as pool:
-        list(pool.map(sweep, REAL_SWEEPS[:2]))
-    sweep(REAL_SWEEPS[2])
-    return root / "runs"
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(sweep, REAL_SWEEPS[:2]))
+        sweep(REAL_SWEEPS[2])
+
+    return built_once(tmp_path_factory, "real", build) / "runs"

@@ -3,13 +3,12 @@ sweep (data_size) and two replicates writes claims.md / claims.csv with a row pe
 where its sweep ran, "not run" elsewhere) and the figures, sharing every SFT policy and data set."""
 
 import json
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
+from cli_sweep import run_sweep  # tests/cli_sweep.py
 from rlhf_scaling.analysis.claims import CLAIMS
 from rlhf_scaling.cli import compose
 from rlhf_scaling.config import ConfigError, validate
@@ -20,11 +19,7 @@ TINY = ["sft.steps=30", "sft.n_demos=200", "paper.comparison_budgets=[96,192,384
 
 
 def test_paper_study_writes_a_computed_row_per_claim(tmp_path):
-    sweep_dir = tmp_path / "sweep"
-    cmd = [sys.executable, "-m", "rlhf_scaling.cli", "-m", "+sweep=paper", "paper.sweep=data_size", "replicate=0,1",
-           f"hydra.sweep.dir={sweep_dir}", f"artifacts_dir={tmp_path / 'artifacts'}", *TINY]
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    sweep_dir = run_sweep(tmp_path, "+sweep=paper", "paper.sweep=data_size", "replicate=0,1", *TINY, timeout=900)
     table = pd.read_csv(sweep_dir / "claims.csv").set_index("id")
     assert list(table.index) == [c.id for c in CLAIMS]
     text = (sweep_dir / "claims.md").read_text()
