@@ -176,11 +176,13 @@ def test_the_plain_rerun_of_an_interrupted_command_resumes_and_logs_each_step_on
                            stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     run = None
-    while time.time() < deadline:  # signal it once a checkpoint exists and training has gone past it
+    # Signal it as soon as a checkpoint exists and training has gone past it (3 of 8 iterations logged:
+    # on a loaded machine the poll can lag a few iterations behind, and the job must not finish first).
+    while time.time() < deadline:
         found = run_folders(tmp_path, "ppo")
         run = found[0] if found else None
         if run is not None and (run / "checkpoint" / "DONE").exists() and \
-                (run / "metrics.jsonl").read_text().count('"ppo/step"') >= 4:
+                (run / "metrics.jsonl").read_text().count('"ppo/step"') >= 3:
             break
         assert job.poll() is None, "the job ended before it could be signalled"
         time.sleep(0.05)
