@@ -375,6 +375,17 @@ def seed_bands(curves: pd.DataFrame, label_of: Dict[str, str], target: str) -> p
     return pd.DataFrame(rows, columns=["label", "x", "sqrt_kl", "mean", "low", "high", "n_seeds"])
 
 
+def _labels_per_sweep(curves: pd.DataFrame, by_run: Dict[str, tuple]) -> Tuple[Dict[str, str], Dict[str, tuple]]:
+    """(run_id -> legend label, label -> colour) from run_styles' run_id -> (colour, label). Never pools
+    sweeps: one setting run by two sweeps (the same job, or its seeds, twice) is two lines, not twice
+    the seeds; with several sweeps the sweep follows the setting (after ":", so the legend keeps its order)."""
+    label_of = {r: v[1] for r, v in by_run.items()}
+    groups = curves.drop_duplicates("run_id").set_index("run_id")["group"]
+    if groups.nunique() > 1:
+        label_of = {r: f"{label}: {groups[r]}" for r, label in label_of.items()}
+    return label_of, {label_of[r]: v[0] for r, v in by_run.items()}
+
+
 def fig_overoptimization(df: pd.DataFrame, source: str, kind: str):
     """(a) Gao et al. Fig. 1: gold (left) and proxy (right) reward gain vs sqrt(KL), per setting (RM
     size, ...): the mean over seeds at each n / evaluation with its 95% band (seed_bands), the seeds'
@@ -386,13 +397,7 @@ def fig_overoptimization(df: pd.DataFrame, source: str, kind: str):
         return None
     form = FORM_OF[kind]
     by_run, style = run_styles(df, curves["run_id"].unique(), kind)
-    label_of = {r: v[1] for r, v in by_run.items()}
-    groups = curves.drop_duplicates("run_id").set_index("run_id")["group"]
-    if groups.nunique() > 1:
-        # Never pool sweeps: one setting run by two sweeps (the same job, or its seeds, twice) is two
-        # lines, not twice the seeds; the sweep is named after the setting (":" keeps the legend order).
-        label_of = {r: f"{label}: {groups[r]}" for r, label in label_of.items()}
-    colour_of = {label_of[r]: v[0] for r, v in by_run.items()}
+    label_of, colour_of = _labels_per_sweep(curves, by_run)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     no_peak, one_seed, prompt_level = [], [], []  # β <= 0: no peak; settings without a seed band; of those, with prompt intervals
     for ax, target in zip(axes, ("gold_gain", "proxy_gain")):
@@ -860,6 +865,15 @@ def fig_samples_per_prompt_matched(df: pd.DataFrame, source: str):
                 by_flops = {float(v["flops"].mean()): v["gold_gain"].to_numpy(float) for x, v in g.groupby("x")
                             if x > 0}  # iteration 0 (no compute yet) has no place on a log axis
                 one_seed |= not _mean_band(axes[2], None, by_flops, colour_of[n], f"{n:g} per prompt", marker="o-")
+    _label_spp_axes(axes)
+    note = "; ".join(notes) + "; mean over seeds, bars: 95% t-interval" + ("; ONE seed at some points (no bar)"
+                                                                            if one_seed else "")
+    _footer(fig, source, curves["run_id"].nunique(), note)
+    return fig
+
+
+def _label_spp_axes(axes) -> None:
+    """Scales, labels and legend of fig_samples_per_prompt_matched's panels (KL, rollouts[, FLOPs])."""
     axes[0].set_xscale("log", base=2)
     axes[0].set_xlabel("PPO rollouts per prompt per iteration")
     axes[0].set_ylabel("held-out gold gain at matched KL")
@@ -867,7 +881,7 @@ def fig_samples_per_prompt_matched(df: pd.DataFrame, source: str):
     axes[1].set_xlabel("total rollouts (iterations × prompts × samples per prompt)")
     axes[1].set_ylabel("held-out gold gain")
     axes[1].set_title("at matched rollouts")
-    if with_flops:
+    if len(axes) > 2:
         axes[2].set_xscale("log")
         axes[2].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlap at 2-10x spans
         axes[2].set_xlabel("cumulative training FLOPs (ppo/flops; evaluations not counted)")
@@ -876,10 +890,6 @@ def fig_samples_per_prompt_matched(df: pd.DataFrame, source: str):
     for ax in axes:
         ax.axhline(0, color="0.5", lw=0.6)
     _legend_once(axes[1], title="samples per prompt")
-    note = "; ".join(notes) + "; mean over seeds, bars: 95% t-interval" + ("; ONE seed at some points (no bar)"
-                                                                            if one_seed else "")
-    _footer(fig, source, curves["run_id"].nunique(), note)
-    return fig
 
 
 def training_flops(df: pd.DataFrame, curves: pd.DataFrame) -> np.ndarray:
