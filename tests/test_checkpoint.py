@@ -165,6 +165,7 @@ _FSIZE_CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # for `make test-fast`: a child process importing torch per case
 @pytest.mark.parametrize("rows", [0, 100], ids=["limit_below_weights", "trainer_state_too_big"])
 def test_real_file_size_limit_while_checkpointing(tmp_path, rows):
     """Not mocked: RLIMIT_FSIZE in a child process makes the writer's own writes fail (EFBIG)."""

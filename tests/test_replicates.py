@@ -3,8 +3,13 @@ upstream artifacts the others key (README "Seeds and replicates"), through the C
 
 import json
 
+import pytest
+
 from cli_sweep import run_sweep  # tests/cli_sweep.py
 from rlhf_scaling.analysis.runs import load_local_runs, per_run, varying_config
+
+# Slow for `make test-fast` (< 3 min): real runs, or every figure/script drawn; `make test` runs them.
+pytestmark = pytest.mark.slow
 
 TINY = ["sft.steps=60", "sft.n_demos=300", "data.comparison_budget=192", "data.n_eval_prompts=16",
         "rm_train.epochs=1", "rm_train.batch_size=8", "progress=false"]

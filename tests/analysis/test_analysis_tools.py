@@ -66,6 +66,7 @@ def test_fits_recover_the_generating_coefficients(runs):
         assert row["n_params"] == n_params
 
 
+@pytest.mark.slow  # for `make test-fast`: every figure drawn / a real run
 def test_figures_are_all_written_and_byte_identical_twice(runs, tmp_path):
     df = load_local_runs(runs)
     first = write_figures(df, tmp_path / "a", str(runs))
@@ -78,6 +79,7 @@ def test_figures_are_all_written_and_byte_identical_twice(runs, tmp_path):
         assert (p.with_suffix(".pdf")).read_bytes() == (tmp_path / "b" / p.with_suffix(".pdf").name).read_bytes()
 
 
+@pytest.mark.slow  # for `make test-fast`: every figure drawn / a real run
 def test_report_writes_table_and_markdown(runs, tmp_path, capsys):
     report = write_report(str(runs), tmp_path)
     assert (tmp_path / "runs.csv").is_file() and "![overoptimization_bon]" in report.read_text()

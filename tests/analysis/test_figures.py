@@ -40,6 +40,7 @@ def written(runs_df, runs_root, tmp_path_factory):
     return out, write_figures(runs_df, out / "a", str(runs_root)), write_figures(runs_df, out / "b", str(runs_root))
 
 
+@pytest.mark.slow  # for `make test-fast`: every figure drawn / a real run
 def test_every_figure_is_written_as_png_and_pdf(written):
     out, first, _ = written
     assert [p.name for p in first] == [f"{name}.png" for name in FIGURES]
@@ -47,6 +48,7 @@ def test_every_figure_is_written_as_png_and_pdf(written):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"
 
 
+@pytest.mark.slow  # for `make test-fast`: every figure drawn / a real run
 def test_figures_are_byte_identical_when_regenerated(written):
     out, first, second = written
     assert [p.name for p in second] == [p.name for p in first]
@@ -93,6 +95,7 @@ def test_command_line(runs_root, tmp_path, capsys):
         figures.main(["--runs", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")])
 
 
+@pytest.mark.slow  # for `make test-fast`: every figure drawn / a real run
 def test_report_writes_table_csv_and_markdown(runs_root, tmp_path, capsys, synthetic):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+# Slow for `make test-fast` (< 3 min): real runs, or every figure/script drawn; `make test` runs them.
+pytestmark = pytest.mark.slow
+
 REPORT = Path(sys.executable).parent / "rlhf-scaling-report"
 
 

@@ -19,6 +19,9 @@ from rlhf_scaling.analysis.figures import (FIGURES, FORM_OF, coefficient_scaling
 from rlhf_scaling.analysis.runs import summary_table
 from rlhf_scaling.curves import peak
 
+# Slow for `make test-fast` (< 3 min): real runs, or every figure/script drawn; `make test` runs them.
+pytestmark = pytest.mark.slow
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ANALYSIS = REPO_ROOT / "analysis"
 # Every script in analysis/ and the figures it writes; a new script must be listed here (and so tested).

@@ -14,6 +14,9 @@ from rlhf_scaling.stages.common import data_artifact, hydra_value, rm_artifact, 
 
 from local_inputs import preference_lines, save_model_dir, write_lines
 
+# Slow for `make test-fast` (< 3 min): real runs, or every figure/script drawn; `make test` runs them.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(autouse=True)
 def private_hash_cache(tmp_path, monkeypatch):

@@ -18,6 +18,7 @@ TINY = ["sft.steps=30", "sft.n_demos=200", "paper.comparison_budgets=[96,192,384
         "rm_train.epochs=1", "rm_train.batch_size=8", "bon.n_max=16", "bon.n_eval_prompts=16", "progress=false"]
 
 
+@pytest.mark.slow  # for `make test-fast`: every figure drawn / a real run
 def test_paper_study_writes_a_computed_row_per_claim(tmp_path):
     sweep_dir = run_sweep(tmp_path, "+sweep=paper", "paper.sweep=data_size", "replicate=0,1", *TINY, timeout=900)
     table = pd.read_csv(sweep_dir / "claims.csv").set_index("id")
