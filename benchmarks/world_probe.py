@@ -10,7 +10,7 @@ held-out pairs from another seed:
   `--rank r` restricts A and B to rank r. Says how much of gold the data allow a learner to find.
 - `rm`: tiny GPT-NeoX RMs (the tiny family's shapes, rlhf_scaling/models.py) trained on the same
   pairs with the Bradley-Terry loss, AdamW at a constant lr, batch `--bs` pairs, gradient clip 1,
-  `--steps` steps, held-out accuracy and loss at 6 evenly spaced steps.
+  `--steps` steps, held-out accuracy and loss at `--evals` (default 6) evenly spaced steps.
 
 One JSON line per result. Usage (docs/world.md has every command run):
   PYTHONPATH=$PWD nice -n 15 .venv/bin/python benchmarks/world_probe.py probe --n 2000 8000 30000
@@ -124,8 +124,9 @@ def encode(tokenizer, prompts, responses):
     return ids, mask
 
 
-def train_rm(tokenizer, shape, train, test, *, steps: int, lr: float, batch: int, seed: int):
-    """(history [(step, held-out accuracy, held-out loss)], total params, s per step) of one tiny RM."""
+def train_rm(tokenizer, shape, train, test, *, steps: int, lr: float, batch: int, seed: int, evals: int = 6):
+    """(history [(step, held-out accuracy, held-out loss)] at `evals` evenly spaced steps, total params,
+    s per step) of one tiny RM."""
     torch.manual_seed(seed)
     n_layer, d, heads = SHAPES[shape]
     spec = OmegaConf.create({"source": "tiny", "n_layer": n_layer, "d_model": d, "n_head": heads, "max_position": 128})
@@ -151,7 +152,7 @@ def train_rm(tokenizer, shape, train, test, *, steps: int, lr: float, batch: int
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        if step % max(1, steps // 6) == 0:
+        if step % max(1, steps // evals) == 0:
             history.append((step, *evaluate()))
     return history, sum(p.numel() for p in model.parameters()), (time.time() - start) / steps
 
@@ -169,6 +170,7 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=800)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--bs", type=int, default=64)
+    p.add_argument("--evals", type=int, default=6, help="rm: held-out evaluations, evenly spaced")
     p.add_argument("--test-pairs", type=int, default=None)
     p.add_argument("--teacher", default=None, choices=list(SHAPES), help="gold = a frozen random RM of this shape")
     p.add_argument("--teacher-init", type=float, default=0.02, help="the teacher's weight init std")
@@ -191,7 +193,8 @@ def main(argv=None) -> None:
             continue
         for shape in a.models:
             for seed in a.seeds:
-                hist, params, sps = train_rm(tokenizer, shape, train, test, steps=a.steps, lr=a.lr, batch=a.bs, seed=seed)
+                hist, params, sps = train_rm(tokenizer, shape, train, test, steps=a.steps, lr=a.lr, batch=a.bs, seed=seed,
+                                              evals=a.evals)
                 non_embedding = params - len(tokenizer) * SHAPES[shape][1]
                 print(json.dumps({**world, "mode": "rm", "model": shape, "non_embedding": non_embedding, "n": n,
                                   "seed": seed, "lr": a.lr, "steps": a.steps, "hist": hist, "s_per_step": round(sps, 3)}),
