@@ -120,7 +120,9 @@ start_munge() {
 
 write_config() {
     local cpus mem_mb gres_node="" gres_types=""
-    cpus="$(nproc)"
+    # Not plain nproc: it honours OMP_NUM_THREADS, which the test workers set to 1 (a 1-CPU node would
+    # refuse every 2-task job with Reason=PartitionConfig).
+    cpus="$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)"
     mem_mb=$(( $(awk '/^MemTotal:/ {print $2}' /proc/meminfo) / 1024 ))
     # Below the detected memory, or slurmd drains the node ("Low RealMemory").
     mem_mb=$(( mem_mb * 90 / 100 ))
@@ -305,7 +307,7 @@ cmd_start() {
     slurmctld -c -f "$CONF" 9>&- || { log_tails; die "slurmctld failed to start"; }
     slurmd -f "$CONF" -N "$NODE" 9>&- || { log_tails; die "slurmd failed to start"; }
     wait_usable
-    say "up: node $NODE $(node_state), partition debug, $(nproc) CPUs, gpu:$NGPU (SLURM_CONF=$CONF)"
+    say "up: node $NODE $(node_state), partition debug, $(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc) CPUs, gpu:$NGPU (SLURM_CONF=$CONF)"
 }
 
 # On the fast path keep the /etc link pointing here, in case another folder took it over.

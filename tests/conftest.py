@@ -137,8 +137,9 @@ if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
 
 # The files whose tests submit jobs to the local Slurm cluster (2 CPUs): run one after the other on
 # one worker, so that no test's jobs queue behind another test's.
+# Every file that uses the `slurm_cluster` fixture belongs here (tests/test_structure.py checks it).
 SLURM_FILES = ("tests/test_preemption.py", "tests/test_sweeps_slurm.py", "tests/test_slurm_cluster.py",
-               "tests/test_sweep_load.py")
+               "tests/test_sweep_load.py", "tests/stages/test_paper.py")
 
 # Test files by descending wall time (measured on 2 cores), run first so that the two workers finish
 # together instead of one starting a 3-minute file when the other is done. Files not listed follow in
@@ -155,7 +156,6 @@ SLOW_FIRST = (
     "tests/benchmarks/test_bench_trl_rloo_grpo.py",
     "tests/test_run_folders.py",
     "tests/analysis/test_report_cli.py",
-    "tests/stages/test_paper.py",
     "tests/stages/test_faults.py",
 )
 

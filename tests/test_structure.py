@@ -100,3 +100,17 @@ def test_the_consumer_check_sees_a_field_nobody_reads():
     py, yaml = _sources()
     py = [re.sub(r"\bmargin_scale\b", "renamed", t) for t in py]  # as if rm_train.margin_scale were never read
     assert unconsumed_fields(py, yaml) == ["RMTrainConfig.margin_scale"]
+
+
+def test_every_test_file_that_uses_the_slurm_cluster_runs_in_the_slurm_unit():
+    """Under `make test`'s two xdist workers the Slurm test files run one after another on one worker
+    (tests/conftest.py SLURM_FILES): a Slurm test in any other file would run beside them, hold the
+    2-CPU test cluster and make their jobs queue past their timeouts."""
+    tests = PACKAGE.parent / "tests"
+    # Read from the file (several folders have a conftest.py: an import could find another one).
+    [assign] = [n for n in ast.parse((tests / "conftest.py").read_text()).body
+                if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "SLURM_FILES"]
+    SLURM_FILES = ast.literal_eval(assign.value)
+    users = {str(p.relative_to(PACKAGE.parent)) for p in tests.rglob("test_*.py")
+             if re.search(r"def test_\w+\([^)]*\bslurm_cluster\b", p.read_text())}
+    assert users and users <= set(SLURM_FILES), sorted(users - set(SLURM_FILES))

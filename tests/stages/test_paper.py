@@ -110,12 +110,8 @@ def test_every_point_of_every_paper_sweep_is_a_valid_config_with_its_seeds_and_g
 def test_paper_study_under_slurm_is_one_array_and_writes_the_claims_on_the_submitting_side(slurm_cluster, tmp_path):
     """`make paper` with hydra/launcher=slurm: the (sweep, replicate) jobs are ONE Slurm array, and the
     Hydra callback writes claims.md and the figures when the array has returned."""
-    sweep_dir = tmp_path / "sweep"
-    cmd = [sys.executable, "-m", "rlhf_scaling.cli", "-m", "+sweep=paper", "paper.sweep=data_size", "replicate=0,1",
-           "hydra/launcher=slurm", "slurm=local", "slurm.mem_gb=2", f"hydra.sweep.dir={sweep_dir}",
-           f"artifacts_dir={tmp_path / 'artifacts'}", *TINY]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=slurm_cluster.env(), capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    sweep_dir = run_sweep(tmp_path, "+sweep=paper", "paper.sweep=data_size", "replicate=0,1", "hydra/launcher=slurm",
+                          "slurm=local", "slurm.mem_gb=2", *TINY, timeout=900, env=slurm_cluster.env())
     scripts = list((sweep_dir / ".submitit").rglob("*_submission.sh"))
     assert len(scripts) == 1 and "#SBATCH --array=0-1%" in scripts[0].read_text()
     arrays = {json.loads(p.read_text())["slurm"]["SLURM_ARRAY_JOB_ID"] for p in sweep_dir.glob("*/env.json")}
