@@ -375,15 +375,21 @@ def seed_bands(curves: pd.DataFrame, label_of: Dict[str, str], target: str) -> p
     return pd.DataFrame(rows, columns=["label", "x", "sqrt_kl", "mean", "low", "high", "n_seeds"])
 
 
-def _labels_per_sweep(curves: pd.DataFrame, by_run: Dict[str, tuple]) -> Tuple[Dict[str, str], Dict[str, tuple]]:
-    """(run_id -> legend label, label -> colour) from run_styles' run_id -> (colour, label). Never pools
-    sweeps: one setting run by two sweeps (the same job, or its seeds, twice) is two lines, not twice
-    the seeds; with several sweeps the sweep follows the setting (after ":", so the legend keeps its order)."""
+SWEEP_MARKERS = "os^Dv"  # one per sweep where a figure holds several
+
+
+def _labels_per_sweep(curves: pd.DataFrame, by_run: Dict[str, tuple]) -> Tuple[Dict[str, str], Dict[str, tuple], Dict[str, str]]:
+    """(run_id -> legend label, label -> colour, label -> marker) from run_styles' run_id -> (colour,
+    label). Never pools sweeps: one setting run by two sweeps (the same job, or its seeds, twice) is two
+    lines, not twice the seeds; with several sweeps the sweep follows the setting (after ":", so the
+    legend keeps its order) and each sweep has its own marker (a setting's colour is the same in each)."""
     label_of = {r: v[1] for r, v in by_run.items()}
     groups = curves.drop_duplicates("run_id").set_index("run_id")["group"]
+    marker_of_group = {g: SWEEP_MARKERS[i % len(SWEEP_MARKERS)] for i, g in enumerate(sorted(groups.unique()))}
     if groups.nunique() > 1:
         label_of = {r: f"{label}: {groups[r]}" for r, label in label_of.items()}
-    return label_of, {label_of[r]: v[0] for r, v in by_run.items()}
+    return (label_of, {label_of[r]: v[0] for r, v in by_run.items()},
+            {label_of[r]: marker_of_group[groups[r]] for r in by_run})
 
 
 def fig_overoptimization(df: pd.DataFrame, source: str, kind: str):
@@ -397,7 +403,7 @@ def fig_overoptimization(df: pd.DataFrame, source: str, kind: str):
         return None
     form = FORM_OF[kind]
     by_run, style = run_styles(df, curves["run_id"].unique(), kind)
-    label_of, colour_of = _labels_per_sweep(curves, by_run)
+    label_of, colour_of, marker_of = _labels_per_sweep(curves, by_run)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     no_peak, one_seed, prompt_level = [], [], []  # β <= 0: no peak; settings without a seed band; of those, with prompt intervals
     for ax, target in zip(axes, ("gold_gain", "proxy_gain")):
@@ -407,7 +413,8 @@ def fig_overoptimization(df: pd.DataFrame, source: str, kind: str):
             c = curves[curves["run_id"].map(label_of) == label]
             batch = kind == "ppo" and c.get("points", pd.Series(["batch"])).iloc[0] != "eval"
             ax.plot(c["sqrt_kl"], c[target], ".", ms=2.5, alpha=0.35, color=colour)  # every seed's points
-            ax.plot(b["sqrt_kl"], b["mean"], "-" if batch else "o-", ms=4, lw=1.0, color=colour, label=label)
+            ax.plot(b["sqrt_kl"], b["mean"], "-" if batch else f"{marker_of[label]}-", ms=4, lw=1.0, color=colour,
+                    label=label)
             if b["n_seeds"].max() >= 2:
                 ax.fill_between(b["sqrt_kl"], b["low"], b["high"], color=colour, alpha=0.18, lw=0)
             elif target == "gold_gain":

@@ -351,6 +351,8 @@ def test_one_setting_in_two_sweeps_is_two_lines_not_twice_the_seeds(tmp_path, sy
     legend = sorted(t.get_text() for t in gold.get_legend().get_texts())
     assert len(legend) == 2 and [t.split(": ")[-1] for t in legend] == ["data_size", "overoptimization"]
     assert sum(isinstance(c, PolyCollection) for c in gold.collections) == 2
+    means = [line for line in gold.get_lines() if line.get_label() in legend]
+    assert len({line.get_marker() for line in means}) == 2  # same setting, same colour: the marker tells the sweep
 
 
 def test_diversity_lines_label_each_point_with_its_prompts(runs_df, synthetic):
