@@ -172,8 +172,10 @@ def test_the_plain_rerun_of_an_interrupted_command_resumes_and_logs_each_step_on
     again (no hydra.run.dir) finds the interrupted run's folder, resumes from its last checkpoint, the
     record holds every step once, and the curve is the uninterrupted run's (ppo_plain_run, same job)."""
     command = cli(f"artifacts_dir={ppo_store.artifacts}", *ppo_store.overrides, *PPO_JOB)
+    # SIGINT at its default, as in a user's terminal: an xdist worker ignores SIGINT and a child
+    # inherits an ignored signal, so under `make test` Ctrl-C would otherwise never reach the job.
     job = subprocess.Popen(command, cwd=tmp_path, env=ppo_job_env(), stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
+                           stderr=subprocess.DEVNULL, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     run = None
     # Signal it as soon as a checkpoint exists and training has gone past it (3 of 8 iterations logged:
