@@ -49,6 +49,7 @@ from scipy.optimize import OptimizeWarning  # noqa: E402
 from rlhf_scaling.analysis.runs import (RM_RECIPE, RM_RECIPE_KEYS, as_text, load_local_runs,  # noqa: E402
                                         load_wandb_runs, named_once, per_run, varying_config, with_rm_facts)
 from rlhf_scaling.analysis.style import FIT_LINESTYLE, SIZE_CMAP, figure_style  # noqa: E402
+from rlhf_scaling.config import pairs_per_prompt  # noqa: E402
 from rlhf_scaling.curves import (PowerLaw, bon_form, bootstrap_ci, fit_log_linear, fit_overoptimization,  # noqa: E402
                                  fit_power_law, fit_power_law_select, mean_interval, rl_form)
 
@@ -804,7 +805,7 @@ def fig_diversity(df: pd.DataFrame, source: str):
             for j, kk in enumerate(grid.columns):
                 v = grid.iloc[i, j]
                 if np.isfinite(v):  # dark text on the bright end of viridis
-                    prompts = int(budget) // (int(kk) * (int(kk) - 1) // 2)
+                    prompts = int(budget) // pairs_per_prompt(int(kk))
                     ax.text(j, i, f"{v:.3f}\n{prompts} prompts", ha="center", va="center", fontsize=6.5,
                             color="black" if v > middle else "white")
         ax.set_xlabel("responses per prompt K")
@@ -956,7 +957,7 @@ def fig_diversity_lines(df: pd.DataFrame, source: str):
             label = f"{budget:g} comparisons" + (f" ({sweep})" if len({s for s, _ in budgets}) > 1 else "")
             one_seed |= not _mean_band(ax, None, by_k, colours[i % 10], label)
             for kk, v in by_k.items():
-                prompts = int(budget) // (int(kk) * (int(kk) - 1) // 2)
+                prompts = int(budget) // pairs_per_prompt(int(kk))
                 ax.annotate(f"{prompts} prompts", (kk, float(np.mean(v))), textcoords="offset points", xytext=(4, 4),
                             fontsize=6.5, color=colours[i % 10])
         ax.set_xscale("log", base=2)
