@@ -12,6 +12,10 @@ held-out pairs from another seed:
   pairs with the Bradley-Terry loss, AdamW at a constant lr, batch `--bs` pairs, gradient clip 1,
   `--steps` steps, held-out accuracy and loss at `--evals` (default 6) evenly spaced steps.
 
+- `summary FILE... [--runs SWEEP_DIR...]`: the tables of docs/world.md from rm runs' JSON lines, or from
+  the RM jobs of sweep folders (`rlhf-scaling -m +sweep=world`): accuracy per model and per data size,
+  with intervals over seeds, slopes, spans and the error power law.
+
 One JSON line per result. Usage (docs/world.md has every command run):
   PYTHONPATH=$PWD nice -n 15 .venv/bin/python benchmarks/world_probe.py probe --n 2000 8000 30000
   PYTHONPATH=$PWD nice -n 15 .venv/bin/python benchmarks/world_probe.py rm --vocab 16 --n-features 200 \
@@ -124,9 +128,13 @@ def encode(tokenizer, prompts, responses):
     return ids, mask
 
 
-def train_rm(tokenizer, shape, train, test, *, steps: int, lr: float, batch: int, seed: int, evals: int = 6):
-    """(history [(step, held-out accuracy, held-out loss)] at `evals` evenly spaced steps, total params,
-    s per step) of one tiny RM."""
+def train_rm(tokenizer, shape, train, test, *, steps: int, lr: float, batch: int, seed: int, evals: int = 6,
+             val=None, eval_every: int = 0, patience: int = 0, min_steps: int = 0):
+    """(history, total params, s per step) of one tiny RM. history: [(step, test accuracy, test loss)] at
+    `evals` evenly spaced steps; with `val` (pairs of their own seed) and `patience` > 0 it is evaluated
+    every `eval_every` steps instead, [(step, test accuracy, test loss, val loss)], and training stops once
+    the val loss has not improved for `patience` evaluations (not before `min_steps`): `steps` is then a cap.
+    Choosing the step on `val`, not on `test`, keeps the reported test accuracy unbiased."""
     torch.manual_seed(seed)
     n_layer, d, heads = SHAPES[shape]
     spec = OmegaConf.create({"source": "tiny", "n_layer": n_layer, "d_model": d, "n_head": heads, "max_position": 128})
@@ -136,15 +144,26 @@ def train_rm(tokenizer, shape, train, test, *, steps: int, lr: float, batch: int
     win, lose = encode(tokenizer, train[0], train[1]), encode(tokenizer, train[0], train[2])
     twin, tlose = encode(tokenizer, test[0], test[1]), encode(tokenizer, test[0], test[2])
 
+    sets = [(twin, tlose, len(test[0]))]
+    if val is not None and patience:
+        sets.append((encode(tokenizer, val[0], val[1]), encode(tokenizer, val[0], val[2]), len(val[0])))
+
     @torch.no_grad()
     def evaluate():
+        """(test accuracy, test loss[, val loss])"""
         model.eval()
-        rw = torch.cat([model(twin[0][i:i + 500], twin[1][i:i + 500]) for i in range(0, len(test[0]), 500)])
-        rl = torch.cat([model(tlose[0][i:i + 500], tlose[1][i:i + 500]) for i in range(0, len(test[0]), 500)])
+        out = []
+        for w, l, n in sets:
+            rw = torch.cat([model(w[0][i:i + 500], w[1][i:i + 500]) for i in range(0, n, 500)])
+            rl = torch.cat([model(l[0][i:i + 500], l[1][i:i + 500]) for i in range(0, n, 500)])
+            if not out:
+                out.append(round((rw > rl).float().mean().item(), 4))
+            out.append(round(torch.nn.functional.softplus(rl - rw).mean().item(), 4))
         model.train()
-        return round((rw > rl).float().mean().item(), 4), round(torch.nn.functional.softplus(rl - rw).mean().item(), 4)
+        return tuple(out)
 
-    history, start = [], time.time()
+    every = eval_every if len(sets) > 1 else max(1, steps // evals)
+    history, best, start = [], (float("inf"), 0), time.time()
     for step in range(1, steps + 1):
         idx = torch.randint(0, len(train[0]), (batch,), generator=g)
         loss = torch.nn.functional.softplus(model(lose[0][idx], lose[1][idx]) - model(win[0][idx], win[1][idx])).mean()
@@ -152,14 +171,81 @@ def train_rm(tokenizer, shape, train, test, *, steps: int, lr: float, batch: int
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        if step % max(1, steps // evals) == 0:
+        if step % every == 0:
             history.append((step, *evaluate()))
-    return history, sum(p.numel() for p in model.parameters()), (time.time() - start) / steps
+            if len(sets) > 1:
+                best = min(best, (history[-1][3], step))
+                if step >= min_steps and step - best[1] >= patience * every:
+                    break
+    return history, sum(p.numel() for p in model.parameters()), (time.time() - start) / step
+
+
+def accuracy(row: dict) -> float:
+    """An rm row's held-out (test) accuracy: at its lowest validation loss with --patience, else at its last step."""
+    return row["best"][1] if "best" in row else row["hist"][-1][1]
+
+
+def rows_from_runs(folder: str) -> list:
+    """rm rows (as `rm` prints them) from the RM jobs of a sweep folder, read with the framework's own
+    analysis loaders (analysis.figures.load_runs, rm_runs): model = config.rm.name, non_embedding = the
+    RM's counted rm/n_params (all parameters: the tiny family shares one vocabulary, so ordering and
+    slopes in ln are the same up to a shift), n = comparisons trained on, seed = rm_train.seed (= replicate in sweeps),
+    accuracy = rm/val_accuracy (of the kept, early-stopped weights)."""
+    from rlhf_scaling.analysis.figures import RM_ACCURACY, load_runs, rm_runs
+
+    runs = rm_runs(load_runs(folder)).dropna(subset=[RM_ACCURACY, "n_params", "comparisons"])
+    return [{"mode": "rm", "model": str(r["config.rm.name"]), "non_embedding": int(r["n_params"]), "n": int(r["comparisons"]),
+             "seed": int(r["config.rm_train.seed"]), "hist": [[0, float(r[RM_ACCURACY])]]} for _, r in runs.iterrows()]
+
+
+def summarise(rows: list) -> str:
+    """Markdown tables of rm rows (several seeds each), with Student-t 95% intervals over seeds
+    (curves.mean_interval): accuracy per model (x = non-embedding params) and per data size n, and,
+    per seed then over seeds, the slope of accuracy vs ln(x), the span first -> last and, over n, the
+    exponent b of the error power law 1 - acc = a n^-b (curves.fit_power_law)."""
+    import numpy as np
+
+    from rlhf_scaling import curves
+
+    def fmt(v):
+        return f"{v[0]:.4f} [{v[1]:.4f}, {v[2]:.4f}]"
+
+    out = []
+    for axis, other in (("model", "n"), ("n", "model")):
+        for fixed in sorted({r[other] for r in rows}):
+            group = [r for r in rows if r[other] == fixed]
+            keys = sorted({r[axis] for r in group}, key=lambda k: min(r["non_embedding"] if axis == "model" else r["n"]
+                                                                     for r in group if r[axis] == k))
+            if len(keys) < 2:
+                continue
+            seeds = sorted({r["seed"] for r in group})
+            acc = {(r[axis], r["seed"]): accuracy(r) for r in group}
+            x = {k: next(r["non_embedding"] if axis == "model" else r["n"] for r in group if r[axis] == k) for k in keys}
+            out.append(f"\n{axis} varies, {other} = {fixed}\n\n| {axis} | x | " + " | ".join(f"seed {s}" for s in seeds)
+                       + " | mean [95% t] |\n|---|---|" + "---|" * (len(seeds) + 1))
+            for k in keys:
+                vals = [acc.get((k, s), float("nan")) for s in seeds]
+                out.append(f"| {k} | {x[k]} | " + " | ".join(f"{v:.4f}" for v in vals) + f" | {fmt(curves.mean_interval(vals))} |")
+            full = [s for s in seeds if all((k, s) in acc for k in keys)]
+            ys = {s: np.array([acc[(k, s)] for k in keys]) for s in full}
+            xs = np.array([x[k] for k in keys], dtype=float)
+            slopes = [curves.fit_log_linear(xs, ys[s])[0] for s in full]
+            out.append(f"\nseeds with every {axis}: {len(full)}; slope of accuracy vs ln x {fmt(curves.mean_interval(slopes))}; "
+                       f"span {keys[0]} -> {keys[-1]} {fmt(curves.mean_interval([ys[s][-1] - ys[s][0] for s in full]))}; "
+                       f"monotonic in {sum(bool(np.all(np.diff(ys[s]) > 0)) for s in full)} of {len(full)} seeds")
+            if axis == "n":
+                b = [curves.fit_power_law(xs, 1 - ys[s]).b for s in full]
+                law, floor = curves.fit_power_law_select(xs, 1 - np.mean([ys[s] for s in full], 0))
+                out.append(f"error 1 - acc = a n^-b per seed: b {fmt(curves.mean_interval(b))}; on the seed mean "
+                           f"(AICc choice of a floor): a {law.a:.4g}, b {law.b:.4g}, floor {law.c:.4g} ({'used' if floor else 'not used'})")
+    return "\n".join(out)
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("mode", choices=["probe", "rm"])
+    p.add_argument("mode", choices=["probe", "rm", "summary"])
+    p.add_argument("files", nargs="*", help="summary: JSON-lines files of rm runs")
+    p.add_argument("--runs", nargs="+", default=[], help="summary: sweep folders of RM jobs (e.g. +sweep=world)")
     p.add_argument("--n", type=int, nargs="+", default=[2000, 8000, 30000], help="training pairs (before ties)")
     p.add_argument("--vocab", type=int, default=64, help="task.prompt_vocab = task.response_vocab")
     p.add_argument("--n-features", type=int, default=2000)
@@ -172,9 +258,18 @@ def main(argv=None) -> None:
     p.add_argument("--bs", type=int, default=64)
     p.add_argument("--evals", type=int, default=6, help="rm: held-out evaluations, evenly spaced")
     p.add_argument("--test-pairs", type=int, default=None)
+    p.add_argument("--patience", type=int, default=0,
+                   help="rm: stop when the loss on 2,000 validation pairs (own seed) has not improved for this many evaluations")
+    p.add_argument("--eval-every", type=int, default=200, help="rm, with --patience: steps between evaluations")
+    p.add_argument("--min-steps", type=int, default=0, help="rm, with --patience: never stop before this step")
     p.add_argument("--teacher", default=None, choices=list(SHAPES), help="gold = a frozen random RM of this shape")
     p.add_argument("--teacher-init", type=float, default=0.02, help="the teacher's weight init std")
     a = p.parse_args(argv)
+    if a.mode == "summary":
+        rows = [json.loads(line) for f in a.files for line in open(f) if line.startswith("{")]
+        rows += [r for folder in a.runs for r in rows_from_runs(folder)]
+        print(summarise([r for r in rows if r.get("mode") == "rm"]))
+        return
     task = FW.make_feature_task(prompt_vocab=a.vocab, response_vocab=a.vocab, prompt_length=4, n_features=a.n_features,
                                 zipf_exponent=a.zipf, natural_length=8, max_response_tokens=16)
     tokenizer = build_tokenizer(task)
@@ -182,6 +277,7 @@ def main(argv=None) -> None:
     world = {"vocab": a.vocab, "n_features": a.n_features, "zipf": a.zipf, "teacher": a.teacher,
              "teacher_init": a.teacher_init if a.teacher else None}
     test = labelled_pairs(task, gold, a.test_pairs or (5000 if a.mode == "probe" else 2000), seed=999)
+    val = labelled_pairs(task, gold, 2000, seed=998) if a.patience else None
     for n in a.n:
         train = labelled_pairs(task, gold, n, seed=100)
         if a.mode == "probe":
@@ -194,10 +290,12 @@ def main(argv=None) -> None:
         for shape in a.models:
             for seed in a.seeds:
                 hist, params, sps = train_rm(tokenizer, shape, train, test, steps=a.steps, lr=a.lr, batch=a.bs, seed=seed,
-                                              evals=a.evals)
+                                              evals=a.evals, val=val, eval_every=a.eval_every, patience=a.patience,
+                                              min_steps=a.min_steps)
                 non_embedding = params - len(tokenizer) * SHAPES[shape][1]
                 print(json.dumps({**world, "mode": "rm", "model": shape, "non_embedding": non_embedding, "n": n,
-                                  "seed": seed, "lr": a.lr, "steps": a.steps, "hist": hist, "s_per_step": round(sps, 3)}),
+                                  "seed": seed, "lr": a.lr, "steps": a.steps, "hist": hist, "s_per_step": round(sps, 3),
+                                  **({"best": min(hist, key=lambda h: h[3])} if a.patience else {})}),
                       flush=True)
 
 

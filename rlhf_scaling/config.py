@@ -64,10 +64,10 @@ class TaskConfig:
     n_topics: int = 8  # synthetic: number of topics (prompts ask about one)
     words_per_topic: int = 6  # synthetic: distinct on-topic words per topic
     natural_length: int = 6  # synthetic: response length (words) beyond which gold penalises
-    prompt_vocab: int = 64  # world=features: distinct prompt words
-    response_vocab: int = 64  # world=features: distinct response words
+    prompt_vocab: int = 16  # world=features: distinct prompt words
+    response_vocab: int = 16  # world=features: distinct response words
     prompt_length: int = 4  # world=features: words per prompt (prompt_vocab^prompt_length distinct prompts)
-    n_features: int = 2000  # world=features: gold features (half word pairs, half prompt word x response word)
+    n_features: int = 200  # world=features: gold features (half word pairs, half prompt word x response word)
     zipf_exponent: float = 0.8  # world=features: feature k's weight is k^-zipf_exponent (random sign)
     max_prompt_tokens: int = 8  # prompts longer than this are bad records
     max_response_tokens: int = 16  # generation budget; responses longer than this are truncated

@@ -65,3 +65,46 @@ def test_cli_prints_one_json_line_per_rm_run():
     assert [(r["model"], r["seed"]) for r in rows] == [("xs", 0), ("xs", 1), ("s", 0), ("s", 1)]
     assert all(len(r["hist"]) == 6 and 0 <= r["hist"][-1][1] <= 1 for r in rows)
     assert rows[0]["non_embedding"] < rows[2]["non_embedding"]
+
+
+@pytest.mark.slow
+def test_early_stopping_stops_on_the_validation_loss_and_keeps_that_step():
+    """With --patience the RM is evaluated every --eval-every steps on test AND validation pairs and stops
+    once the validation loss has not improved for `patience` evaluations: `steps` is only a cap, and the
+    reported `best` is the evaluation with the lowest validation loss (not the best test accuracy)."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "world_probe.py"), "rm", "--vocab", "16", "--n-features", "200",
+         "--n", "200", "--models", "xs", "--lr", "1e-2", "--steps", "3000", "--patience", "2", "--eval-every", "5",
+         "--min-steps", "20", "--test-pairs", "100"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [row] = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    hist = row["hist"]
+    assert all(len(h) == 4 for h in hist) and [h[0] for h in hist] == list(range(5, 5 * len(hist) + 1, 5))
+    assert 20 <= hist[-1][0] < 3000  # stopped long before the cap, not before min_steps
+    best = min(hist, key=lambda h: h[3])
+    assert row["best"] == best
+    assert hist[-1][0] == max(best[0] + 2 * 5, 20)  # `patience` evaluations after the best, not before min_steps
+    assert world_probe.accuracy(row) == best[1]
+
+
+def _rows(axis_values, seeds, acc):
+    """rm rows (as `rm` prints them) with accuracy acc(x, seed)."""
+    return [{"mode": "rm", "model": f"m{x}", "non_embedding": x, "n": 1000, "seed": s, "hist": [[1, acc(x, s)]]}
+            for x in axis_values for s in seeds]
+
+
+def test_summary_reports_slope_span_monotonicity_and_the_error_power_law():
+    """Known slopes come back: accuracy = 0.5 + 0.02 ln x + seed offset gives slope 0.02 with a zero-width
+    interval; a dip in one seed is counted as non-monotonic; error = 0.4 n^-0.25 gives b = 0.25."""
+    import math
+
+    rows = _rows([100, 1000, 10000], [0, 1, 2], lambda x, s: 0.5 + 0.02 * math.log(x) + 0.01 * s)
+    text = world_probe.summarise(rows)
+    assert "slope of accuracy vs ln x 0.0200 [0.0200, 0.0200]" in text
+    assert f"span m100 -> m10000 {0.02 * math.log(100):.4f}" in text and "monotonic in 3 of 3 seeds" in text
+    rows[4]["hist"] = [[1, 0.1]]  # model m1000, seed 1: below m100
+    assert "monotonic in 2 of 3 seeds" in world_probe.summarise(rows)
+    data = [{**r, "model": "s", "non_embedding": 7, "n": r["non_embedding"]} for r in
+            _rows([1000, 2000, 4000, 8000, 16000], [0, 1], lambda n, s: 1 - 0.4 * n ** -0.25)]
+    assert "b 0.2500 [0.2500, 0.2500]" in world_probe.summarise(data)

@@ -82,7 +82,7 @@ def test_gold_depends_on_the_prompt_and_penalises_repeats_length_and_not_ending(
 def test_task_features_builds_this_world_and_refuses_impossible_sizes():
     cfg = compose(["task=features", "stage=data"])
     setup = setup_task(cfg)
-    assert isinstance(setup.gold, FeatureGold) and len(setup.tokenizer) == 3 + 64 + 64
+    assert isinstance(setup.gold, FeatureGold) and len(setup.tokenizer) == 3 + 16 + 16
     assert setup.prompts(3, seed=1) == setup.prompts(3, seed=1) != setup.prompts(3, seed=2)
     with pytest.raises(ConfigError, match="task.n_features"):
         validate(compose(["task=features", "task.response_vocab=8", "task.prompt_vocab=8"]))

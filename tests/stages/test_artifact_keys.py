@@ -64,7 +64,7 @@ def test_feature_world_and_early_stopping_key_what_they_change():
     keys the RM, and then so does rm_train.eval_every (where it evaluates is where it can stop)."""
     world = ["task=features"]
     assert key("sft", world) != key("sft", [])
-    for o in ["task.n_features=1000", "task.zipf_exponent=1.0", "task.prompt_vocab=32", "task.response_vocab=48",
+    for o in ["task.n_features=100", "task.zipf_exponent=1.0", "task.prompt_vocab=32", "task.response_vocab=48",
               "task.prompt_length=3", "task.natural_length=6"]:
         assert key("sft", [*world, o]) != key("sft", world), o
     assert key("sft", [*world, "task.n_topics=6"]) == key("sft", world)
