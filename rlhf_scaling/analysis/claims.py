@@ -39,12 +39,14 @@ KIND_FORM = {"bon": "bon", "ppo": "rl"}
 def verdict(low: float, high: float, side: int) -> str:
     """supported / contradicted / inconclusive from a 95% interval [low, high] and the claimed sign
     of the effect (side = +1: the claim says the effect is positive; -1: negative). A NaN bound (one
-    replicate) is inconclusive."""
+    replicate) is inconclusive, and so is an interval within rounding of 0: identical per-replicate effects of
+    ~1e-17 (every run of the sweep peaking at its largest n, a slope of equal values) are no effect."""
     if not (np.isfinite(low) and np.isfinite(high)):
         return INCONCLUSIVE
-    if side * low > 0 and side * high > 0:
+    tol = 1e-9 * max(1.0, abs(low), abs(high))
+    if side * low > tol and side * high > tol:
         return SUPPORTED
-    if side * low < 0 and side * high < 0:
+    if side * low < -tol and side * high < -tol:
         return CONTRADICTED
     return INCONCLUSIVE
 

@@ -309,7 +309,7 @@ def with_rm_facts(runs: pd.DataFrame) -> pd.DataFrame:
     best-of-n or PPO job used the RM whose RM job agrees with it on RM_RECIPE."""
     runs = runs.copy()
     facts = [c for c in RM_FACTS if c in runs]
-    if not facts or "stage" not in runs:
+    if not facts or "stage" not in runs or runs.empty:  # (an empty frame's row-wise agg is a frame, not keys)
         return runs
     rm_jobs = runs[runs["stage"] == "rm"]
     if "summary.rm/artifact" in runs:  # the same artifact: the same RM, whichever job trained it

@@ -26,6 +26,11 @@ def test_verdict_follows_the_claimed_side():
     assert claims.verdict(-0.3, -0.1, -1) == "supported"
     assert claims.verdict(-0.1, 0.3, +1) == "inconclusive"
     assert claims.summarise([0.5], +1)["verdict"] == "inconclusive"  # one replicate: no interval
+    # every best-of-n run peaking at its largest n: each replicate's slope of equal peak_d values is ~1e-17, the
+    # interval has zero width; rounding noise is no effect (it was "supported" on the feature world's runs)
+    assert claims.summarise([1.7e-17, 1.7e-17, 1.7e-17], +1)["verdict"] == "inconclusive"
+    assert claims.summarise([-1.7e-17] * 3, +1)["verdict"] == "inconclusive"
+    assert claims.summarise([1e-6, 1.1e-6, 1.2e-6], +1)["verdict"] == "supported"  # small but real
 
 
 def test_replicate_interval_covers_the_true_mean_at_the_nominal_rate():
@@ -82,3 +87,17 @@ def test_write_claims_writes_a_row_per_claim(tmp_path):
     for claim in claims.CLAIMS:
         assert f"| {claim.id} (" in text
     assert len(pd.read_csv(tmp_path / "claims.csv")) == len(claims.CLAIMS) == len(table)
+
+
+@pytest.mark.slow
+def test_a_sweep_folder_of_best_of_n_jobs_alone_gives_claims_not_a_crash(real_runs_root):
+    """A user's folder of best-of-n jobs over data budgets (their RMs trained by another sweep): the RM-accuracy
+    claims have no RM jobs to read and say "not run"; they used to crash in with_rm_facts on the empty table."""
+    from rlhf_scaling.analysis.runs import load_local_runs
+
+    df = load_local_runs(real_runs_root / "reuse")
+    df = df[df["stage"] == "bon"].assign(group="data_size")
+    assert len(df) and df["stage"].eq("bon").all()
+    table = claims.claims_table(df).set_index("id")
+    assert table.loc["G5-accuracy", "verdict"] == claims.NOT_RUN
+    assert table.loc["G5-accuracy", "n_runs"] > 0  # the sweep's runs were found; they hold no RM job
