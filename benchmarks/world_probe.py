@@ -14,7 +14,9 @@ held-out pairs from another seed:
 
 - `summary FILE... [--runs SWEEP_DIR...]`: the tables of docs/world.md from rm runs' JSON lines, or from
   the RM jobs of sweep folders (`rlhf-scaling -m +sweep=world`): accuracy per model and per data size,
-  with intervals over seeds, slopes, spans and the error power law.
+  with intervals over seeds, slopes, spans and the error power law; and, for the best-of-n and PPO jobs
+  of those folders, Gao's overoptimization table per proxy (peak gold gain, sqrt KL at the peak, the fall
+  after it, the proxy's gain) with its slopes vs ln(proxy params).
 
 One JSON line per result. Usage (docs/world.md has every command run):
   PYTHONPATH=$PWD nice -n 15 .venv/bin/python benchmarks/world_probe.py probe --n 2000 8000 30000
@@ -193,7 +195,11 @@ def rows_from_runs(folder: str) -> list:
     accuracy = rm/val_accuracy (of the kept, early-stopped weights)."""
     from rlhf_scaling.analysis.figures import RM_ACCURACY, load_runs, rm_runs
 
-    runs = rm_runs(load_runs(folder)).dropna(subset=[RM_ACCURACY, "n_params", "comparisons"])
+    runs = rm_runs(load_runs(folder))
+    needed = [RM_ACCURACY, "n_params", "comparisons"]
+    if any(c not in runs for c in needed):  # no RM job here (e.g. a folder of best-of-n jobs alone)
+        return []
+    runs = runs.dropna(subset=needed)
     return [{"mode": "rm", "model": str(r["config.rm.name"]), "non_embedding": int(r["n_params"]), "n": int(r["comparisons"]),
              "seed": int(r["config.rm_train.seed"]), "hist": [[0, float(r[RM_ACCURACY])]]} for _, r in runs.iterrows()]
 
@@ -227,6 +233,8 @@ def summarise(rows: list) -> str:
                 vals = [acc.get((k, s), float("nan")) for s in seeds]
                 out.append(f"| {k} | {x[k]} | " + " | ".join(f"{v:.4f}" for v in vals) + f" | {fmt(curves.mean_interval(vals))} |")
             full = [s for s in seeds if all((k, s) in acc for k in keys)]
+            if not full:  # no seed has every point of this axis: the table only
+                continue
             ys = {s: np.array([acc[(k, s)] for k in keys]) for s in full}
             xs = np.array([x[k] for k in keys], dtype=float)
             slopes = [curves.fit_log_linear(xs, ys[s])[0] for s in full]
@@ -238,6 +246,79 @@ def summarise(rows: list) -> str:
                 law, floor = curves.fit_power_law_select(xs, 1 - np.mean([ys[s] for s in full], 0))
                 out.append(f"error 1 - acc = a n^-b per seed: b {fmt(curves.mean_interval(b))}; on the seed mean "
                            f"(AICc choice of a floor): a {law.a:.4g}, b {law.b:.4g}, floor {law.c:.4g} ({'used' if floor else 'not used'})")
+    return "\n".join(out)
+
+
+def overoptimization_rows(folder: str) -> list:
+    """One row per best-of-n or PPO job of a sweep folder, from the curves the framework's claims use
+    (analysis.claims.curves: best-of-n over n, PPO's held-out evaluations; gains over n = 1 / iteration 0):
+    kind, proxy (config.rm.name), params (the proxy's counted parameters), comparisons, replicate,
+    peak_gain and peak_d (the largest gold gain and its sqrt KL), end_gain and end_d (at the largest sqrt KL
+    reached), proxy_end_gain (the proxy's gain there)."""
+    from rlhf_scaling.analysis import claims
+    from rlhf_scaling.analysis.figures import load_runs
+
+    df = load_runs(folder)
+    facts = df.drop_duplicates("run_id").set_index("run_id")
+    rows = []
+    for kind in ("bon", "ppo"):
+        c = claims.curves(df, kind)
+        sizes = figures_sizes(df, kind)
+        for run_id, r in (c.groupby("run_id", sort=True) if not c.empty else []):
+            r = r.dropna(subset=["sqrt_kl", "gold_gain"]).sort_values("sqrt_kl", kind="stable")
+            if len(r) < 2:
+                continue
+            d, g, p = (r[k].to_numpy(float) for k in ("sqrt_kl", "gold_gain", "proxy_gain"))
+            at, f = int(g.argmax()), facts.loc[run_id]
+            rows.append({"kind": kind, "proxy": str(f["config.rm.name"]), "params": sizes.get(run_id, float("nan")),
+                         "comparisons": int(f["config.data.comparison_budget"]), "replicate": int(f["config.replicate"]),
+                         "peak_gain": float(g[at]), "peak_d": float(d[at]), "end_gain": float(g[-1]), "end_d": float(d[-1]),
+                         "proxy_end_gain": float(p[-1])})
+    return rows
+
+
+def figures_sizes(df, kind: str) -> dict:
+    """run_id -> the proxy RM's parameter count, as the overoptimization figures count it."""
+    from rlhf_scaling.analysis.figures import overoptimization_curves
+
+    c = overoptimization_curves(df, kind)
+    return c.groupby("run_id")["n_params"].first().to_dict() if not c.empty else {}
+
+
+def summarise_overoptimization(rows: list) -> str:
+    """Markdown tables of overoptimization rows, one per (kind, comparisons): per proxy the replicates'
+    peak positions and Student-t 95% intervals over replicates (curves.mean_interval) of the peak gold gain,
+    the sqrt KL at the peak, the fall from the peak to the largest sqrt KL reached and the proxy's gain there;
+    then, over replicates with every proxy, the slopes of peak gain and of sqrt KL at the peak vs ln(params)
+    (Gao et al.'s "larger proxies peak higher and later")."""
+    import numpy as np
+
+    from rlhf_scaling import curves
+
+    def fmt(v):
+        return f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]"
+
+    out = []
+    for kind, budget in sorted({(r["kind"], r["comparisons"]) for r in rows}):
+        group = [r for r in rows if r["kind"] == kind and r["comparisons"] == budget]
+        proxies = sorted({r["proxy"] for r in group}, key=lambda k: min(r["params"] for r in group if r["proxy"] == k))
+        reps = sorted({r["replicate"] for r in group})
+        by = {(r["proxy"], r["replicate"]): r for r in group}
+        out.append(f"\n{kind}, {budget} comparisons\n\n| proxy | params | replicates | sqrt KL at the peak per replicate | "
+                   "peak gold gain | sqrt KL at the peak | fall after the peak | proxy gain at the end |\n|---|---|---|---|---|---|---|---|")
+        for k in proxies:
+            rs = [by[(k, s)] for s in reps if (k, s) in by]
+            v = {f: curves.mean_interval([r[f] for r in rs]) for f in ("peak_gain", "peak_d", "proxy_end_gain")}
+            fall = curves.mean_interval([r["peak_gain"] - r["end_gain"] for r in rs])
+            out.append(f"| {k} | {rs[0]['params']:.0f} | {len(rs)} | " + ", ".join(f"{r['peak_d']:.2f}" for r in rs)
+                       + f" | {fmt(v['peak_gain'])} | {fmt(v['peak_d'])} | {fmt(fall)} | {fmt(v['proxy_end_gain'])} |")
+        full = [s for s in reps if all((k, s) in by for k in proxies)]
+        if len(proxies) >= 2 and full:
+            x = np.log([by[(k, full[0])]["params"] for k in proxies])
+            slopes = {f: [float(np.polyfit(x, [by[(k, s)][f] for k in proxies], 1)[0]) for s in full]
+                      for f in ("peak_gain", "peak_d")}
+            out.append(f"\nreplicates with every proxy: {len(full)}; per ln(params): slope of the peak gold gain "
+                       f"{fmt(curves.mean_interval(slopes['peak_gain']))}, of sqrt KL at the peak {fmt(curves.mean_interval(slopes['peak_d']))}")
     return "\n".join(out)
 
 
@@ -269,6 +350,7 @@ def main(argv=None) -> None:
         rows = [json.loads(line) for f in a.files for line in open(f) if line.startswith("{")]
         rows += [r for folder in a.runs for r in rows_from_runs(folder)]
         print(summarise([r for r in rows if r.get("mode") == "rm"]))
+        print(summarise_overoptimization([r for folder in a.runs for r in overoptimization_rows(folder)]))
         return
     task = FW.make_feature_task(prompt_vocab=a.vocab, response_vocab=a.vocab, prompt_length=4, n_features=a.n_features,
                                 zipf_exponent=a.zipf, natural_length=8, max_response_tokens=16)

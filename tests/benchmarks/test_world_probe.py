@@ -108,3 +108,54 @@ def test_summary_reports_slope_span_monotonicity_and_the_error_power_law():
     data = [{**r, "model": "s", "non_embedding": 7, "n": r["non_embedding"]} for r in
             _rows([1000, 2000, 4000, 8000, 16000], [0, 1], lambda n, s: 1 - 0.4 * n ** -0.25)]
     assert "b 0.2500 [0.2500, 0.2500]" in world_probe.summarise(data)
+
+
+def _write_bon_run(folder: Path, proxy: str, n_params: float, replicate: int, gains: list) -> None:
+    """A best-of-n job's run folder as the tracker writes it (config, metrics, summary, status), gold gain
+    `gains[i]` at n = 2^i and a proxy rising in sqrt KL."""
+    import math
+
+    folder.mkdir(parents=True)
+    config = {"experiment": "world", "replicate": replicate, "seed": 0, "stage": {"name": "bon"},
+              "rm": {"name": proxy, "source": "tiny", "n_params": n_params},
+              "data": {"comparison_budget": 3840, "responses_per_prompt": 4}, "tracking": {"mode": "disabled"}}
+    (folder / "config.json").write_text(json.dumps(config))
+    with open(folder / "metrics.jsonl", "w") as fh:
+        for i, gain in enumerate(gains):
+            n = 2 ** i
+            d = math.sqrt(math.log(n) - (n - 1) / n)
+            fh.write(json.dumps({"_step": i, "bon/n": n, "bon/sqrt_kl": d, "bon/kl": d * d, "bon/gold": gain - 0.4,
+                                 "bon/proxy": 0.7 * d}) + "\n")
+    (folder / "summary.json").write_text(json.dumps({"bon/n_max": 2 ** (len(gains) - 1)}))
+    (folder / "status.json").write_text(json.dumps({"status": "completed", "stage": "bon", "error": None}))
+
+
+def test_overoptimization_summary_of_a_sweep_folder_reports_peaks_and_their_growth_with_proxy_size(tmp_path):
+    """Best-of-n jobs of two proxies (1e4 and 1e6 params), 3 replicates: the small proxy's gold peaks at n = 4
+    (gain 1 + 0.1 r) and falls to 0.2 at n = 256, the large one's at n = 64 (gain 2 + 0.1 r). `summary --runs`
+    (the user's command) reports each peak, its sqrt KL, the fall after it, and slopes vs ln(params) of
+    (2 - 1) / ln 100 for the peak gain and (d(64) - d(4)) / ln 100 for its sqrt KL, exactly (zero width)."""
+    import math
+
+    d = lambda n: math.sqrt(math.log(n) - (n - 1) / n)  # noqa: E731
+    for r in range(3):
+        small = [0.0, 0.5, 1.0 + 0.1 * r, 0.8, 0.6, 0.5, 0.4, 0.3, 0.2]
+        large = [0.0, 0.3, 0.6, 1.0, 1.4, 1.8, 2.0 + 0.1 * r, 1.9, 1.9]
+        _write_bon_run(tmp_path / f"xs_{r}", "tiny-xs", 1e4, r, small)
+        _write_bon_run(tmp_path / f"s_{r}", "tiny-s", 1e6, r, large)
+    rows = world_probe.overoptimization_rows(str(tmp_path))
+    assert sorted((r["proxy"], r["replicate"]) for r in rows) == [(p, r) for p in ("tiny-s", "tiny-xs") for r in range(3)]
+    xs0 = next(r for r in rows if r["proxy"] == "tiny-xs" and r["replicate"] == 0)
+    assert xs0["peak_gain"] == pytest.approx(1.0) and xs0["peak_d"] == pytest.approx(d(4))
+    assert xs0["end_gain"] == pytest.approx(0.2) and xs0["end_d"] == pytest.approx(d(256))
+    assert xs0["proxy_end_gain"] == pytest.approx(0.7 * d(256))
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "world_probe.py"), "summary", "--runs", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = proc.stdout
+    assert "bon, 3840 comparisons" in text
+    assert f"| tiny-xs | 10000 | 3 | {d(4):.2f}, {d(4):.2f}, {d(4):.2f} | 1.100 [" in text
+    assert "| 0.900 [" in text  # the small proxy's fall from its mean peak 1.1 to 0.2
+    slope_gain, slope_d = 1 / math.log(100), (d(64) - d(4)) / math.log(100)
+    assert (f"slope of the peak gold gain {slope_gain:.3f} [{slope_gain:.3f}, {slope_gain:.3f}], of sqrt KL at the peak "
+            f"{slope_d:.3f} [{slope_d:.3f}, {slope_d:.3f}]") in text
