@@ -18,7 +18,9 @@ NEEDS = {"dpo": ("sft", "data")}  # direct alignment trains on the preference da
 
 def ensure_upstream(cfg, tracker, before: str) -> None:
     """Run the recipes that come before `before` ("data", "rm", "bon", "ppo" or "dpo"); each reuses
-    a finished artifact and only builds what is missing."""
+    a finished artifact and only builds what is missing. Each recipe's final facts (e.g. the RM's
+    rm/val_accuracy) go into the job's summary: the last *logged* rm/val_accuracy of an early-stopped RM
+    is the stopping step's, not the kept weights', and a reused artifact logs no records at all."""
     import torch.distributed as dist
 
     if before in ("sft", "study", "paper"):
@@ -31,7 +33,11 @@ def ensure_upstream(cfg, tracker, before: str) -> None:
     distributed = dist.is_available() and dist.is_initialized()
     # Under DeepSpeed the upstream stages are single-process work: rank 0 builds, the others wait.
     if not distributed or dist.get_rank() == 0:
+        summarised = set()
         for stage, stage_cfg in plan:
-            importlib.import_module(f"rlhf_scaling.stages.{stage}").run(stage_cfg, tracker)
+            facts = importlib.import_module(f"rlhf_scaling.stages.{stage}").run(stage_cfg, tracker)
+            if facts and stage not in summarised:  # fixed-RM design: the job's own SFT policy, not the RM data's
+                tracker.summary(**facts)
+                summarised.add(stage)
     if distributed:
         dist.barrier()

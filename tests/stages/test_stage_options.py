@@ -187,6 +187,44 @@ def test_early_stopping_stops_on_the_held_out_loss_and_keeps_the_best_weights(pp
     assert not any(rm_artifact(cfg).path.glob("*.best"))  # the best-weights checkpoint is not shipped
 
 
+@slow
+def test_a_best_of_n_job_that_builds_an_early_stopped_rm_reports_the_kept_weights_accuracy(ppo_store, tmp_path):
+    """`rlhf-scaling stage=bon stage.build_upstream=true` with an early-stopped RM: the job's summary and the
+    analysis loaders give the RM's accuracy and loss of the kept (best) weights, as its artifact records them, not
+    the last logged evaluation's (the stopping step's, worse by construction); a second job that reuses the RM
+    (and logs no RM records) reports the same facts. Before, the diversity sweep's RM accuracies were the
+    stopping step's (docs/world.md, fifth session)."""
+    import subprocess
+    import sys
+
+    from rlhf_scaling.analysis.figures import RM_ACCURACY, load_runs, rm_runs
+
+    # rm_train.seed=7: an RM of its own (the early-stopping test above builds the same one with seed 0 in the shared store)
+    rm_keys = ["model@rm=tiny-xs", "rm_train.epochs=8", "rm_train.lr=0.05", "rm_train.eval_every=2",
+               "rm_train.early_stop_patience=1", "rm_train.seed=7"]
+    for seed in (0, 1):
+        proc = subprocess.run([sys.executable, "-m", "rlhf_scaling.cli", f"hydra.run.dir={tmp_path / f'bon{seed}'}",
+                               f"artifacts_dir={ppo_store.artifacts}", "stage=bon", "stage.build_upstream=true",
+                               "progress=false", "device=cpu", *ppo_store.overrides, *rm_keys, *BON, f"bon.seed={seed}"],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    artifact = rm_artifact(cfg_of(ppo_store, "bon", *rm_keys))
+    kept = json.loads((artifact.path / "metrics.json").read_text())
+    rows = [json.loads(line) for line in (tmp_path / "bon0" / "metrics.jsonl").read_text().splitlines()]
+    last = [r for r in rows if "rm/val_loss" in r][-1]
+    assert last["rm/step"] == kept["rm/stopped_step"] > kept["rm/best_step"]  # built here, stopped early
+    assert last["rm/val_loss"] > kept["rm/val_loss"]  # the last logged evaluation is not the kept weights'
+    for job in ("bon0", "bon1"):
+        summary = json.loads((tmp_path / job / "summary.json").read_text())
+        assert summary["rm/val_loss"] == kept["rm/val_loss"] and summary["rm/val_accuracy"] == kept["rm/val_accuracy"]
+        assert summary["rm/artifact"] == str(artifact.path) and "bon/n_max" in summary
+    assert not any("rm/val_loss" in json.loads(line) for line in (tmp_path / "bon1" / "metrics.jsonl").read_text().splitlines())
+    runs = load_runs(str(tmp_path))
+    assert set(runs.loc[runs["run_id"].isin(["bon0", "bon1"]), "summary.rm/val_loss"]) == {kept["rm/val_loss"]}
+    [accuracy] = rm_runs(runs)[RM_ACCURACY].tolist()  # one RM artifact: one row, the kept weights' accuracy
+    assert accuracy == kept["rm/val_accuracy"]
+
+
 def test_early_stopping_counts_evaluations_without_a_new_best():
     stopper = EarlyStopping(2)
     assert [stopper.update(x, step) for step, x in enumerate([1.0, 0.8, 0.9, 0.7, 0.75], 1)] == \
