@@ -225,7 +225,12 @@ def summarise(rows: list) -> str:
             if len(keys) < 2:
                 continue
             seeds = sorted({r["seed"] for r in group})
-            acc = {(r[axis], r["seed"]): accuracy(r) for r in group}
+            acc = {}
+            for r in group:  # one run per (point, seed): a second (another lr, schedule, ...) would silently replace it
+                if (r[axis], r["seed"]) in acc:
+                    raise ValueError(f"two rm runs of {axis} {r[axis]}, {other} {fixed}, seed {r['seed']}: they differ in a "
+                                     "setting this table does not separate; summarise them separately")
+                acc[(r[axis], r["seed"])] = accuracy(r)
             x = {k: next(r["non_embedding"] if axis == "model" else r["n"] for r in group if r[axis] == k) for k in keys}
             out.append(f"\n{axis} varies, {other} = {fixed}\n\n| {axis} | x | " + " | ".join(f"seed {s}" for s in seeds)
                        + " | mean [95% t] |\n|---|---|" + "---|" * (len(seeds) + 1))
@@ -252,7 +257,8 @@ def summarise(rows: list) -> str:
 def overoptimization_rows(folder: str) -> list:
     """One row per best-of-n or PPO job of a sweep folder, from the curves the framework's claims use
     (analysis.claims.curves: best-of-n over n, PPO's held-out evaluations; gains over n = 1 / iteration 0):
-    kind, proxy (config.rm.name), params (the proxy's counted parameters), comparisons, replicate,
+    kind, proxy (config.rm.name), params (the proxy's counted parameters), comparisons, K (responses per prompt),
+    replicate, run_id,
     peak_gain and peak_d (the largest gold gain and its sqrt KL), end_gain and end_d (at the largest sqrt KL
     reached), proxy_end_gain (the proxy's gain there)."""
     from rlhf_scaling.analysis import claims
@@ -272,6 +278,7 @@ def overoptimization_rows(folder: str) -> list:
             at, f = int(g.argmax()), facts.loc[run_id]
             rows.append({"kind": kind, "proxy": str(f["config.rm.name"]), "params": sizes.get(run_id, float("nan")),
                          "comparisons": int(f["config.data.comparison_budget"]), "replicate": int(f["config.replicate"]),
+                         "K": int(f["config.data.responses_per_prompt"]), "run_id": run_id,
                          "peak_gain": float(g[at]), "peak_d": float(d[at]), "end_gain": float(g[-1]), "end_d": float(d[-1]),
                          "proxy_end_gain": float(p[-1])})
     return rows
@@ -286,7 +293,7 @@ def figures_sizes(df, kind: str) -> dict:
 
 
 def summarise_overoptimization(rows: list) -> str:
-    """Markdown tables of overoptimization rows, one per (kind, comparisons): per proxy the replicates'
+    """Markdown tables of overoptimization rows, one per (kind, comparisons, K): per proxy the replicates'
     peak positions and Student-t 95% intervals over replicates (curves.mean_interval) of the peak gold gain,
     the sqrt KL at the peak, the fall from the peak to the largest sqrt KL reached and the proxy's gain there;
     then, over replicates with every proxy, the slopes of peak gain and of sqrt KL at the peak vs ln(params)
@@ -299,12 +306,18 @@ def summarise_overoptimization(rows: list) -> str:
         return f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]"
 
     out = []
-    for kind, budget in sorted({(r["kind"], r["comparisons"]) for r in rows}):
-        group = [r for r in rows if r["kind"] == kind and r["comparisons"] == budget]
+    for kind, budget, k_resp in sorted({(r["kind"], r["comparisons"], r["K"]) for r in rows}):
+        group = [r for r in rows if (r["kind"], r["comparisons"], r["K"]) == (kind, budget, k_resp)]
         proxies = sorted({r["proxy"] for r in group}, key=lambda k: min(r["params"] for r in group if r["proxy"] == k))
         reps = sorted({r["replicate"] for r in group})
-        by = {(r["proxy"], r["replicate"]): r for r in group}
-        out.append(f"\n{kind}, {budget} comparisons\n\n| proxy | params | replicates | sqrt KL at the peak per replicate | "
+        by = {}
+        for r in group:  # one job per (proxy, replicate) in a table: two would be silently averaged or dropped
+            other = by.setdefault((r["proxy"], r["replicate"]), r)
+            if other is not r:
+                raise ValueError(f"{other['run_id']} and {r['run_id']} are both {kind} against {r['proxy']} at {budget} "
+                                 f"comparisons, K = {k_resp}, replicate {r['replicate']}: they differ in a setting this "
+                                 "table does not separate; summarise them from separate folders")
+        out.append(f"\n{kind}, {budget} comparisons, K = {k_resp}\n\n| proxy | params | replicates | sqrt KL at the peak per replicate | "
                    "peak gold gain | sqrt KL at the peak | fall after the peak | proxy gain at the end |\n|---|---|---|---|---|---|---|---|")
         for k in proxies:
             rs = [by[(k, s)] for s in reps if (k, s) in by]

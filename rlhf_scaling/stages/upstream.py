@@ -36,8 +36,9 @@ def ensure_upstream(cfg, tracker, before: str) -> None:
         summarised = set()
         for stage, stage_cfg in plan:
             facts = importlib.import_module(f"rlhf_scaling.stages.{stage}").run(stage_cfg, tracker)
-            if facts and stage not in summarised:  # fixed-RM design: the job's own SFT policy, not the RM data's
-                tracker.summary(**facts)
-                summarised.add(stage)
+            if stage not in summarised:  # fixed-RM design: the job's own SFT policy (even one with no facts,
+                summarised.add(stage)    # a pretrained policy), never the RM data's policy
+                if facts:
+                    tracker.summary(**facts)
     if distributed:
         dist.barrier()

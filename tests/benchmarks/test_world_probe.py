@@ -108,9 +108,11 @@ def test_summary_reports_slope_span_monotonicity_and_the_error_power_law():
     data = [{**r, "model": "s", "non_embedding": 7, "n": r["non_embedding"]} for r in
             _rows([1000, 2000, 4000, 8000, 16000], [0, 1], lambda n, s: 1 - 0.4 * n ** -0.25)]
     assert "b 0.2500 [0.2500, 0.2500]" in world_probe.summarise(data)
+    with pytest.raises(ValueError, match="two rm runs of model m100, n 1000, seed 0"):  # e.g. the same RM at two lrs
+        world_probe.summarise(rows + [dict(rows[0])])
 
 
-def _write_bon_run(folder: Path, proxy: str, n_params: float, replicate: int, gains: list) -> None:
+def _write_bon_run(folder: Path, proxy: str, n_params: float, replicate: int, gains: list, k: int = 4) -> None:
     """A best-of-n job's run folder as the tracker writes it (config, metrics, summary, status), gold gain
     `gains[i]` at n = 2^i and a proxy rising in sqrt KL."""
     import math
@@ -118,7 +120,7 @@ def _write_bon_run(folder: Path, proxy: str, n_params: float, replicate: int, ga
     folder.mkdir(parents=True)
     config = {"experiment": "world", "replicate": replicate, "seed": 0, "stage": {"name": "bon"},
               "rm": {"name": proxy, "source": "tiny", "n_params": n_params},
-              "data": {"comparison_budget": 3840, "responses_per_prompt": 4}, "tracking": {"mode": "disabled"}}
+              "data": {"comparison_budget": 3840, "responses_per_prompt": k}, "tracking": {"mode": "disabled"}}
     (folder / "config.json").write_text(json.dumps(config))
     with open(folder / "metrics.jsonl", "w") as fh:
         for i, gain in enumerate(gains):
@@ -153,9 +155,16 @@ def test_overoptimization_summary_of_a_sweep_folder_reports_peaks_and_their_grow
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = proc.stdout
-    assert "bon, 3840 comparisons" in text
+    assert "bon, 3840 comparisons, K = 4" in text
     assert f"| tiny-xs | 10000 | 3 | {d(4):.2f}, {d(4):.2f}, {d(4):.2f} | 1.100 [" in text
     assert "| 0.900 [" in text  # the small proxy's fall from its mean peak 1.1 to 0.2
     slope_gain, slope_d = 1 / math.log(100), (d(64) - d(4)) / math.log(100)
     assert (f"slope of the peak gold gain {slope_gain:.3f} [{slope_gain:.3f}, {slope_gain:.3f}], of sqrt KL at the peak "
             f"{slope_d:.3f} [{slope_d:.3f}, {slope_d:.3f}]") in text
+    # another K is another table; a second job of one (proxy, replicate, K) is an error, not a silent overwrite
+    _write_bon_run(tmp_path / "s_0_k2", "tiny-s", 1e6, 0, [0.0, 0.5, 0.7, 0.2], k=2)
+    text = world_probe.summarise_overoptimization(world_probe.overoptimization_rows(str(tmp_path)))
+    assert "bon, 3840 comparisons, K = 2" in text and f"| tiny-s | 1000000 | 1 | {d(4):.2f} | 0.700 [" in text
+    _write_bon_run(tmp_path / "s_0_again", "tiny-s", 1e6, 0, [0.0, 0.1], k=2)
+    with pytest.raises(ValueError, match="s_0_again and s_0_k2 are both bon against tiny-s at 3840 comparisons, K = 2"):
+        world_probe.summarise_overoptimization(world_probe.overoptimization_rows(str(tmp_path)))
