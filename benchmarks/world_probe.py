@@ -255,41 +255,32 @@ def summarise(rows: list) -> str:
 
 
 def overoptimization_rows(folder: str) -> list:
-    """One row per best-of-n or PPO job of a sweep folder, from the curves the framework's claims use
-    (analysis.claims.curves: best-of-n over n, PPO's held-out evaluations; gains over n = 1 / iteration 0):
-    kind, proxy (config.rm.name), params (the proxy's counted parameters), comparisons, K (responses per prompt),
-    replicate, run_id,
+    """One row per best-of-n or PPO job of a sweep folder, from the curves the framework's figures and claims
+    use (analysis.figures.overoptimization_curves: best-of-n over n, PPO's held-out evaluations; gains over
+    n = 1 / iteration 0): kind, proxy (config.rm.name), params (the proxy's counted parameters), comparisons,
+    K (responses per prompt), replicate, run_id,
     peak_gain and peak_d (the largest gold gain and its sqrt KL), end_gain and end_d (at the largest sqrt KL
     reached), proxy_end_gain (the proxy's gain there)."""
-    from rlhf_scaling.analysis import claims
-    from rlhf_scaling.analysis.figures import load_runs
+    from rlhf_scaling.analysis.figures import load_runs, overoptimization_curves
+    from rlhf_scaling.analysis.runs import per_run
 
     df = load_runs(folder)
-    facts = df.drop_duplicates("run_id").set_index("run_id")
+    facts = per_run(df).set_index("run_id")
     rows = []
     for kind in ("bon", "ppo"):
-        c = claims.curves(df, kind)
-        sizes = figures_sizes(df, kind)
+        c = overoptimization_curves(df, kind)
         for run_id, r in (c.groupby("run_id", sort=True) if not c.empty else []):
             r = r.dropna(subset=["sqrt_kl", "gold_gain"]).sort_values("sqrt_kl", kind="stable")
             if len(r) < 2:
                 continue
             d, g, p = (r[k].to_numpy(float) for k in ("sqrt_kl", "gold_gain", "proxy_gain"))
             at, f = int(g.argmax()), facts.loc[run_id]
-            rows.append({"kind": kind, "proxy": str(f["config.rm.name"]), "params": sizes.get(run_id, float("nan")),
+            rows.append({"kind": kind, "proxy": str(f["config.rm.name"]), "params": float(r["n_params"].iloc[0]),
                          "comparisons": int(f["config.data.comparison_budget"]), "replicate": int(f["config.replicate"]),
                          "K": int(f["config.data.responses_per_prompt"]), "run_id": run_id,
                          "peak_gain": float(g[at]), "peak_d": float(d[at]), "end_gain": float(g[-1]), "end_d": float(d[-1]),
                          "proxy_end_gain": float(p[-1])})
     return rows
-
-
-def figures_sizes(df, kind: str) -> dict:
-    """run_id -> the proxy RM's parameter count, as the overoptimization figures count it."""
-    from rlhf_scaling.analysis.figures import overoptimization_curves
-
-    c = overoptimization_curves(df, kind)
-    return c.groupby("run_id")["n_params"].first().to_dict() if not c.empty else {}
 
 
 def summarise_overoptimization(rows: list) -> str:
