@@ -69,6 +69,9 @@ class TaskConfig:
     prompt_length: int = 4  # world=features: words per prompt (prompt_vocab^prompt_length distinct prompts)
     n_features: int = 200  # world=features: gold features (half word pairs, half prompt word x response word)
     zipf_exponent: float = 0.8  # world=features: feature k's weight is k^-zipf_exponent (random sign)
+    # world=features: gold subtracts 1.0 per response word short of this (0: none; conf/task/features.yaml
+    # sets 2, the demonstrations' shortest, so that a one-word or empty answer is not a free gold 0)
+    min_length: int = 0
     max_prompt_tokens: int = 8  # prompts longer than this are bad records
     max_response_tokens: int = 16  # generation budget; responses longer than this are truncated
     on_bad_record: str = "error"  # error: stop at the first bad record, naming it | filter: drop and report counts
@@ -414,6 +417,7 @@ _POSITIVE = [
 ]
 
 _NON_NEGATIVE = [
+    "task.min_length",
     "sft.weight_decay", "rm_train.weight_decay", "rm_train.early_stop_patience", "rm_train.early_stop_min_steps", "rm_train.max_grad_norm", "rm_train.margin_scale",
     "ppo.kl_coef", "ppo.max_grad_norm", "ppo.vf_coef", "proxy.uwo_lambda", "ppo.eval_prompts",
     "dpo.weight_decay", "dpo.max_grad_norm", "dpo.eval_prompts", "replicate",
@@ -546,6 +550,9 @@ def _check_data(cfg) -> None:
                           f"words, half prompt word x response word)")
     if t.world == "features" and t.prompt_length > t.max_prompt_tokens:
         raise ConfigError(f"task.prompt_length: {t.prompt_length} words exceed task.max_prompt_tokens={t.max_prompt_tokens}")
+    if t.world == "features" and t.min_length > t.natural_length:
+        raise ConfigError(f"task.min_length: {t.min_length} exceeds task.natural_length={t.natural_length} (gold "
+                          f"would penalise every length)")
     if cfg.gold.kind == "model" and not cfg.gold.name_or_path:
         raise ConfigError("gold.name_or_path: required when gold.kind=model")
     if cfg.task.name != "synthetic" and not cfg.task.path:

@@ -70,6 +70,7 @@ class FeatureGold:
            - REPEAT_PENALTY x repeated words
            - LENGTH_PENALTY x words beyond natural_length
            - UNFINISHED_PENALTY if the response hit the token budget without ending
+           - SHORT_PENALTY x words short of min_length (task.min_length; 0: none)
     """
 
     def __init__(self, task: FW.FeatureTask):
@@ -83,9 +84,10 @@ class FeatureGold:
         repeats = torch.tensor([len(w) - len(set(w)) for w in words], dtype=torch.float32)
         excess = torch.tensor([max(0, len(w) - self.task.natural_length) for w in words], dtype=torch.float32)
         unfinished = torch.tensor([len(w) >= self.task.max_response_tokens for w in words], dtype=torch.float32)
+        short = torch.tensor([max(0, self.task.min_length - len(w)) for w in words], dtype=torch.float32)
         features = FW.feature_scores(self.task, list(prompts), list(responses))
         return (features - FW.REPEAT_PENALTY * repeats - FW.LENGTH_PENALTY * excess
-                - FW.UNFINISHED_PENALTY * unfinished).float()
+                - FW.UNFINISHED_PENALTY * unfinished - FW.SHORT_PENALTY * short).float()
 
 
 class ModelGold:

@@ -515,6 +515,7 @@ def rm_runs(df: pd.DataFrame) -> pd.DataFrame:
         runs = runs.sort_values("run_id", kind="stable")
     if runs.empty or "config.rm.name" not in runs:
         return pd.DataFrame()
+    runs = runs.copy()  # consolidated: columns added to a frame of many column blocks warn (PerformanceWarning)
     for col in (RM_BUDGET, RM_LOSS, RM_COMPARISONS):
         if col not in runs:
             runs[col] = np.nan

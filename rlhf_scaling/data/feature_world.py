@@ -37,6 +37,7 @@ from rlhf_scaling.data.synthetic import EOS, PAD, UNK
 REPEAT_PENALTY = 1.0  # gold points per repeated word
 LENGTH_PENALTY = 0.5  # gold points per word beyond natural_length
 UNFINISHED_PENALTY = 1.0  # a response that hit the token budget without EOS
+SHORT_PENALTY = 1.0  # gold points per word short of min_length
 WORLD_SEED = 1234  # the features, weights and signs: fixed, so a world is named by its parameters alone
 
 
@@ -56,6 +57,7 @@ class FeatureTask:
     pair_weights: torch.Tensor
     prompt_weights: torch.Tensor
     scale: float
+    min_length: int = 0  # gold subtracts SHORT_PENALTY per word short of this
 
     @property
     def vocabulary(self) -> List[str]:
@@ -69,7 +71,8 @@ def zipf_weights(n: int, exponent: float, rng: torch.Generator) -> torch.Tensor:
 
 
 def make_feature_task(*, prompt_vocab: int, response_vocab: int, prompt_length: int, n_features: int,
-                      zipf_exponent: float, natural_length: int, max_response_tokens: int) -> FeatureTask:
+                      zipf_exponent: float, natural_length: int, max_response_tokens: int,
+                      min_length: int = 0) -> FeatureTask:
     """The world for these parameters (features drawn from WORLD_SEED: same parameters, same world)."""
     rng = torch.Generator().manual_seed(WORLD_SEED)
     n_pair = n_features // 2
@@ -85,7 +88,8 @@ def make_feature_task(*, prompt_vocab: int, response_vocab: int, prompt_length: 
     prompt_weights[cells] = prompt_w
     task = FeatureTask(
         tuple(f"q{i}" for i in range(prompt_vocab)), tuple(f"w{i}" for i in range(response_vocab)), prompt_length,
-        natural_length, max_response_tokens, pair_weights, prompt_weights.view(prompt_vocab, response_vocab), scale=1.0)
+        natural_length, max_response_tokens, pair_weights, prompt_weights.view(prompt_vocab, response_vocab), scale=1.0,
+        min_length=min_length)
     prompts, demos = sample_demonstrations(task, 4000, seed=WORLD_SEED)
     std = feature_scores(task, prompts, demos).std().item()
     return FeatureTask(**{**task.__dict__, "scale": std})

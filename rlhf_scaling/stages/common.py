@@ -75,7 +75,7 @@ def setup_task(cfg: DictConfig, device: str = "cpu") -> TaskSetup:
         task = feature_world.make_feature_task(
             prompt_vocab=t.prompt_vocab, response_vocab=t.response_vocab, prompt_length=t.prompt_length,
             n_features=t.n_features, zipf_exponent=t.zipf_exponent, natural_length=t.natural_length,
-            max_response_tokens=t.max_response_tokens)
+            max_response_tokens=t.max_response_tokens, min_length=t.min_length)
     elif t.name == "synthetic":
         task = make_task(t.n_topics, t.words_per_topic, t.natural_length, t.max_response_tokens)
     if cfg.policy.source == "pretrained":
@@ -106,7 +106,7 @@ def setup_task(cfg: DictConfig, device: str = "cpu") -> TaskSetup:
 TINY_SHAPE = ("n_layer", "d_model", "n_head", "max_position")  # what builds a tiny spec's weights
 SYNTHETIC_TASK = ("n_topics", "words_per_topic", "natural_length", "max_response_tokens")
 FEATURE_WORLD = ("world", "prompt_vocab", "response_vocab", "prompt_length", "n_features", "zipf_exponent",
-                 "natural_length", "max_response_tokens")
+                 "natural_length", "min_length", "max_response_tokens")
 LOADED_TASK = ("name", "split", "max_prompt_tokens", "on_bad_record")  # what reading task.path depends on
 LOADED_DATA = ("n_eval_prompts", "seed")  # the held-out split of loaded data; the rest of data.* generates
 RM_TRAIN_NOT_IN_WEIGHTS = ("checkpoint_every", "eval_every")  # when to save / evaluate: same weights

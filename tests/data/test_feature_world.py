@@ -79,6 +79,24 @@ def test_gold_depends_on_the_prompt_and_penalises_repeats_length_and_not_ending(
     assert gold(full) == pytest.approx(features(full) - 8 * FW.LENGTH_PENALTY - FW.UNFINISHED_PENALTY, abs=1e-5)
 
 
+def test_gold_penalises_answers_shorter_than_min_length_and_the_default_world_sets_it():
+    """Without it an empty or one-word answer scores ~0, above the tiny SFT policy's mean (~-0.5),
+    and PPO against a weak proxy collapsed to one word with gold flat at 0 (docs/world.md, sixth session)."""
+    prompts, _ = FW.sample_demonstrations(TASK, 50, seed=4)
+    short = FeatureGold(FW.FeatureTask(**{**TASK.__dict__, "min_length": 3}))
+    for response, words_short in [("", 3), ("w1", 2), ("w1 w2", 1), ("w1 w2 w3", 0), ("w1 w2 w3 w4 w5", 0)]:
+        diff = GOLD.score(prompts, [response] * 50) - short.score(prompts, [response] * 50)
+        assert diff.tolist() == pytest.approx([words_short * FW.SHORT_PENALTY] * 50, abs=1e-5), response
+    assert GOLD.score(prompts, [""] * 50).abs().max() < 1e-5  # min_length 0: the empty answer is a free 0
+    setup = setup_task(compose(["stage=data"]))  # the default world
+    assert setup.task.min_length == 2
+    assert setup.gold.score(["q1 q2 q3 q4"], [""]).item() == pytest.approx(-2 * FW.SHORT_PENALTY, abs=1e-5)
+    with pytest.raises(ConfigError, match="task.min_length"):
+        validate(compose(["task.min_length=9"]))
+    with pytest.raises(ConfigError, match="task.min_length"):
+        validate(compose(["task.min_length=-1"]))
+
+
 def test_task_features_builds_this_world_and_refuses_impossible_sizes():
     cfg = compose(["task=features", "stage=data"])
     setup = setup_task(cfg)

@@ -39,7 +39,7 @@ SYNTHETIC = {
                       "data.temperature=0.7", "data.seed=1", "data.n_eval_prompts=10", "sft.steps=10",
                       "policy.d_model=128", "task.n_topics=6", "seed=1"],
              "not": NEVER + ["rm_train.lr=0.5", "rm_train.loss=bt", "rm.d_model=128", "task.max_prompt_tokens=9"]},
-    "rm": {"must": ["rm_train.lr=0.001", "rm_train.epochs=1", "rm_train.loss=bt", "rm_train.ensemble_size=2",
+    "rm": {"must": ["rm_train.lr=0.0005", "rm_train.epochs=1", "rm_train.loss=bt", "rm_train.ensemble_size=2",
                     "rm_train.padding_free=false", "rm_train.batch_size=8", "rm_train.seed=1", "rm.d_model=128",
                     "task.max_response_tokens=12", "data.seed=1", "sft.steps=10", "seed=1"],
            "not": NEVER + ["rm_train.checkpoint_every=7", "rm_train.eval_every=7"]},
@@ -50,12 +50,15 @@ def key(kind, overrides):
     return ARTIFACTS[kind](compose(["stage=rm", *overrides])).key
 
 
+@pytest.mark.parametrize("world", ["synthetic", "features"])
 @pytest.mark.parametrize("kind", ["sft", "data", "rm"])
-def test_synthetic_artifact_keys_change_exactly_with_what_builds_them(kind):
-    base = key(kind, [])
-    changed = [o for o in SYNTHETIC[kind]["must"] if key(kind, [o]) == base]
+def test_synthetic_artifact_keys_change_exactly_with_what_builds_them(kind, world):
+    """The same table in both worlds, except the knobs of the other world (task.n_topics is a topics knob)."""
+    base = key(kind, [f"task={world}"])
+    must = [o for o in SYNTHETIC[kind]["must"] if world == "synthetic" or not o.startswith("task.n_topics")]
+    changed = [o for o in must if key(kind, [f"task={world}", o]) == base]
     assert not changed, f"{kind}: these overrides change the artifact but not its key: {changed}"
-    spurious = [o for o in SYNTHETIC[kind]["not"] if key(kind, [o]) != base]
+    spurious = [o for o in SYNTHETIC[kind]["not"] if key(kind, [f"task={world}", o]) != base]
     assert not spurious, f"{kind}: these overrides cannot change the artifact but change its key: {spurious}"
 
 
@@ -63,12 +66,15 @@ def test_feature_world_and_early_stopping_key_what_they_change():
     """Every knob of the feature world keys its artifacts (the topics world's do not); early stopping
     keys the RM, and then so does rm_train.eval_every (where it evaluates is where it can stop)."""
     world = ["task=features"]
-    assert key("sft", world) != key("sft", [])
+    assert key("sft", world) != key("sft", ["task=synthetic"])
+    assert key("sft", world) == key("sft", [])  # the default world
     for o in ["task.n_features=100", "task.zipf_exponent=1.0", "task.prompt_vocab=32", "task.response_vocab=48",
-              "task.prompt_length=3", "task.natural_length=6"]:
+              "task.prompt_length=3", "task.natural_length=6", "task.min_length=0"]:
         assert key("sft", [*world, o]) != key("sft", world), o
     assert key("sft", [*world, "task.n_topics=6"]) == key("sft", world)
-    assert key("sft", ["task.n_features=1000"]) == key("sft", [])  # the topics world ignores the feature knobs
+    topics = ["task=synthetic"]
+    for o in ["task.n_features=1000", "task.min_length=3"]:  # the topics world ignores the feature knobs
+        assert key("sft", [*topics, o]) == key("sft", topics), o
     stop = ["rm_train.early_stop_patience=2"]
     assert key("rm", stop) != key("rm", [])
     assert key("rm", [*stop, "rm_train.eval_every=7"]) != key("rm", stop)

@@ -86,8 +86,8 @@ def test_batched_response_logprobs_equal_each_sequence_alone(tiny, padding_free)
 
 
 def _words(group: PreferenceGroup, setup) -> PreferenceGroup:
-    """The group with its placeholder letters replaced by words of the synthetic vocabulary."""
-    vocab = sorted(w for w in setup.tokenizer.get_vocab() if w.isalpha())
+    """The group with its placeholder letters replaced by words of the task's vocabulary (either world)."""
+    vocab = sorted(w for w in setup.tokenizer.get_vocab() if w.isalnum())  # words, not <pad>-like specials
     swap = lambda text: " ".join(vocab[ord(c) - ord("a")] for c in text.split())  # noqa: E731
     return PreferenceGroup(group.prompt, tuple(swap(r) for r in group.responses), group.pairs)
 
