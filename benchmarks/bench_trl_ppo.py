@@ -72,6 +72,7 @@ def overrides(args) -> list[str]:
     name = [] if args.shape == "tiny-m" else [f"policy.name=tiny-{tag}-shape", f"rm.name=tiny-{tag}-shape"]
     return [
         f"artifacts_dir={args.store / 'artifacts'}", "stage=ppo", "progress=false", f"device={args.device}",
+        "task=synthetic",  # the topics world (69-token vocabulary), where RESULTS.md's figures were measured
         "model@policy=tiny-m", "model@rm=tiny-m", *shape, *name,
         f"task.max_response_tokens={args.new_tokens}",
         # Upstream artifacts: enough SFT for the policy to end responses with EOS (tiny-m); small data and RM.

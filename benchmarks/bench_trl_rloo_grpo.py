@@ -58,6 +58,7 @@ def overrides(args, algorithm: str = "ppo") -> list[str]:
     n_rollouts = args.prompts * args.samples
     return [
         f"artifacts_dir={args.store / 'artifacts'}", "stage=ppo", "progress=false", f"device={args.device}",
+        "task=synthetic",  # the topics world (69-token vocabulary), where RESULTS.md's figures were measured
         "model@policy=tiny-m", "model@rm=tiny-m", *shape, *name,
         f"task.max_response_tokens={args.new_tokens}",
         # Upstream artifacts: as bench_trl_ppo.py (enough SFT for tiny-m to end responses with EOS).

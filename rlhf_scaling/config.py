@@ -229,7 +229,7 @@ class DPOConfig:
     epochs: int = 4  # passes over the training comparisons
     batch_size: int = 16  # prompts per optimizer step, each with all its labelled pairs (C(K,2) for K-wise data)
     # peak learning rate (AdamW); at 1e-4 (2 epochs) the tiny default policy's KL stayed under 0.6 nats and gold
-    # only rose; 1e-3 x 4 epochs went to ~7 nats, past the gold peak (synthetic default task, measured 2026-12-02)
+    # only rose; 1e-3 x 4 epochs went to ~7 nats, past the gold peak (the topics world, then the default, 2026-12-02)
     lr: float = 1e-3
     weight_decay: float = 0.0  # AdamW weight decay of DPO
     warmup_ratio: float = 0.05  # fraction of DPO's optimizer steps of linear LR warm-up
@@ -550,6 +550,9 @@ def _check_data(cfg) -> None:
                           f"words, half prompt word x response word)")
     if t.world == "features" and t.prompt_length > t.max_prompt_tokens:
         raise ConfigError(f"task.prompt_length: {t.prompt_length} words exceed task.max_prompt_tokens={t.max_prompt_tokens}")
+    if t.min_length and not (t.name == "synthetic" and t.world == "features"):
+        raise ConfigError(f"task.min_length: {t.min_length} has no effect outside the feature world "
+                          f"(task=features); leave it 0")
     if t.world == "features" and t.min_length > t.natural_length:
         raise ConfigError(f"task.min_length: {t.min_length} exceeds task.natural_length={t.natural_length} (gold "
                           f"would penalise every length)")

@@ -15,6 +15,25 @@ CONF = Path(CONFIG_PATH)
 GROUPS = ["task", "gold", "stage", "deepspeed", "tracking", "slurm", "method"]
 
 
+def test_the_default_world_is_the_feature_world_with_its_training_defaults_and_topics_keeps_the_stages_own():
+    """conf/task/features.yaml sets, with the world, the training keys it needs (package-global); the
+    topics world (task=synthetic) gets every dataclass default back; the paper study stays on topics."""
+    from omegaconf import OmegaConf
+
+    from rlhf_scaling.config import Config
+
+    default, topics = compose(), compose(["task=synthetic"])
+    assert (default.task.world, default.task.min_length, default.sft.steps, default.data.comparison_budget,
+            default.rm_train.lr, default.ppo.steps) == ("features", 2, 3000, 15360, 1e-3, 200)
+    schema = OmegaConf.structured(Config)
+    for section in ("sft", "data", "rm_train", "ppo", "bon"):
+        assert OmegaConf.to_container(topics[section]) == OmegaConf.to_container(schema[section]), section
+    assert topics.task.world == "topics" and topics.task.min_length == 0
+    assert compose(["+sweep=paper"]).task.world == "topics"
+    assert compose(["+sweep=paper", "task=features"]).task.world == "features"  # the command line wins
+    assert compose(["ppo.steps=7"]).ppo.steps == 7 and compose(["+sweep=method"]).ppo.steps == 40
+
+
 def test_default_config_is_the_study():
     cfg = compose()
     assert cfg.stage.name == "study"

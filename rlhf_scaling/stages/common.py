@@ -106,7 +106,7 @@ def setup_task(cfg: DictConfig, device: str = "cpu") -> TaskSetup:
 TINY_SHAPE = ("n_layer", "d_model", "n_head", "max_position")  # what builds a tiny spec's weights
 SYNTHETIC_TASK = ("n_topics", "words_per_topic", "natural_length", "max_response_tokens")
 FEATURE_WORLD = ("world", "prompt_vocab", "response_vocab", "prompt_length", "n_features", "zipf_exponent",
-                 "natural_length", "min_length", "max_response_tokens")
+                 "natural_length", "max_response_tokens")
 LOADED_TASK = ("name", "split", "max_prompt_tokens", "on_bad_record")  # what reading task.path depends on
 LOADED_DATA = ("n_eval_prompts", "seed")  # the held-out split of loaded data; the rest of data.* generates
 RM_TRAIN_NOT_IN_WEIGHTS = ("checkpoint_every", "eval_every")  # when to save / evaluate: same weights
@@ -133,6 +133,9 @@ def task_recipe(cfg: DictConfig) -> dict:
 def gold_recipe(cfg: DictConfig) -> dict:
     """The gold that labels synthetic data: the task's own rules, or a reward model's content."""
     g = cfg.gold
+    if g.kind == "synthetic" and cfg.task.world == "features" and cfg.task.min_length:
+        # the brevity term labels data but builds no SFT policy; absent at 0, so older keys still hold
+        return {"kind": "synthetic", "min_length": cfg.task.min_length}
     if g.kind == "synthetic":
         return {"kind": "synthetic"}
     return {"kind": "model", **model_identity(g.name_or_path, g.revision, key="gold.name_or_path")}

@@ -95,6 +95,8 @@ def test_gold_penalises_answers_shorter_than_min_length_and_the_default_world_se
         validate(compose(["task.min_length=9"]))
     with pytest.raises(ConfigError, match="task.min_length"):
         validate(compose(["task.min_length=-1"]))
+    with pytest.raises(ConfigError, match="task.min_length: 2 has no effect outside the feature world"):
+        validate(compose(["task=synthetic", "task.min_length=2"]))
 
 
 def test_task_features_builds_this_world_and_refuses_impossible_sizes():

@@ -69,12 +69,16 @@ def test_feature_world_and_early_stopping_key_what_they_change():
     assert key("sft", world) != key("sft", ["task=synthetic"])
     assert key("sft", world) == key("sft", [])  # the default world
     for o in ["task.n_features=100", "task.zipf_exponent=1.0", "task.prompt_vocab=32", "task.response_vocab=48",
-              "task.prompt_length=3", "task.natural_length=6", "task.min_length=0"]:
+              "task.prompt_length=3", "task.natural_length=6"]:
         assert key("sft", [*world, o]) != key("sft", world), o
     assert key("sft", [*world, "task.n_topics=6"]) == key("sft", world)
     topics = ["task=synthetic"]
-    for o in ["task.n_features=1000", "task.min_length=3"]:  # the topics world ignores the feature knobs
-        assert key("sft", [*topics, o]) == key("sft", topics), o
+    assert key("sft", [*topics, "task.n_features=1000"]) == key("sft", topics)  # the topics world ignores the feature knobs
+    # gold's brevity term labels the data (and so the RM), not the SFT policy; at 0 it leaves the older keys
+    brevity = [*world, "task.min_length=0"]
+    assert key("sft", brevity) == key("sft", world)
+    assert key("data", brevity) != key("data", world) and key("rm", brevity) != key("rm", world)
+    assert key("data", [*world, "task.min_length=3"]) != key("data", world)
     stop = ["rm_train.early_stop_patience=2"]
     assert key("rm", stop) != key("rm", [])
     assert key("rm", [*stop, "rm_train.eval_every=7"]) != key("rm", stop)

@@ -1,9 +1,11 @@
 """The default world (task=features: docs/world.md) through the stages, at test budgets: the effects the
-embedded study exists to show. Each would fail on a broken world: more comparisons must buy held-out
-accuracy (a gold without learnable structure, or labels that ignore it, gives none), and PPO against a
-weak proxy must first raise gold and then lose it while the proxy keeps rising (a gold equal to the proxy
-never falls; a gold without an exploitable direction, e.g. one that scores an empty answer 0, stays at
-its peak). The budgets and thresholds were measured over 4 seeds (docs/world.md, sixth session)."""
+embedded study exists to show, each of which fails on a broken world (checked in a scratch copy, 2026-12-03):
+- more comparisons buy held-out accuracy: with gold's features replaced by a hash of the text (a gold with
+  no learnable structure, penalties kept) tiny-s read 0.582 at 1,536 comparisons and 0.583 at 6,144;
+- PPO against a weak proxy first raises gold, then loses it while the proxy keeps rising: with every
+  penalty of gold set to 0 (no exploitable direction) gold rose from -0.12 to +0.33 and held (+0.30 at
+  the end).
+The budgets and thresholds were measured over 4 seeds (docs/world.md, sixth session)."""
 
 import pandas as pd
 import pytest
@@ -12,7 +14,7 @@ from rlhf_scaling.cli import compose
 from rlhf_scaling.stages import data, ppo, rm, sft
 from rlhf_scaling.stages.common import open_tracker
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # the module fixture trains the default SFT (3,000 steps)
 
 # The default world's SFT policy (3,000 steps), proxies trained for 8 epochs on a few thousand comparisons.
 BASE = ["progress=false", "device=cpu", "data.n_eval_prompts=128", "rm_train.epochs=8", "rm_train.eval_every=1000"]
