@@ -12,7 +12,7 @@ import pytest
 
 from rlhf_scaling.cli import compose
 from rlhf_scaling.stages import data, ppo, rm, sft
-from rlhf_scaling.stages.common import open_tracker
+from in_process import run_recipe as run  # one stage recipe in this process, with its run record
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # the module fixture trains the default SFT (3,000 steps)
 
@@ -25,11 +25,6 @@ def cfg_of(store, stage, *extra):
     return compose([f"artifacts_dir={store}", f"stage={stage}", *BASE, *extra])
 
 
-def run(module, cfg, run_dir, stage):
-    with open_tracker(cfg, run_dir, stage, resume=True) as tracker:
-        out = module.run(cfg, tracker)
-        tracker.summary(**out)
-    return out
 
 
 @pytest.fixture(scope="module")

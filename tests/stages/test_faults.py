@@ -22,7 +22,8 @@ from rlhf_scaling.cli import compose
 from rlhf_scaling.models import build_reward_model, load_policy
 from rlhf_scaling.stages import data, rm, sft
 from rlhf_scaling.stages import ppo as ppo_stage
-from rlhf_scaling.stages.common import open_tracker, policy_init_path, rm_artifact, setup_task
+from rlhf_scaling.stages.common import policy_init_path, rm_artifact, setup_task
+from in_process import run_recipe as run  # one stage recipe in this process, with its run record
 
 pytestmark = pytest.mark.slow
 
@@ -38,11 +39,6 @@ def make_cfg(artifacts, stage, *extra):
     return compose([f"artifacts_dir={artifacts}", f"stage={stage}", *BASE, *extra])
 
 
-def run(module, cfg, run_dir, stage):
-    with open_tracker(cfg, run_dir, stage, resume=True) as tracker:
-        out = module.run(cfg, tracker)
-        tracker.summary(**out)
-    return out
 
 
 def records(run_dir):

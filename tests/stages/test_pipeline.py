@@ -14,7 +14,8 @@ from safetensors.torch import load_file
 from rlhf_scaling.artifacts import MissingArtifact
 from rlhf_scaling.cli import compose
 from rlhf_scaling.stages import bon, data, ppo, rm, sft
-from rlhf_scaling.stages.common import open_tracker, rm_artifact
+from rlhf_scaling.stages.common import rm_artifact
+from in_process import run_recipe as run  # one stage recipe in this process, with its run record
 from local_inputs import preference_lines
 
 pytestmark = pytest.mark.slow
@@ -27,11 +28,6 @@ def make_cfg(store, *extra):
     return compose([f"artifacts_dir={store}", "stage=rm", *SMALL, *extra])
 
 
-def run(module, cfg, run_dir, stage, **kw):
-    with open_tracker(cfg, run_dir, stage, resume=True) as tracker:
-        out = module.run(cfg, tracker, **kw)
-        tracker.summary(**out)
-    return out
 
 
 @pytest.fixture(scope="module")
