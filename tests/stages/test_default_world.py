@@ -25,8 +25,6 @@ def cfg_of(store, stage, *extra):
     return compose([f"artifacts_dir={store}", f"stage={stage}", *BASE, *extra])
 
 
-
-
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """The default SFT policy and K = 4 comparisons at two budgets (one policy for both)."""

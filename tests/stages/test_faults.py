@@ -39,8 +39,6 @@ def make_cfg(artifacts, stage, *extra):
     return compose([f"artifacts_dir={artifacts}", f"stage={stage}", *BASE, *extra])
 
 
-
-
 def records(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
 

@@ -63,8 +63,8 @@ def test_the_policy_size_sweep_shares_one_rm_across_policy_sizes_by_default():
 
 def test_paper_budgets_are_its_own_and_its_rms_train_to_convergence():
     """The paper study's cut budgets (conf/sweep/paper.yaml) leave `make study` and the stand-alone sweeps
-    at their world's defaults (the feature world's, conf/task/features.yaml); its RMs and the diversity sweep's stop early on the held-out loss, with the
-    same rule at every K (matched optimisation)."""
+    at their world's defaults (the feature world's, conf/task/features.yaml); its RMs and the diversity
+    sweep's stop early on the held-out loss, with the same rule at every K (matched optimisation)."""
     paper, study = compose(["+sweep=paper", "paper.sweep=overoptimization"]), compose([])
     for key in ("bon.n_max", "bon.n_eval_prompts", "ppo.steps", "ppo.prompts_per_step", "ppo.eval_every"):
         assert OmegaConf.select(paper, key) < OmegaConf.select(study, key), key

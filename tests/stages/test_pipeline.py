@@ -28,8 +28,6 @@ def make_cfg(store, *extra):
     return compose([f"artifacts_dir={store}", "stage=rm", *SMALL, *extra])
 
 
-
-
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """SFT policy and K=4 / K=2 preference data at the same comparison budget (1536)."""

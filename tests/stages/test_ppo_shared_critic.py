@@ -14,7 +14,8 @@ from rlhf_scaling.checkpoint import load_checkpoint
 from rlhf_scaling.cli import compose
 from rlhf_scaling.models import CheckpointMismatch, load_policy
 from rlhf_scaling.stages import ppo as ppo_stage
-from rlhf_scaling.stages.common import open_tracker, policy_init_path
+from rlhf_scaling.stages.common import policy_init_path
+from in_process import run_recipe  # one stage recipe in this process, with its run record
 
 pytestmark = pytest.mark.slow
 
@@ -23,8 +24,7 @@ SHARED = ["stage=ppo", "progress=false", "device=cpu", "ppo.prompts_per_step=8",
 
 
 def run(cfg, run_dir):
-    with open_tracker(cfg, run_dir, "ppo", resume=True) as tracker:
-        tracker.summary(**ppo_stage.run(cfg, tracker))
+    run_recipe(ppo_stage, cfg, run_dir, "ppo")
 
 
 def logged_steps(run_dir):
