@@ -99,6 +99,10 @@ class DataConfig:
     responses_per_prompt: int = 4  # K: responses sampled per prompt (K-wise groups, C(K,2) pairs each)
     comparison_budget: int = 6144  # total training comparisons = n_prompts x C(K,2)
     n_eval_prompts: int = 128  # held-out prompts (with K responses each) for RM evaluation
+    # validation prompts (K responses each, labelled like the training data) for model selection:
+    # RM early stopping watches their loss, so rm/val_accuracy (the held-out set above) is not measured
+    # on the set the weights were chosen on; 0: none (early stopping then watches the held-out set)
+    n_val_prompts: int = 0
     label_noise: float = 0.0  # probability that a comparison's label is flipped
     temperature: float = 1.0  # sampling temperature of the policy that writes the responses
     seed: int = 0  # seed of prompt sampling, generation and label noise
@@ -135,10 +139,11 @@ class RMTrainConfig:
     precision: str = "fp32"  # fp32 | bf16 (autocast)
     ensemble_size: int = 1  # M independently seeded RMs (Coste et al. 2023)
     eval_every: int = 50  # optimizer steps between held-out evaluations
-    # early stopping: stop after this many held-out evaluations in a row without a new lowest
-    # rm/val_loss and keep the weights of the best one (rm/best_step, rm/stopped_step are logged),
-    # so RMs of every size are trained to convergence rather than for one fixed length; 0: run
-    # all epochs and keep the last weights. The held-out set is also the one accuracy is reported on.
+    # early stopping: stop after this many evaluations in a row without a new lowest loss on the
+    # validation split (data.n_val_prompts; rm/selection_loss) and keep the weights of the best one
+    # (rm/best_step, rm/stopped_step are logged), so RMs of every size are trained to convergence rather
+    # than for one fixed length; 0: run all epochs and keep the last weights. Without a validation split
+    # it watches rm/val_loss, the held-out set accuracy is reported on (optimistic by the selection; warned).
     early_stop_patience: int = 0
     # early stopping never stops before this many optimizer steps (the best weights are still kept):
     # a plateau at the peak learning rate stopped a 100k-parameter RM at 240 of 936 steps (docs/world.md)
@@ -417,7 +422,7 @@ _POSITIVE = [
 ]
 
 _NON_NEGATIVE = [
-    "task.min_length",
+    "task.min_length", "data.n_val_prompts",
     "sft.weight_decay", "rm_train.weight_decay", "rm_train.early_stop_patience", "rm_train.early_stop_min_steps", "rm_train.max_grad_norm", "rm_train.margin_scale",
     "ppo.kl_coef", "ppo.max_grad_norm", "ppo.vf_coef", "proxy.uwo_lambda", "ppo.eval_prompts",
     "dpo.weight_decay", "dpo.max_grad_norm", "dpo.eval_prompts", "replicate",

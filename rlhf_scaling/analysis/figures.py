@@ -974,8 +974,9 @@ def fig_diversity_lines(df: pd.DataFrame, source: str):
 
 def rm_optimisation(df: pd.DataFrame, runs: pd.DataFrame) -> str:
     """How the RMs of `runs` (per_run rows over K) were optimised, for a footer: trained to convergence
-    (rm_train.early_stop_patience > 0: early stopping on the held-out loss; the step of the kept
-    weights per K) or for fixed epochs (the optimiser steps per K, which a fixed budget makes unequal)."""
+    (rm_train.early_stop_patience > 0: early stopping on the validation loss, or without a validation
+    split (data.n_val_prompts) on the held-out loss; the step of the kept weights per K) or for fixed
+    epochs (the optimiser steps per K, which a fixed budget makes unequal)."""
     k, patience = "config.data.responses_per_prompt", "config.rm_train.early_stop_patience"
     steps = rm_steps(df)
     rms = runs[(runs["stage"] == "rm") & runs["run_id"].isin(steps)]
@@ -990,7 +991,10 @@ def rm_optimisation(df: pd.DataFrame, runs: pd.DataFrame) -> str:
         first = rms.iloc[0]
         rule = (f"patience {int(first[patience])} evaluations x {int(first['config.rm_train.eval_every'])} steps, "
                 f"min {int(first['config.rm_train.early_stop_min_steps'])} steps")
-        return f"RMs trained to convergence (early stopping on held-out loss, {rule}); kept step per K: {per_k}"
+        val = "config.data.n_val_prompts"
+        watched = ("validation loss" if val in rms and (rms[val].fillna(0) > 0).all()
+                   else "held-out loss, the accuracy's own set")
+        return f"RMs trained to convergence (early stopping on {watched}, {rule}); kept step per K: {per_k}"
     return f"RMs trained for fixed epochs, NOT matched optimisation; optimiser steps per K: {per_k}"
 
 

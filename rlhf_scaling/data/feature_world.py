@@ -5,7 +5,8 @@ hand-written rules) shows the Gao et al. curves but is too poor for *scaling* to
 follows the toy models of neural scaling (Michaud et al. 2023, "quantization model"; Hutter 2021):
 
 - **prompts** are `prompt_length` tokens drawn from `prompt_vocab` prompt words (`q0 q17 q3 q42`):
-  64^4 ≈ 1.7·10⁷ distinct prompts, so every prompt of a study is (almost surely) new;
+  16⁴ = 65,536 distinct prompts at the default; training prompts are drawn with replacement, and
+  the held-out (and validation) prompts among those no training prompt is (sample_unseen_prompts);
 - **responses** are words of `response_vocab` response words (`w0 .. w63`), ended by EOS;
 - **gold** is a sum of `n_features` features with Zipf-distributed weights w_k ∝ k^-a and random
   signs, half "response words x and y both present", half "prompt word u present and response
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import List, Set, Tuple
 
 import torch
 
@@ -98,6 +99,22 @@ def make_feature_task(*, prompt_vocab: int, response_vocab: int, prompt_length: 
 def sample_prompts(task: FeatureTask, n: int, rng: random.Random) -> List[str]:
     """n prompts of task.prompt_length prompt words each, drawn uniformly with replacement."""
     return [" ".join(rng.choices(task.prompt_words, k=task.prompt_length)) for _ in range(n)]
+
+
+def sample_unseen_prompts(task: FeatureTask, n: int, rng: random.Random, seen: Set[str]) -> List[str]:
+    """n prompts drawn like sample_prompts but none of them in `seen` (the training prompts): held-out
+    prompts, so an RM's held-out accuracy measures generalisation to prompts it never trained on
+    (drawn independently, ~4-8% of them were training prompts at the default budgets). ValueError
+    when `seen` holds every prompt of the world."""
+    if len(seen) >= len(task.prompt_words) ** task.prompt_length:
+        raise ValueError(f"every one of the world's {len(task.prompt_words) ** task.prompt_length} prompts is a "
+                         "training prompt: none is left to hold out (raise task.prompt_vocab or lower the budget)")
+    out: List[str] = []
+    while len(out) < n:
+        prompt = " ".join(rng.choices(task.prompt_words, k=task.prompt_length))
+        if prompt not in seen:
+            out.append(prompt)
+    return out
 
 
 def sample_demonstration(task: FeatureTask, rng: random.Random) -> str:

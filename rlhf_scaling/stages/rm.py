@@ -4,8 +4,9 @@ Recipe: data artifact -> (margin loss: each pair's margin x rm_train.margin_scal
 response once -> per member: seed, build RM, AdamW + schedule, a trainer (rlhf_scaling/training.py:
 one process, or data-parallel ranks) -> loop over micro-batches (bt/margin: one pair each; kwise: one
 prompt's K responses with all its C(K,2) pairs, ONE forward per response) -> periodic held-out eval
-(with rm_train.early_stop_patience: stop when the held-out loss stops improving, keep the best
-weights) and resumable checkpoints -> re-centre so the init policy's mean reward is 0 -> save the RM artifact.
+(with rm_train.early_stop_patience: stop when the loss on the validation split, data.n_val_prompts,
+or without one the held-out loss, stops improving; keep the best weights) and resumable checkpoints
+-> re-centre so the init policy's mean reward is 0 -> save the RM artifact.
 
 Exact resume: batch order comes from a generator seeded by (seed, member, epoch), the loop skips
 the micro-batches of optimizer steps already done, and the optimizer/scheduler state is restored.
@@ -38,7 +39,7 @@ from rlhf_scaling.models import RewardModel, build_reward_model, count_parameter
 from rlhf_scaling.packing import require_exact_packing
 from rlhf_scaling.preemption import Preemption
 from rlhf_scaling.stages.common import rm_artifact, setup_task
-from rlhf_scaling.stages.data import load_data
+from rlhf_scaling.stages.data import load_data, load_validation
 from rlhf_scaling.training import (build_for_training, engine_config, make_trainer, optimizer_and_schedule, rank_env,
                                    resolve_device, seed_everything)
 from rlhf_scaling.tracking import strict_json
@@ -106,13 +107,13 @@ def run(cfg: DictConfig, tracker, stop_at_step: Optional[int] = None) -> dict:
                                    grad_accum=t.grad_accum, world_size=env.world_size, max_grad_norm=t.max_grad_norm,
                                    precision=t.precision)
         setup = setup_task(cfg)
-        train, evals = encoded_data(cfg, setup.tokenizer, tracker)
+        train, evals, val = encoded_data(cfg, setup.tokenizer, tracker)
         # Rank 0 owns the artifact (lock, final rename) and decides whether it is built here; every
         # rank writes its checkpoint shards into the same partial folder (fixed name).
         with (building(artifact) if env.is_main else _shared_partial(artifact)) as out:
             if bool(from_rank0(out is not None)):
-                members = [train_and_save_member(cfg, m, train, evals, setup.tokenizer, artifact.partial, tracker,
-                                                 engine_cfg, env, stop_at_step) for m in range(t.ensemble_size)]
+                members = [train_and_save_member(cfg, m, train, evals, val, setup.tokenizer, artifact.partial,
+                                                 tracker, engine_cfg, env, stop_at_step) for m in range(t.ensemble_size)]
                 if env.is_main:
                     summary = {k: sum(mm[k] for mm in members) / len(members) for k in members[0] if k != "rm/member"}
                     summary["rm/n_params"] = members[0]["rm/n_params"]
@@ -125,24 +126,31 @@ def run(cfg: DictConfig, tracker, stop_at_step: Optional[int] = None) -> dict:
     return {**summary, "rm/artifact": str(artifact.path)}
 
 
-def encoded_data(cfg: DictConfig, tok, tracker) -> tuple[List[EncodedGroup], List[EncodedGroup]]:
-    """(train, eval) groups of the data artifact, encoded once; pairwise losses get one K=2 group per
-    comparison, and the margin loss each pair's margin x rm_train.margin_scale."""
+def encoded_data(cfg: DictConfig, tok, tracker) -> tuple[List[EncodedGroup], List[EncodedGroup], List[EncodedGroup]]:
+    """(train, eval, validation) groups of the data artifact, encoded once (validation [] without
+    data.n_val_prompts); pairwise losses get one K=2 group per training comparison, and the margin
+    loss each pair's margin x rm_train.margin_scale."""
     t = cfg.rm_train
     train_groups, eval_groups = load_data(cfg)
+    val_groups = load_validation(cfg)
     if t.loss in ("bt", "margin"):
         train_groups = expand_pairs(train_groups)  # pairwise layout: 2 forwards per comparison
     if t.loss == "margin":
         train_groups = scaled_margins(train_groups, t.margin_scale)
     train, cut_train = encode_groups(train_groups, tok, cfg.task.max_response_tokens)
     evals, cut_eval = encode_groups(eval_groups, tok, cfg.task.max_response_tokens)
+    val, _ = encode_groups(val_groups, tok, cfg.task.max_response_tokens)
+    if t.early_stop_patience and not val:
+        log.warning("early stopping keeps the weights of the lowest loss on the held-out set that rm/val_accuracy "
+                    "is reported on, so that accuracy is optimistic by the selection; data.n_val_prompts > 0 "
+                    "selects on a separate validation split")
     tracker.define_step("rm/", "rm/step", series=("rm/member",))
     tracker.log({"rm/train_units": len(train), "rm/train_comparisons": sum(len(g.pairs) for g in train),
                  "rm/truncated_responses": cut_train + cut_eval})
     if cut_train + cut_eval:
         log.warning("%d responses longer than task.max_response_tokens=%d were truncated",
                     cut_train + cut_eval, cfg.task.max_response_tokens)
-    return train, evals
+    return train, evals, val
 
 
 def scaled_margins(groups: Sequence[PreferenceGroup], scale: float) -> List[PreferenceGroup]:
@@ -162,8 +170,8 @@ def scaled_margins(groups: Sequence[PreferenceGroup], scale: float) -> List[Pref
     return out
 
 
-def train_and_save_member(cfg: DictConfig, m: int, train, evals, tok, out: Path, tracker, engine_cfg, env: DistEnv,
-                          stop_at_step: Optional[int]) -> dict:
+def train_and_save_member(cfg: DictConfig, m: int, train, evals, val, tok, out: Path, tracker, engine_cfg,
+                          env: DistEnv, stop_at_step: Optional[int]) -> dict:
     """Member m of the ensemble, trained (or resumed) and written to out/member_<m>; its metadata."""
     t, member_dir = cfg.rm_train, out / f"member_{m}"
     if (member_dir / "reward_model.json").is_file():
@@ -180,8 +188,9 @@ def train_and_save_member(cfg: DictConfig, m: int, train, evals, tok, out: Path,
     trainer = make_trainer(model, optimizer, scheduler, engine_cfg=engine_cfg, where=f"rm member {m}",
                            max_grad_norm=t.max_grad_norm, grad_accum=t.grad_accum, precision=t.precision,
                            device=device, env=env)
-    final = train_member(trainer, train, evals, member=m, epochs=t.epochs, steps_per_epoch=steps_per_epoch,
-                         batch_size=t.batch_size, seed=cfg.seed + t.seed + 1000 * m, use_margin=t.loss == "margin",
+    final = train_member(trainer, train, evals, val_groups=val, member=m, epochs=t.epochs,
+                         steps_per_epoch=steps_per_epoch, batch_size=t.batch_size,
+                         seed=cfg.seed + t.seed + 1000 * m, use_margin=t.loss == "margin",
                          padding_free=t.padding_free, eval_every=t.eval_every, checkpoint_every=t.checkpoint_every,
                          pad_id=tok.pad_token_id, device=device, ckpt_dir=out / f"member_{m}.ckpt", tracker=tracker,
                          progress=f"rm {cfg.rm.name} m{m}" if cfg.progress and env.is_main else None,
@@ -196,7 +205,8 @@ def train_and_save_member(cfg: DictConfig, m: int, train, evals, tok, out: Path,
     return meta
 
 
-def train_member(trainer, train: List[EncodedGroup], eval_groups: List[EncodedGroup], *, member: int, epochs: int,
+def train_member(trainer, train: List[EncodedGroup], eval_groups: List[EncodedGroup], *,
+                 val_groups: Sequence[EncodedGroup] = (), member: int, epochs: int,
                  steps_per_epoch: int, batch_size: int, seed: int, use_margin: bool, padding_free: bool,
                  eval_every: int, checkpoint_every: int, pad_id: int, device, ckpt_dir: Path, tracker,
                  progress: Optional[str] = None, stop_at_step: Optional[int] = None, env: DistEnv = DistEnv(),
@@ -205,15 +215,17 @@ def train_member(trainer, train: List[EncodedGroup], eval_groups: List[EncodedGr
     checkpoint is there. batch_size is the GLOBAL micro-batch (prompts for kwise, pairs for
     bt/margin; see rank_share), trainer.grad_accum micro-batches make one optimizer step, and
     epochs x steps_per_epoch steps are run. stop_at_step: return {} after that many optimizer steps
-    (with a checkpoint), as a preemption would. patience > 0: early stopping on rm/val_loss
-    (EarlyStopping, not before min_steps; the best weights go to `<ckpt_dir>.best`). Returns final_metrics.
+    (with a checkpoint), as a preemption would. patience > 0: early stopping (EarlyStopping, not before
+    min_steps; the best weights go to `<ckpt_dir>.best`) on the validation groups' loss
+    (rm/selection_loss), or without them on the held-out rm/val_loss. Returns final_metrics.
     """
     total_steps = steps_per_epoch * epochs
     state = trainer.resume(ckpt_dir)
     step = int(state["step"]) if state is not None else 0
     stopper = EarlyStopping(patience, (state or {}).get("early_stop"), min_steps)
-    compute = MemberCompute(non_embedding_params(trainer.module), sum(len(s) for g in eval_groups for s in g.seqs),
-                            (state or {}).get("compute"))
+    compute = MemberCompute(non_embedding_params(trainer.module),
+                            sum(len(s) for g in [*eval_groups, *val_groups] for s in g.seqs), (state or {}).get("compute"))
+    watched = "rm/selection_loss" if val_groups else "rm/val_loss"
     if step:
         log.info("member %d resumed at step %d/%d from %s", member, step, total_steps, ckpt_dir)
     if padding_free:  # with sharded parameters a collective forward: every rank runs it
@@ -240,9 +252,11 @@ def train_member(trainer, train: List[EncodedGroup], eval_groups: List[EncodedGr
             if step % eval_every == 0 or step == total_steps:
                 compute.evaluated()
                 metrics.update(evaluate(trainer.forward_module, eval_groups, pad_id, device, padding_free=padding_free))
+                if val_groups:
+                    metrics.update(selection_metrics(trainer.forward_module, val_groups, pad_id, device, padding_free))
                 bar.set_postfix(acc=f"{metrics['rm/val_accuracy']:.3f}")
                 # rank 0's loss, so ranks whose eval losses differ in the last bit still stop together
-                if stopper.active and stopper.update(float(from_rank0(metrics["rm/val_loss"])), step):
+                if stopper.active and stopper.update(float(from_rank0(metrics[watched])), step):
                     trainer.save(best_checkpoint(ckpt_dir), step, state_now())  # a collective: every rank saves
             tracker.log({**metrics, **compute.metrics()})
             saved = step % checkpoint_every == 0 or step == stop_at_step
@@ -255,7 +269,16 @@ def train_member(trainer, train: List[EncodedGroup], eval_groups: List[EncodedGr
     bar.close()
     if step < total_steps and not stopper.stop:
         return {}
-    return final_metrics(trainer, compute, stopper, ckpt_dir, step, eval_groups, pad_id, device, padding_free)
+    return final_metrics(trainer, compute, stopper, ckpt_dir, step, eval_groups, pad_id, device, padding_free,
+                         watched)
+
+
+def selection_metrics(model: RewardModel, groups: Sequence[EncodedGroup], pad_id: int, device,
+                      padding_free: bool) -> dict:
+    """rm/selection_loss and rm/selection_accuracy: the validation split's loss (what early stopping
+    watches when there is one) and pair accuracy against its labels."""
+    held = evaluate(model, list(groups), pad_id, device, padding_free=padding_free)
+    return {"rm/selection_loss": held["rm/val_loss"], "rm/selection_accuracy": held["rm/val_accuracy"]}
 
 
 def best_checkpoint(ckpt_dir: Path) -> Path:
@@ -264,15 +287,17 @@ def best_checkpoint(ckpt_dir: Path) -> Path:
 
 
 def final_metrics(trainer, compute: "MemberCompute", stopper: "EarlyStopping", ckpt_dir: Path, step: int,
-                  eval_groups, pad_id: int, device, padding_free: bool) -> dict:
+                  eval_groups, pad_id: int, device, padding_free: bool, watched: str = "rm/val_loss") -> dict:
     """The trained member's held-out metrics and rm/flops; with early stopping, of the best
     evaluation's weights (loaded back into the trainer first), with rm/stopped_step, rm/best_step
-    and rm/best_val_loss."""
+    and the best value of the watched loss (rm/best_selection_loss on a validation split, else
+    rm/best_val_loss)."""
     converged = {}
     if stopper.active:
         trainer.resume(best_checkpoint(ckpt_dir))  # the weights of the lowest held-out loss
         log.info("RM stopped at step %d, best held-out loss %.4f at step %d", step, stopper.best, stopper.best_step)
-        converged = {"rm/stopped_step": step, "rm/best_step": stopper.best_step, "rm/best_val_loss": stopper.best}
+        converged = {"rm/stopped_step": step, "rm/best_step": stopper.best_step,
+                     f"rm/best_{watched.removeprefix('rm/')}": stopper.best}
     compute.evaluated()
     return {**evaluate(trainer.forward_module, eval_groups, pad_id, device, padding_free=padding_free),
             "rm/flops": compute.flops.flops, **converged}

@@ -36,12 +36,12 @@ SYNTHETIC = {
             "not": NEVER + ["data.comparison_budget=3072", "data.seed=3", "rm_train.lr=0.5", "rm.d_model=128",
                             "task.max_prompt_tokens=9", "task.on_bad_record=filter", "gold.name_or_path=/x"]},
     "data": {"must": ["data.responses_per_prompt=2", "data.comparison_budget=3072", "data.label_noise=0.1",
-                      "data.temperature=0.7", "data.seed=1", "data.n_eval_prompts=10", "sft.steps=10",
+                      "data.temperature=0.7", "data.seed=1", "data.n_eval_prompts=10", "data.n_val_prompts=4", "sft.steps=10",
                       "policy.d_model=128", "task.n_topics=6", "seed=1"],
              "not": NEVER + ["rm_train.lr=0.5", "rm_train.loss=bt", "rm.d_model=128", "task.max_prompt_tokens=9"]},
     "rm": {"must": ["rm_train.lr=0.0005", "rm_train.epochs=1", "rm_train.loss=bt", "rm_train.ensemble_size=2",
                     "rm_train.padding_free=false", "rm_train.batch_size=8", "rm_train.seed=1", "rm.d_model=128",
-                    "task.max_response_tokens=12", "data.seed=1", "sft.steps=10", "seed=1"],
+                    "task.max_response_tokens=12", "data.seed=1", "data.n_val_prompts=4", "sft.steps=10", "seed=1"],
            "not": NEVER + ["rm_train.checkpoint_every=7", "rm_train.eval_every=7"]},
 }
 
@@ -62,6 +62,17 @@ def test_synthetic_artifact_keys_change_exactly_with_what_builds_them(kind, worl
     assert not spurious, f"{kind}: these overrides cannot change the artifact but change its key: {spurious}"
 
 
+# The keys of the topics world's default artifacts as the sixth session built them: an option added
+# since (data.n_val_prompts at 0, the feature world's unseen held-out prompts) must leave them as they
+# were, or every artifact a user built before is silently rebuilt (and a published run no longer found).
+TOPICS_KEYS = {"sft": "tiny-m-540b631cec24", "data": "synthetic-k4-a3b7beb782a0", "rm": "tiny-s-kwise-bfce71851598"}
+
+
+@pytest.mark.parametrize("kind", ["sft", "data", "rm"])
+def test_the_topics_worlds_default_keys_are_the_ones_built_before(kind):
+    assert key(kind, ["task=synthetic"]) == TOPICS_KEYS[kind]
+
+
 def test_feature_world_and_early_stopping_key_what_they_change():
     """Every knob of the feature world keys its artifacts (the topics world's do not); early stopping
     keys the RM, and then so does rm_train.eval_every (where it evaluates is where it can stop)."""
@@ -79,6 +90,7 @@ def test_feature_world_and_early_stopping_key_what_they_change():
     assert key("sft", brevity) == key("sft", world)
     assert key("data", brevity) != key("data", world) and key("rm", brevity) != key("rm", world)
     assert key("data", [*world, "task.min_length=3"]) != key("data", world)
+    assert key("data", [*world, "data.n_val_prompts=0"]) == key("data", world)
     stop = ["rm_train.early_stop_patience=2"]
     assert key("rm", stop) != key("rm", [])
     assert key("rm", [*stop, "rm_train.eval_every=7"]) != key("rm", stop)
@@ -109,7 +121,8 @@ def test_loaded_data_and_its_rm_are_keyed_by_content_not_path(own):
               "data.temperature=0.5", "gold=model gold.name_or_path=/not/read", "task.max_response_tokens=8",
               "rm_train.lr=0.5"] + NEVER:
         assert key("data", base + o.split()) == data0, o
-    for o in ["task.max_prompt_tokens=6", "task.on_bad_record=filter", "data.n_eval_prompts=4", "data.seed=2", "seed=1"]:
+    for o in ["task.max_prompt_tokens=6", "task.on_bad_record=filter", "data.n_eval_prompts=4", "data.n_val_prompts=4",
+              "data.seed=2", "seed=1"]:
         assert key("data", base + [o]) != data0, o
     assert key("rm", base + ["task.max_response_tokens=8"]) != rm0  # responses are truncated to it
     # The same content elsewhere is the same artifact.

@@ -48,3 +48,19 @@ def test_loaded_data_prompts_are_its_held_out_prompts_or_the_users_file(cfg_for,
     write_lines(mine, [json.dumps({"prompt": p}) for p in ("about ocean : wave", "about ocean : tide")])
     cfg_rm.task.prompts_path = str(mine)
     assert set(setup_task(cfg_rm).prompts(4, seed=0)) == {"about ocean : wave", "about ocean : tide"}
+
+
+def test_loaded_data_validation_split_comes_out_of_the_training_prompts(cfg_for, tmp_path):
+    """data.n_val_prompts on a user's file: that many training prompts (all their records) move to
+    val.jsonl; the held-out prompts stay the ones they were without it."""
+    paths = {}
+    for n_val in (0, 6):
+        cfg = cfg_for(f"data.n_val_prompts={n_val}")
+        with open_tracker(cfg, tmp_path / f"run{n_val}", "data") as tracker:
+            stats = data.run(cfg, tracker)
+        paths[n_val] = data_artifact(cfg).path
+    split = {s: {g.prompt for g in read_groups(paths[6] / f"{s}.jsonl")} for s in ("train", "eval", "val")}
+    before = {g.prompt for g in read_groups(paths[0] / "train.jsonl")}
+    assert len(split["val"]) == 6 == stats["data/n_val_prompts"]
+    assert split["val"] <= before and split["train"] == before - split["val"]
+    assert (paths[6] / "eval.jsonl").read_text() == (paths[0] / "eval.jsonl").read_text()

@@ -1,7 +1,7 @@
 """Every stage option through its stage, with an assertion that fails if the option were ignored:
 ppo.whiten_rewards, ppo.adaptive_kl, ppo.kl_estimator=k3, the proxy ensemble combination
 (proxy.ensemble = mean | min | uwo, proxy.uwo_lambda) in PPO and best-of-n, rm_train.loss=margin
-and rm_train.margin_scale, rm_train.early_stop_patience. Tiny runs on the session's shared PPO upstream (tests/conftest.py)."""
+and rm_train.margin_scale, rm_train.early_stop_patience (with and without data.n_val_prompts). Tiny runs on the session's shared PPO upstream (tests/conftest.py)."""
 
 import json
 
@@ -169,13 +169,16 @@ def test_margins_come_from_the_data_else_from_gold_gaps_else_an_error():
 
 
 @slow
-def test_early_stopping_stops_on_the_held_out_loss_and_keeps_the_best_weights(ppo_store, tmp_path):
+def test_early_stopping_stops_on_the_held_out_loss_and_keeps_the_best_weights(ppo_store, tmp_path, caplog):
     """A high learning rate over 8 epochs overfits the 64 training prompts; with patience 1 and an
     evaluation every 2 steps the member stops at the first evaluation that does not improve, long
-    before its 64 steps, and the saved RM is the best evaluation's (its loss, not the last one's)."""
+    before its 64 steps, and the saved RM is the best evaluation's (its loss, not the last one's).
+    Without a validation split it watches the held-out loss, and says that accuracy is then optimistic."""
     cfg = cfg_of(ppo_store, "rm", "model@rm=tiny-xs", "rm_train.epochs=8", "rm_train.lr=0.05",
                  "rm_train.eval_every=2", "rm_train.early_stop_patience=1")
-    rows = run_stage(rm, cfg, tmp_path / "run", "rm")
+    with caplog.at_level("WARNING", logger="rlhf_scaling.stages.rm"):
+        rows = run_stage(rm, cfg, tmp_path / "run", "rm")
+    assert "optimistic by the selection" in caplog.text
     evals = {r["rm/step"]: r["rm/val_loss"] for r in rows if "rm/val_loss" in r and "rm/step" in r}
     summary = json.loads((rm_artifact(cfg).path / "metrics.json").read_text())
     stopped, best = summary["rm/stopped_step"], summary["rm/best_step"]
@@ -185,6 +188,33 @@ def test_early_stopping_stops_on_the_held_out_loss_and_keeps_the_best_weights(pp
     # the kept weights are the best evaluation's: the artifact's final held-out loss is the best one
     assert summary["rm/val_loss"] == pytest.approx(evals[best], rel=1e-5)
     assert not any(rm_artifact(cfg).path.glob("*.best"))  # the best-weights checkpoint is not shipped
+
+
+@slow
+def test_early_stopping_with_a_validation_split_chooses_the_weights_on_it_not_on_the_held_out_set(ppo_store, tmp_path):
+    """`rlhf-scaling stage=rm stage.build_upstream=true data.n_val_prompts=16`: the data gains a validation
+    split, and early stopping watches its loss (rm/selection_loss): the kept step is that loss's lowest,
+    the stop the first evaluation after it, while the held-out rm/val_accuracy is reported of those weights."""
+    import subprocess
+    import sys
+
+    keys = ["model@rm=tiny-xs", "rm_train.epochs=8", "rm_train.lr=0.05", "rm_train.eval_every=2",
+            "rm_train.early_stop_patience=1", "data.n_val_prompts=16"]
+    proc = subprocess.run([sys.executable, "-m", "rlhf_scaling.cli", f"hydra.run.dir={tmp_path / 'rm'}",
+                           f"artifacts_dir={ppo_store.artifacts}", "stage=rm", "stage.build_upstream=true",
+                           "progress=false", "device=cpu", *ppo_store.overrides, *keys],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "optimistic by the selection" not in proc.stderr
+    rows = [json.loads(line) for line in (tmp_path / "rm" / "metrics.jsonl").read_text().splitlines()]
+    selection = {r["rm/step"]: r["rm/selection_loss"] for r in rows if "rm/selection_loss" in r}
+    held_out = {r["rm/step"]: r["rm/val_loss"] for r in rows if "rm/val_loss" in r and "rm/step" in r}
+    assert selection.keys() == held_out.keys() and selection != held_out  # two sets, evaluated together
+    kept = json.loads((rm_artifact(cfg_of(ppo_store, "rm", *keys)).path / "metrics.json").read_text())
+    best = min(selection, key=selection.get)
+    assert kept["rm/best_step"] == best and kept["rm/stopped_step"] == best + 2 == max(selection)
+    assert kept["rm/best_selection_loss"] == selection[best] and "rm/best_val_loss" not in kept
+    assert kept["rm/val_loss"] == pytest.approx(held_out[best], rel=1e-5)  # the kept weights' held-out loss
 
 
 @slow

@@ -1,0 +1,58 @@
+"""The data stage's held-out splits, through `rlhf-scaling stage=data`: in the feature world the
+held-out (eval) prompts are prompts no training comparison has, and the validation split
+(data.n_val_prompts, what RM early stopping watches) shares a prompt with neither; adding it leaves
+the training and held-out comparisons as they were. A world whose prompts are all in training is
+an error, not a held-out set that was trained on."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rlhf_scaling.cli import compose
+from rlhf_scaling.data.records import read_groups
+from rlhf_scaling.stages.common import data_artifact
+
+from local_inputs import cli
+
+pytestmark = pytest.mark.slow
+
+# 8 prompt words x 2 per prompt = 64 prompts; 16 training prompts (96 comparisons at K = 4) cover ~14 of
+# them, so 16 held-out prompts drawn independently would hit a training prompt ~3 times.
+SMALL = ["stage=data", "stage.build_upstream=true", "task=features", "task.prompt_vocab=8", "task.prompt_length=2",
+         "sft.steps=20", "sft.n_demos=100", "data.comparison_budget=96", "data.n_eval_prompts=16",
+         "progress=false", "device=cpu"]
+
+
+def prompts(path, split):
+    return [g.prompt for g in read_groups(path / f"{split}.jsonl")]
+
+
+def test_feature_world_held_out_and_validation_prompts_are_unseen_in_training(tmp_path):
+    store = [f"artifacts_dir={tmp_path / 'artifacts'}"]
+    runs = {}
+    for n_val in (0, 8):
+        overrides = [*SMALL, *store, f"data.n_val_prompts={n_val}"]
+        proc = cli([*overrides, f"hydra.run.dir={tmp_path / f'run{n_val}'}"], cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[n_val] = data_artifact(compose(overrides)).path
+    plain, with_val = runs[0], runs[8]
+    assert plain != with_val  # the validation split is part of the data's identity
+    train, held_out, val = (set(prompts(with_val, s)) for s in ("train", "eval", "val"))
+    assert len(prompts(with_val, "eval")) == 16 and len(prompts(with_val, "val")) == 8
+    assert not held_out & train and not val & (train | held_out)
+    stats = json.loads((with_val / "stats.json").read_text())
+    assert stats["data/eval_prompts_in_train"] == 0 and stats["data/n_val_prompts"] == 8
+    # generated last: the training and held-out comparisons are the same with the split or without it
+    for split in ("train", "eval"):
+        assert (with_val / f"{split}.jsonl").read_text() == (plain / f"{split}.jsonl").read_text()
+    assert not (plain / "val.jsonl").exists()
+
+
+def test_a_world_whose_every_prompt_is_trained_on_has_no_held_out_prompts(tmp_path):
+    """2 words x 2 = 4 prompts, 16 training prompts: every prompt is in training."""
+    proc = cli([*SMALL, "task.prompt_vocab=2", "task.n_features=20", f"artifacts_dir={tmp_path / 'artifacts'}",
+                f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "every one of the world's 4 prompts is a training prompt" in proc.stderr
