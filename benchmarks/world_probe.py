@@ -16,7 +16,8 @@ held-out pairs from another seed:
   the RM jobs of sweep folders (`rlhf-scaling -m +sweep=world`): accuracy per model and per data size,
   with intervals over seeds, slopes, spans and the error power law; and, for the best-of-n and PPO jobs
   of those folders, Gao's overoptimization table per proxy (peak gold gain, sqrt KL at the peak, the fall
-  after it, the proxy's gain) with its slopes vs ln(proxy params).
+  after it, the proxy's gain) with its slopes vs ln(proxy params); and, for RMs trained with a validation split
+  (data.n_val_prompts), the held-out accuracy of the weights it chose vs of those the held-out loss would have.
 
 One JSON line per result. Usage (docs/world.md has every command run):
   PYTHONPATH=$PWD nice -n 15 .venv/bin/python benchmarks/world_probe.py probe --n 2000 8000 30000
@@ -326,6 +327,49 @@ def summarise_overoptimization(rows: list) -> str:
     return "\n".join(out)
 
 
+def selection_rows(folder: str) -> list:
+    """One row per RM trained with a validation split (data.n_val_prompts; its logged rm/selection_loss) in a
+    sweep folder's jobs: model, comparisons, seed (rm_train.seed), run_id, kept_step and kept_acc (the held-out
+    accuracy at the lowest validation loss: the weights early stopping keeps), and eval_step and eval_acc (the
+    same at the lowest held-out loss among the evaluations it ran: the weights selecting on the reported set
+    would have kept)."""
+    from rlhf_scaling.analysis.figures import load_runs
+    from rlhf_scaling.analysis.runs import per_run
+
+    df = load_runs(folder)
+    if "rm/selection_loss" not in df:
+        return []
+    facts = per_run(df).set_index("run_id")
+    evals = df.dropna(subset=["rm/selection_loss", "rm/val_loss", "rm/val_accuracy"])
+    rows = []
+    for run_id, r in evals.groupby("run_id", sort=True):
+        kept, chosen_on_eval = r.loc[r["rm/selection_loss"].idxmin()], r.loc[r["rm/val_loss"].idxmin()]
+        f = facts.loc[run_id]
+        rows.append({"model": str(f["config.rm.name"]), "comparisons": int(f["config.data.comparison_budget"]),
+                     "seed": int(f["config.rm_train.seed"]), "run_id": run_id,
+                     "kept_step": int(kept["rm/step"]), "kept_acc": float(kept["rm/val_accuracy"]),
+                     "eval_step": int(chosen_on_eval["rm/step"]), "eval_acc": float(chosen_on_eval["rm/val_accuracy"])})
+    return rows
+
+
+def summarise_selection(rows: list) -> str:
+    """Markdown table of selection rows: per RM the step and held-out accuracy that the validation loss chose
+    and that the held-out loss would have, and over all RMs the mean difference (held-out choice minus
+    validation choice: how optimistic choosing the weights on the reported set is) with its 95% t-interval."""
+    from rlhf_scaling import curves
+
+    if not rows:
+        return ""
+    out = ["\nweights chosen on the validation split vs on the held-out set\n\n| model | comparisons | seed | kept step "
+           "(validation) | held-out accuracy | step of the lowest held-out loss | held-out accuracy there |\n|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["comparisons"], r["model"], r["seed"])):
+        out.append(f"| {r['model']} | {r['comparisons']} | {r['seed']} | {r['kept_step']} | {r['kept_acc']:.4f} | "
+                   f"{r['eval_step']} | {r['eval_acc']:.4f} |")
+    m, lo, hi = curves.mean_interval([r["eval_acc"] - r["kept_acc"] for r in rows])
+    out.append(f"\nheld-out choice minus validation choice over {len(rows)} RMs: {m:+.4f} [{lo:+.4f}, {hi:+.4f}]")
+    return "\n".join(out)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("mode", choices=["probe", "rm", "summary"])
@@ -355,6 +399,7 @@ def main(argv=None) -> None:
         rows += [r for folder in a.runs for r in rows_from_runs(folder)]
         print(summarise([r for r in rows if r.get("mode") == "rm"]))
         print(summarise_overoptimization([r for folder in a.runs for r in overoptimization_rows(folder)]))
+        print(summarise_selection([r for folder in a.runs for r in selection_rows(folder)]))
         return
     task = FW.make_feature_task(prompt_vocab=a.vocab, response_vocab=a.vocab, prompt_length=4, n_features=a.n_features,
                                 zipf_exponent=a.zipf, natural_length=8, max_response_tokens=16)

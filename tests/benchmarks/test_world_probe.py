@@ -168,3 +168,34 @@ def test_overoptimization_summary_of_a_sweep_folder_reports_peaks_and_their_grow
     _write_bon_run(tmp_path / "s_0_again", "tiny-s", 1e6, 0, [0.0, 0.1], k=2)
     with pytest.raises(ValueError, match="s_0_again and s_0_k2 are both bon against tiny-s at 3840 comparisons, K = 2"):
         world_probe.summarise_overoptimization(world_probe.overoptimization_rows(str(tmp_path)))
+
+
+def _write_rm_run(folder: Path, seed: int, selection: list, held_out: list, accuracy: list) -> None:
+    """An RM job's run folder with a validation split: evaluations every 100 steps of the validation loss,
+    the held-out loss and the held-out accuracy."""
+    folder.mkdir(parents=True)
+    config = {"experiment": "world", "replicate": seed, "seed": 0, "stage": {"name": "rm"},
+              "rm": {"name": "tiny-s", "source": "tiny"}, "rm_train": {"seed": seed},
+              "data": {"comparison_budget": 3840, "responses_per_prompt": 4, "n_val_prompts": 8},
+              "tracking": {"mode": "disabled"}}
+    (folder / "config.json").write_text(json.dumps(config))
+    with open(folder / "metrics.jsonl", "w") as fh:
+        for i, (v, h, a) in enumerate(zip(selection, held_out, accuracy)):
+            fh.write(json.dumps({"_step": i, "rm/step": 100 * (i + 1), "rm/member": 0, "rm/selection_loss": v,
+                                 "rm/val_loss": h, "rm/val_accuracy": a}) + "\n")
+    (folder / "summary.json").write_text(json.dumps({"rm/val_accuracy": accuracy[0]}))
+    (folder / "status.json").write_text(json.dumps({"status": "completed", "stage": "rm", "error": None}))
+
+
+def test_selection_summary_compares_the_validation_choice_with_the_held_out_one(tmp_path):
+    """Two RMs: the validation loss is lowest at step 100 in both, the held-out loss at step 300 (seed 0) and
+    step 100 (seed 1); `summary --runs` gives each choice's step and held-out accuracy, and the mean of
+    (held-out choice − validation choice) = ((0.84 − 0.80) + 0) / 2 = +0.02."""
+    _write_rm_run(tmp_path / "rm0", 0, [0.40, 0.45, 0.50], [0.50, 0.49, 0.48], [0.80, 0.82, 0.84])
+    _write_rm_run(tmp_path / "rm1", 1, [0.40, 0.45, 0.50], [0.40, 0.49, 0.48], [0.81, 0.82, 0.84])
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "world_probe.py"), "summary", "--runs", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| tiny-s | 3840 | 0 | 100 | 0.8000 | 300 | 0.8400 |" in proc.stdout
+    assert "| tiny-s | 3840 | 1 | 100 | 0.8100 | 100 | 0.8100 |" in proc.stdout
+    assert "held-out choice minus validation choice over 2 RMs: +0.0200 [" in proc.stdout
