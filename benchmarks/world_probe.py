@@ -202,7 +202,8 @@ def rows_from_runs(folder: str) -> list:
         return []
     runs = runs.dropna(subset=needed)
     return [{"mode": "rm", "model": str(r["config.rm.name"]), "non_embedding": int(r["n_params"]), "n": int(r["comparisons"]),
-             "seed": int(r["config.rm_train.seed"]), "hist": [[0, float(r[RM_ACCURACY])]]} for _, r in runs.iterrows()]
+             "K": int(r["config.data.responses_per_prompt"]), "seed": int(r["config.rm_train.seed"]),
+             "hist": [[0, float(r[RM_ACCURACY])]]} for _, r in runs.iterrows()]
 
 
 def summarise(rows: list) -> str:
@@ -327,6 +328,41 @@ def summarise_overoptimization(rows: list) -> str:
     return "\n".join(out)
 
 
+def summarise_diversity(rm_rows: list, bon_rows: list) -> str:
+    """Markdown tables of the diversity axis (K responses per prompt at one comparison budget), from the rm rows
+    (rows_from_runs) and best-of-n overoptimization rows of sweep folders: per (model, budget) with two or more
+    K, each K's RM held-out accuracy and peak best-of-n gold gain per replicate with Student-t 95% intervals, then
+    the paired differences between consecutive K (smaller K minus larger) over the replicates both have."""
+    from rlhf_scaling import curves
+
+    def fmt(v):
+        return f"{v[0]:+.4f} [{v[1]:+.4f}, {v[2]:+.4f}]"
+
+    acc = {(r["model"], r["n"], r["K"], r["seed"]): accuracy(r) for r in rm_rows if "K" in r}
+    gain = {(r["proxy"], r["comparisons"], r["K"], r["replicate"]): r["peak_gain"] for r in bon_rows if r["kind"] == "bon"}
+    out = []
+    for model, budget in sorted({k[:2] for k in acc}):
+        ks = sorted({k[2] for k in acc if k[:2] == (model, budget)})
+        if len(ks) < 2:
+            continue
+        out.append(f"\ndiversity: {model}, {budget} comparisons\n\n| K | replicates | RM accuracy per replicate | mean [95% t] | "
+                   "peak best-of-n gold gain per replicate | mean [95% t] |\n|---|---|---|---|---|---|")
+        for k in ks:
+            reps = sorted(s for (m, n, kk, s) in acc if (m, n, kk) == (model, budget, k))
+            a = [acc[(model, budget, k, s)] for s in reps]
+            g = [gain[(model, budget, k, s)] for s in reps if (model, budget, k, s) in gain]
+            out.append(f"| {k} | {len(reps)} | {', '.join(f'{v:.3f}' for v in a)} | {fmt(curves.mean_interval(a))} | "
+                       f"{', '.join(f'{v:.3f}' for v in g)} | {fmt(curves.mean_interval(g)) if g else '-'} |")
+        for k1, k2 in zip(ks, ks[1:]):
+            both = [s for (m, n, kk, s) in acc if (m, n, kk) == (model, budget, k1) and (model, budget, k2, s) in acc]
+            da = [acc[(model, budget, k1, s)] - acc[(model, budget, k2, s)] for s in both]
+            dg = [gain[(model, budget, k1, s)] - gain[(model, budget, k2, s)] for s in both
+                  if (model, budget, k1, s) in gain and (model, budget, k2, s) in gain]
+            out.append(f"\nK = {k1} minus K = {k2}, paired over {len(both)} replicates: accuracy {fmt(curves.mean_interval(da))}"
+                       + (f", peak gold gain {fmt(curves.mean_interval(dg))} ({len(dg)} replicates)" if dg else ""))
+    return "\n".join(out)
+
+
 def selection_rows(folder: str) -> list:
     """One row per RM trained with a validation split (data.n_val_prompts; its logged rm/selection_loss) in a
     sweep folder's jobs: model, comparisons, seed (rm_train.seed), run_id, kept_step and kept_acc (the held-out
@@ -346,7 +382,7 @@ def selection_rows(folder: str) -> list:
         kept, chosen_on_eval = r.loc[r["rm/selection_loss"].idxmin()], r.loc[r["rm/val_loss"].idxmin()]
         f = facts.loc[run_id]
         rows.append({"model": str(f["config.rm.name"]), "comparisons": int(f["config.data.comparison_budget"]),
-                     "seed": int(f["config.rm_train.seed"]), "run_id": run_id,
+                     "K": int(f["config.data.responses_per_prompt"]), "seed": int(f["config.rm_train.seed"]), "run_id": run_id,
                      "kept_step": int(kept["rm/step"]), "kept_acc": float(kept["rm/val_accuracy"]),
                      "eval_step": int(chosen_on_eval["rm/step"]), "eval_acc": float(chosen_on_eval["rm/val_accuracy"])})
     return rows
@@ -360,10 +396,10 @@ def summarise_selection(rows: list) -> str:
 
     if not rows:
         return ""
-    out = ["\nweights chosen on the validation split vs on the held-out set\n\n| model | comparisons | seed | kept step "
-           "(validation) | held-out accuracy | step of the lowest held-out loss | held-out accuracy there |\n|---|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: (r["comparisons"], r["model"], r["seed"])):
-        out.append(f"| {r['model']} | {r['comparisons']} | {r['seed']} | {r['kept_step']} | {r['kept_acc']:.4f} | "
+    out = ["\nweights chosen on the validation split vs on the held-out set\n\n| model | comparisons | K | seed | kept step "
+           "(validation) | held-out accuracy | step of the lowest held-out loss | held-out accuracy there |\n|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["comparisons"], r["K"], r["model"], r["seed"])):
+        out.append(f"| {r['model']} | {r['comparisons']} | {r['K']} | {r['seed']} | {r['kept_step']} | {r['kept_acc']:.4f} | "
                    f"{r['eval_step']} | {r['eval_acc']:.4f} |")
     m, lo, hi = curves.mean_interval([r["eval_acc"] - r["kept_acc"] for r in rows])
     out.append(f"\nheld-out choice minus validation choice over {len(rows)} RMs: {m:+.4f} [{lo:+.4f}, {hi:+.4f}]")
@@ -397,8 +433,10 @@ def main(argv=None) -> None:
     if a.mode == "summary":
         rows = [json.loads(line) for f in a.files for line in open(f) if line.startswith("{")]
         rows += [r for folder in a.runs for r in rows_from_runs(folder)]
+        bon_rows = [r for folder in a.runs for r in overoptimization_rows(folder)]
         print(summarise([r for r in rows if r.get("mode") == "rm"]))
-        print(summarise_overoptimization([r for folder in a.runs for r in overoptimization_rows(folder)]))
+        print(summarise_overoptimization(bon_rows))
+        print(summarise_diversity([r for r in rows if r.get("mode") == "rm"], bon_rows))
         print(summarise_selection([r for folder in a.runs for r in selection_rows(folder)]))
         return
     task = FW.make_feature_task(prompt_vocab=a.vocab, response_vocab=a.vocab, prompt_length=4, n_features=a.n_features,
