@@ -196,6 +196,22 @@ def test_selection_summary_compares_the_validation_choice_with_the_held_out_one(
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "world_probe.py"), "summary", "--runs", str(tmp_path)],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "| tiny-s | 3840 | 0 | 100 | 0.8000 | 300 | 0.8400 |" in proc.stdout
-    assert "| tiny-s | 3840 | 1 | 100 | 0.8100 | 100 | 0.8100 |" in proc.stdout
+    assert "| tiny-s | 3840 | 4 | 0 | 100 | 0.8000 | 300 | 0.8400 |" in proc.stdout
+    assert "| tiny-s | 3840 | 4 | 1 | 100 | 0.8100 | 100 | 0.8100 |" in proc.stdout
     assert "held-out choice minus validation choice over 2 RMs: +0.0200 [" in proc.stdout
+
+
+def test_diversity_summary_pairs_replicates_across_k():
+    """K = 2 and K = 4 at one budget over 3 replicates: accuracy 0.75 + 0.01 r vs 0.72 + 0.01 r (paired
+    difference exactly +0.03 in each), peak gains 2.4 vs 2.0 + 0.1 r; replicate 2 of K = 4 has no best-of-n
+    job, so the gain is paired over the 2 replicates that have both (differences 0.4, 0.3: mean +0.35)."""
+    rm = [{"mode": "rm", "model": "tiny-s", "n": 4200, "K": k, "seed": r, "non_embedding": 1,
+           "hist": [[0, base + 0.01 * r]]} for k, base in ((2, 0.75), (4, 0.72)) for r in range(3)]
+    bon = [{"kind": "bon", "proxy": "tiny-s", "comparisons": 4200, "K": 2, "replicate": r, "peak_gain": 2.4} for r in range(3)]
+    bon += [{"kind": "bon", "proxy": "tiny-s", "comparisons": 4200, "K": 4, "replicate": r, "peak_gain": 2.0 + 0.1 * r}
+            for r in range(2)]
+    text = world_probe.summarise_diversity(rm, bon)
+    assert "diversity: tiny-s, 4200 comparisons" in text
+    assert "| 2 | 3 | 0.750, 0.760, 0.770 | +0.7600 [" in text
+    assert ("K = 2 minus K = 4, paired over 3 replicates: accuracy +0.0300 [+0.0300, +0.0300], "
+            "peak gold gain +0.3500 [") in text and "(2 replicates)" in text
