@@ -145,6 +145,15 @@ def test_every_sweep_composes_and_every_point_validates(sweep):
         assert cfg.stage.build_upstream and cfg.experiment == sweep
 
 
+@pytest.mark.parametrize("sweep", SWEEPS)
+def test_a_sweep_whose_rms_stop_early_chooses_their_weights_on_a_validation_split(sweep):
+    """Not on the held-out set their accuracy is reported on (README, RM early stopping). The paper study
+    is the exception: its topics-world budgets and claims were measured before the split existed."""
+    cfg = compose([f"+sweep={sweep}"])
+    if cfg.rm_train.early_stop_patience and sweep != "paper":
+        assert cfg.data.n_val_prompts > 0, sweep
+
+
 def test_a_name_that_would_leave_the_store_is_a_one_line_error_before_any_write(tmp_path):
     """Model names become artifact and run folder names: a '..' in one must never write outside
     the artifact store; the CLI says so in one line (exit 2) and builds nothing."""
