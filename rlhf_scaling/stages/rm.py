@@ -205,27 +205,24 @@ def train_and_save_member(cfg: DictConfig, m: int, train, evals, val, tok, out: 
     return meta
 
 
-def train_member(trainer, train: List[EncodedGroup], eval_groups: List[EncodedGroup], *,
-                 val_groups: Sequence[EncodedGroup] = (), member: int, epochs: int,
+def train_member(trainer, train: List[EncodedGroup], eval_groups: List[EncodedGroup], *, member: int, epochs: int,
                  steps_per_epoch: int, batch_size: int, seed: int, use_margin: bool, padding_free: bool,
                  eval_every: int, checkpoint_every: int, pad_id: int, device, ckpt_dir: Path, tracker,
                  progress: Optional[str] = None, stop_at_step: Optional[int] = None, env: DistEnv = DistEnv(),
-                 patience: int = 0, min_steps: int = 0) -> dict:
-    """Train one RM through `trainer` (rlhf_scaling/training.py); resumes from `ckpt_dir` if a
-    checkpoint is there. batch_size is the GLOBAL micro-batch (prompts for kwise, pairs for
-    bt/margin; see rank_share), trainer.grad_accum micro-batches make one optimizer step, and
-    epochs x steps_per_epoch steps are run. stop_at_step: return {} after that many optimizer steps
-    (with a checkpoint), as a preemption would. patience > 0: early stopping (EarlyStopping, not before
-    min_steps; the best weights go to `<ckpt_dir>.best`) on the validation groups' loss
-    (rm/selection_loss), or without them on the held-out rm/val_loss. Returns final_metrics.
-    """
+                 patience: int = 0, min_steps: int = 0, val_groups: Sequence[EncodedGroup] = ()) -> dict:
+    """Train one RM through `trainer` (rlhf_scaling/training.py); resumes from `ckpt_dir` if a checkpoint
+    is there. batch_size is the GLOBAL micro-batch (prompts for kwise, pairs for bt/margin; see rank_share),
+    trainer.grad_accum micro-batches make one optimizer step, epochs x steps_per_epoch steps are run.
+    stop_at_step: return {} after that many steps (with a checkpoint), as a preemption would. patience > 0:
+    early stopping (EarlyStopping, not before min_steps; the best weights go to `<ckpt_dir>.best`) on the
+    validation groups' loss, or without them the held-out one. Returns final_metrics."""
     total_steps = steps_per_epoch * epochs
     state = trainer.resume(ckpt_dir)
     step = int(state["step"]) if state is not None else 0
-    stopper = EarlyStopping(patience, (state or {}).get("early_stop"), min_steps)
+    stopper = EarlyStopping(patience, (state or {}).get("early_stop"), min_steps,
+                            watched="rm/selection_loss" if val_groups else "rm/val_loss")
     compute = MemberCompute(non_embedding_params(trainer.module),
                             sum(len(s) for g in [*eval_groups, *val_groups] for s in g.seqs), (state or {}).get("compute"))
-    watched = "rm/selection_loss" if val_groups else "rm/val_loss"
     if step:
         log.info("member %d resumed at step %d/%d from %s", member, step, total_steps, ckpt_dir)
     if padding_free:  # with sharded parameters a collective forward: every rank runs it
@@ -251,12 +248,10 @@ def train_member(trainer, train: List[EncodedGroup], eval_groups: List[EncodedGr
                        "rm/lr": trainer.lr(), "rm/grad_norm": grad_norm, "rm/epoch": epoch}
             if step % eval_every == 0 or step == total_steps:
                 compute.evaluated()
-                metrics.update(evaluate(trainer.forward_module, eval_groups, pad_id, device, padding_free=padding_free))
-                if val_groups:
-                    metrics.update(selection_metrics(trainer.forward_module, val_groups, pad_id, device, padding_free))
+                metrics.update(held_out_metrics(trainer.forward_module, eval_groups, val_groups, pad_id, device, padding_free))
                 bar.set_postfix(acc=f"{metrics['rm/val_accuracy']:.3f}")
                 # rank 0's loss, so ranks whose eval losses differ in the last bit still stop together
-                if stopper.active and stopper.update(float(from_rank0(metrics[watched])), step):
+                if stopper.active and stopper.update(float(from_rank0(metrics[stopper.watched])), step):
                     trainer.save(best_checkpoint(ckpt_dir), step, state_now())  # a collective: every rank saves
             tracker.log({**metrics, **compute.metrics()})
             saved = step % checkpoint_every == 0 or step == stop_at_step
@@ -269,16 +264,18 @@ def train_member(trainer, train: List[EncodedGroup], eval_groups: List[EncodedGr
     bar.close()
     if step < total_steps and not stopper.stop:
         return {}
-    return final_metrics(trainer, compute, stopper, ckpt_dir, step, eval_groups, pad_id, device, padding_free,
-                         watched)
+    return final_metrics(trainer, compute, stopper, ckpt_dir, step, eval_groups, pad_id, device, padding_free)
 
 
-def selection_metrics(model: RewardModel, groups: Sequence[EncodedGroup], pad_id: int, device,
-                      padding_free: bool) -> dict:
-    """rm/selection_loss and rm/selection_accuracy: the validation split's loss (what early stopping
-    watches when there is one) and pair accuracy against its labels."""
-    held = evaluate(model, list(groups), pad_id, device, padding_free=padding_free)
-    return {"rm/selection_loss": held["rm/val_loss"], "rm/selection_accuracy": held["rm/val_accuracy"]}
+def held_out_metrics(model: RewardModel, eval_groups: List[EncodedGroup], val_groups: Sequence[EncodedGroup],
+                     pad_id: int, device, padding_free: bool) -> dict:
+    """evaluate()'s held-out metrics, and with a validation split its rm/selection_loss (what early stopping
+    then watches) and rm/selection_accuracy (pair accuracy against its labels)."""
+    metrics = evaluate(model, eval_groups, pad_id, device, padding_free=padding_free)
+    if val_groups:
+        val = evaluate(model, list(val_groups), pad_id, device, padding_free=padding_free)
+        metrics.update({"rm/selection_loss": val["rm/val_loss"], "rm/selection_accuracy": val["rm/val_accuracy"]})
+    return metrics
 
 
 def best_checkpoint(ckpt_dir: Path) -> Path:
@@ -287,7 +284,7 @@ def best_checkpoint(ckpt_dir: Path) -> Path:
 
 
 def final_metrics(trainer, compute: "MemberCompute", stopper: "EarlyStopping", ckpt_dir: Path, step: int,
-                  eval_groups, pad_id: int, device, padding_free: bool, watched: str = "rm/val_loss") -> dict:
+                  eval_groups, pad_id: int, device, padding_free: bool) -> dict:
     """The trained member's held-out metrics and rm/flops; with early stopping, of the best
     evaluation's weights (loaded back into the trainer first), with rm/stopped_step, rm/best_step
     and the best value of the watched loss (rm/best_selection_loss on a validation split, else
@@ -297,20 +294,21 @@ def final_metrics(trainer, compute: "MemberCompute", stopper: "EarlyStopping", c
         trainer.resume(best_checkpoint(ckpt_dir))  # the weights of the lowest held-out loss
         log.info("RM stopped at step %d, best held-out loss %.4f at step %d", step, stopper.best, stopper.best_step)
         converged = {"rm/stopped_step": step, "rm/best_step": stopper.best_step,
-                     f"rm/best_{watched.removeprefix('rm/')}": stopper.best}
+                     f"rm/best_{stopper.watched.removeprefix('rm/')}": stopper.best}
     compute.evaluated()
     return {**evaluate(trainer.forward_module, eval_groups, pad_id, device, padding_free=padding_free),
             "rm/flops": compute.flops.flops, **converged}
 
 
 class EarlyStopping:
-    """Early stopping on the held-out loss (rm_train.early_stop_patience): `stop` once `patience`
+    """Early stopping on a loss (rm_train.early_stop_patience): `stop` once `patience`
     evaluations in a row brought no loss below the best so far, once `min_steps` optimizer steps are
-    done. patience 0: never stops (inactive). Its state goes into the checkpoints, so a resumed member
+    done. patience 0: never stops (inactive). `watched` names the logged loss it is fed (rm/selection_loss
+    on a validation split, else rm/val_loss). Its state goes into the checkpoints, so a resumed member
     stops where an uninterrupted one would."""
 
-    def __init__(self, patience: int, state: Optional[dict] = None, min_steps: int = 0):
-        self.patience, self.min_steps, self.step = patience, min_steps, 0
+    def __init__(self, patience: int, state: Optional[dict] = None, min_steps: int = 0, watched: str = "rm/val_loss"):
+        self.patience, self.min_steps, self.step, self.watched = patience, min_steps, 0, watched
         state = state or {"best": math.inf, "best_step": 0, "bad": 0, "step": 0}
         self.best, self.best_step, self.bad = float(state["best"]), int(state["best_step"]), int(state["bad"])
         self.step = int(state.get("step", 0))
