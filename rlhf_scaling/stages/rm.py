@@ -292,7 +292,7 @@ def final_metrics(trainer, compute: "MemberCompute", stopper: "EarlyStopping", c
     converged = {}
     if stopper.active:
         trainer.resume(best_checkpoint(ckpt_dir))  # the weights of the lowest held-out loss
-        log.info("RM stopped at step %d, best held-out loss %.4f at step %d", step, stopper.best, stopper.best_step)
+        log.info("RM stopped at step %d, best %s %.4f at step %d", step, stopper.watched, stopper.best, stopper.best_step)
         converged = {"rm/stopped_step": step, "rm/best_step": stopper.best_step,
                      f"rm/best_{stopper.watched.removeprefix('rm/')}": stopper.best}
     compute.evaluated()
