@@ -378,7 +378,7 @@ def selection_rows(folder: str) -> list:
     facts = per_run(df).set_index("run_id")
     evals = df.dropna(subset=["rm/selection_loss", "rm/val_loss", "rm/val_accuracy"])
     rows = []
-    for run_id, r in evals.groupby("run_id", sort=True):
+    for (run_id, _), r in evals.groupby(["run_id", "rm/member"], sort=True):  # an ensemble's members apart
         kept, chosen_on_eval = r.loc[r["rm/selection_loss"].idxmin()], r.loc[r["rm/val_loss"].idxmin()]
         f = facts.loc[run_id]
         rows.append({"model": str(f["config.rm.name"]), "comparisons": int(f["config.data.comparison_budget"]),

@@ -974,8 +974,8 @@ def fig_diversity_lines(df: pd.DataFrame, source: str):
 
 def rm_optimisation(df: pd.DataFrame, runs: pd.DataFrame) -> str:
     """How the RMs of `runs` (per_run rows over K) were optimised, for a footer: trained to convergence
-    (rm_train.early_stop_patience > 0: early stopping on the validation loss, or without a validation
-    split (data.n_val_prompts) on the held-out loss; the step of the kept weights per K) or for fixed
+    (rm_train.early_stop_patience > 0: early stopping on the validation loss where the RMs logged
+    rm/best_selection_loss, else on the held-out loss; the step of the kept weights per K) or for fixed
     epochs (the optimiser steps per K, which a fixed budget makes unequal)."""
     k, patience = "config.data.responses_per_prompt", "config.rm_train.early_stop_patience"
     steps = rm_steps(df)
@@ -991,8 +991,8 @@ def rm_optimisation(df: pd.DataFrame, runs: pd.DataFrame) -> str:
         first = rms.iloc[0]
         rule = (f"patience {int(first[patience])} evaluations x {int(first['config.rm_train.eval_every'])} steps, "
                 f"min {int(first['config.rm_train.early_stop_min_steps'])} steps")
-        val = "config.data.n_val_prompts"
-        watched = ("validation loss" if val in rms and (rms[val].fillna(0) > 0).all()
+        chosen = "summary.rm/best_selection_loss"  # logged only where a validation split chose the weights
+        watched = ("validation loss" if chosen in rms and rms[chosen].notna().all()
                    else "held-out loss, the accuracy's own set")
         return f"RMs trained to convergence (early stopping on {watched}, {rule}); kept step per K: {per_k}"
     return f"RMs trained for fixed epochs, NOT matched optimisation; optimiser steps per K: {per_k}"

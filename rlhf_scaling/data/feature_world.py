@@ -105,10 +105,11 @@ def sample_unseen_prompts(task: FeatureTask, n: int, rng: random.Random, seen: S
     """n prompts drawn like sample_prompts but none of them in `seen` (the training prompts): held-out
     prompts, so an RM's held-out accuracy measures generalisation to prompts it never trained on
     (drawn independently, ~4-8% of them were training prompts at the default budgets). ValueError
-    when `seen` holds every prompt of the world."""
-    if len(seen) >= len(task.prompt_words) ** task.prompt_length:
+    when n > 0 and `seen` holds every prompt of the world."""
+    if n and len(seen) >= len(task.prompt_words) ** task.prompt_length:
         raise ValueError(f"every one of the world's {len(task.prompt_words) ** task.prompt_length} prompts is a "
-                         "training prompt: none is left to hold out (raise task.prompt_vocab or lower the budget)")
+                         "training (or held-out) prompt: none is left to hold out (raise task.prompt_vocab or lower the "
+                         "budget)")
     out: List[str] = []
     while len(out) < n:
         prompt = " ".join(rng.choices(task.prompt_words, k=task.prompt_length))

@@ -161,24 +161,25 @@ def data_artifact(cfg: DictConfig) -> Artifact:
     from task.path with the policy's tokenizer (prompt lengths) and split into train / held out."""
     if cfg.task.name == "synthetic":
         policy_init = sft_artifact(cfg).key if cfg.policy.source == "tiny" else model_recipe(cfg.policy, "policy")
-        recipe = {"task": task_recipe(cfg), "data": data_recipe(cfg, section(cfg, "data")), "gold": gold_recipe(cfg),
+        recipe = {"task": task_recipe(cfg), "data": data_recipe(section(cfg, "data"), cfg.data.n_val_prompts),
+                  "gold": gold_recipe(cfg),
                   "policy_init": policy_init, "seed": cfg.seed}
         if cfg.task.world == "features":  # its held-out prompts are drawn among the unseen ones since then
             recipe["held_out_prompts"] = "unseen"
         name = f"{cfg.task.name}-k{cfg.data.responses_per_prompt}"
     else:
-        recipe = {"task": task_recipe(cfg), "data": data_recipe(cfg, {k: cfg.data[k] for k in LOADED_DATA}),
+        recipe = {"task": task_recipe(cfg), "data": data_recipe({k: cfg.data[k] for k in LOADED_DATA}, cfg.data.n_val_prompts),
                   "tokenizer": tokenizer_identity(cfg.policy.name_or_path, cfg.policy.revision, "policy.name_or_path"),
                   "seed": cfg.seed}
         name = cfg.task.name
     return make_artifact(cfg.artifacts_dir, "data", name, recipe)
 
 
-def data_recipe(cfg: DictConfig, keys: dict) -> dict:
+def data_recipe(keys: dict, n_val_prompts: int) -> dict:
     """The data section's part of the data key: `keys`, with the validation split's size only when there
     is one (so the keys of every artifact built before data.n_val_prompts existed still hold)."""
     keys = {k: v for k, v in keys.items() if k != "n_val_prompts"}
-    return {**keys, "n_val_prompts": cfg.data.n_val_prompts} if cfg.data.n_val_prompts else keys
+    return {**keys, "n_val_prompts": n_val_prompts} if n_val_prompts else keys
 
 
 def proxy_data_cfg(cfg: DictConfig) -> DictConfig:

@@ -139,17 +139,18 @@ def encoded_data(cfg: DictConfig, tok, tracker) -> tuple[List[EncodedGroup], Lis
         train_groups = scaled_margins(train_groups, t.margin_scale)
     train, cut_train = encode_groups(train_groups, tok, cfg.task.max_response_tokens)
     evals, cut_eval = encode_groups(eval_groups, tok, cfg.task.max_response_tokens)
-    val, _ = encode_groups(val_groups, tok, cfg.task.max_response_tokens)
+    val, cut_val = encode_groups(val_groups, tok, cfg.task.max_response_tokens)
     if t.early_stop_patience and not val:
         log.warning("early stopping keeps the weights of the lowest loss on the held-out set that rm/val_accuracy "
-                    "is reported on, so that accuracy is optimistic by the selection; data.n_val_prompts > 0 "
-                    "selects on a separate validation split")
+                    "is reported on, so that accuracy is optimistic by the selection: the data has no validation "
+                    "split (data.n_val_prompts=%d; a loaded file's is at most a fifth of its training prompts)",
+                    cfg.data.n_val_prompts)
+    cut = cut_train + cut_eval + cut_val
     tracker.define_step("rm/", "rm/step", series=("rm/member",))
     tracker.log({"rm/train_units": len(train), "rm/train_comparisons": sum(len(g.pairs) for g in train),
-                 "rm/truncated_responses": cut_train + cut_eval})
-    if cut_train + cut_eval:
-        log.warning("%d responses longer than task.max_response_tokens=%d were truncated",
-                    cut_train + cut_eval, cfg.task.max_response_tokens)
+                 "rm/truncated_responses": cut})
+    if cut:
+        log.warning("%d responses longer than task.max_response_tokens=%d were truncated", cut, cfg.task.max_response_tokens)
     return train, evals, val
 
 
@@ -221,8 +222,8 @@ def train_member(trainer, train: List[EncodedGroup], eval_groups: List[EncodedGr
     step = int(state["step"]) if state is not None else 0
     stopper = EarlyStopping(patience, (state or {}).get("early_stop"), min_steps,
                             watched="rm/selection_loss" if val_groups else "rm/val_loss")
-    compute = MemberCompute(non_embedding_params(trainer.module),
-                            sum(len(s) for g in [*eval_groups, *val_groups] for s in g.seqs), (state or {}).get("compute"))
+    compute = MemberCompute(non_embedding_params(trainer.module), sum(len(s) for g in eval_groups for s in g.seqs),
+                            (state or {}).get("compute"), val_tokens=sum(len(s) for g in val_groups for s in g.seqs))
     if step:
         log.info("member %d resumed at step %d/%d from %s", member, step, total_steps, ckpt_dir)
     if padding_free:  # with sharded parameters a collective forward: every rank runs it
@@ -291,11 +292,11 @@ def final_metrics(trainer, compute: "MemberCompute", stopper: "EarlyStopping", c
     rm/best_val_loss)."""
     converged = {}
     if stopper.active:
-        trainer.resume(best_checkpoint(ckpt_dir))  # the weights of the lowest held-out loss
+        trainer.resume(best_checkpoint(ckpt_dir))  # the weights of the lowest watched (validation or held-out) loss
         log.info("RM stopped at step %d, best %s %.4f at step %d", step, stopper.watched, stopper.best, stopper.best_step)
         converged = {"rm/stopped_step": step, "rm/best_step": stopper.best_step,
                      f"rm/best_{stopper.watched.removeprefix('rm/')}": stopper.best}
-    compute.evaluated()
+    compute.evaluated(validation=False)
     return {**evaluate(trainer.forward_module, eval_groups, pad_id, device, padding_free=padding_free),
             "rm/flops": compute.flops.flops, **converged}
 
@@ -339,9 +340,9 @@ class MemberCompute:
     evaluated token, counting the real tokens of the GLOBAL micro-batch (every rank's share); its
     state goes into the checkpoints, so a resumed member continues its count."""
 
-    def __init__(self, n_params: int, eval_tokens: int, state: Optional[dict] = None):
+    def __init__(self, n_params: int, eval_tokens: int, state: Optional[dict] = None, val_tokens: int = 0):
         state = state or {"flops": 0.0, "train_tokens": 0, "eval_tokens": 0}
-        self.n_params, self.eval_tokens = n_params, eval_tokens
+        self.n_params, self.eval_tokens, self.val_tokens = n_params, eval_tokens, val_tokens
         self.flops = FlopCounter(state["flops"])
         self.tokens = {"train": int(state["train_tokens"]), "eval": int(state["eval_tokens"])}
 
@@ -349,10 +350,11 @@ class MemberCompute:
         self.tokens["train"] += tokens
         self.flops.train(self.n_params, tokens)
 
-    def evaluated(self) -> None:
-        """One pass of the held-out set."""
-        self.tokens["eval"] += self.eval_tokens
-        self.flops.forward(self.n_params, self.eval_tokens)
+    def evaluated(self, validation: bool = True) -> None:
+        """One pass of the held-out set, and (validation) of the validation split if there is one."""
+        tokens = self.eval_tokens + (self.val_tokens if validation else 0)
+        self.tokens["eval"] += tokens
+        self.flops.forward(self.n_params, tokens)
 
     def state_dict(self) -> dict:
         return {"flops": self.flops.flops, "train_tokens": self.tokens["train"], "eval_tokens": self.tokens["eval"]}

@@ -70,7 +70,7 @@ def test_diversity_rms_are_trained_to_convergence_and_the_footer_says_so(study, 
     footer = next(t for t in fig.texts if t.get_gid() == "footer").get_text().replace("\n", " ")
     # the paper study has no validation split: the footer says the weights were chosen on the reported set
     assert "RMs trained to convergence (early stopping on held-out loss, the accuracy's own set, patience 2" in footer
-    chosen_apart = df.assign(**{"config.data.n_val_prompts": 16})
+    chosen_apart = df.assign(**{"summary.rm/best_selection_loss": 0.5})  # as RMs stopped on a validation split log
     footer_val = next(t for t in figures.fig_diversity_lines(chosen_apart, "x").texts if t.get_gid() == "footer")
     assert "(early stopping on validation loss, patience 2" in footer_val.get_text().replace("\n", " ")
     for k, steps in kept.items():

@@ -51,8 +51,15 @@ def test_feature_world_held_out_and_validation_prompts_are_unseen_in_training(tm
 
 
 def test_a_world_whose_every_prompt_is_trained_on_has_no_held_out_prompts(tmp_path):
-    """2 words x 2 = 4 prompts, 16 training prompts: every prompt is in training."""
+    """2 words x 2 = 4 prompts, 16 training prompts: every prompt is in training. And a world that the
+    training and held-out prompts fill (3,000 held-out draws take every prompt left) still builds its
+    data when no validation split is asked for."""
     proc = cli([*SMALL, "task.prompt_vocab=2", "task.n_features=20", f"artifacts_dir={tmp_path / 'artifacts'}",
                 f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
     assert proc.returncode != 0
-    assert "every one of the world's 4 prompts is a training prompt" in proc.stderr
+    assert "every one of the world's 4 prompts is a training (or held-out) prompt" in proc.stderr
+    full = [*SMALL, "data.n_eval_prompts=3000", f"artifacts_dir={tmp_path / 'full'}"]
+    proc = cli([*full, f"hydra.run.dir={tmp_path / 'run_full'}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    path = data_artifact(compose(full)).path
+    assert len(set(prompts(path, "train")) | set(prompts(path, "eval"))) == 64  # every prompt used

@@ -50,9 +50,10 @@ def test_loaded_data_prompts_are_its_held_out_prompts_or_the_users_file(cfg_for,
     assert set(setup_task(cfg_rm).prompts(4, seed=0)) == {"about ocean : wave", "about ocean : tide"}
 
 
-def test_loaded_data_validation_split_comes_out_of_the_training_prompts(cfg_for, tmp_path):
+def test_loaded_data_validation_split_comes_out_of_the_training_prompts(cfg_for, tmp_path, caplog):
     """data.n_val_prompts on a user's file: that many training prompts (all their records) move to
-    val.jsonl; the held-out prompts stay the ones they were without it."""
+    val.jsonl; the held-out prompts stay the ones they were without it. More than a fifth of the training
+    prompts is capped, with a warning saying so."""
     paths = {}
     for n_val in (0, 6):
         cfg = cfg_for(f"data.n_val_prompts={n_val}")
@@ -64,3 +65,8 @@ def test_loaded_data_validation_split_comes_out_of_the_training_prompts(cfg_for,
     assert len(split["val"]) == 6 == stats["data/n_val_prompts"]
     assert split["val"] <= before and split["train"] == before - split["val"]
     assert (paths[6] / "eval.jsonl").read_text() == (paths[0] / "eval.jsonl").read_text()
+    cfg = cfg_for("data.n_val_prompts=80")
+    with caplog.at_level("WARNING", logger="rlhf_scaling.stages.data"), open_tracker(cfg, tmp_path / "capped", "data") as tracker:
+        stats = data.run(cfg, tracker)
+    assert stats["data/n_val_prompts"] == len(before) // 5 < 80
+    assert f"the validation split is capped at a fifth of the {len(before)} training prompts" in caplog.text

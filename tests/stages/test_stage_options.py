@@ -194,11 +194,13 @@ def test_early_stopping_stops_on_the_held_out_loss_and_keeps_the_best_weights(pp
 def test_early_stopping_with_a_validation_split_chooses_the_weights_on_it_not_on_the_held_out_set(ppo_store, tmp_path):
     """`rlhf-scaling stage=rm stage.build_upstream=true data.n_val_prompts=16`: the data gains a validation
     split, and early stopping watches its loss (rm/selection_loss): the kept step is that loss's lowest,
-    the stop the first evaluation after it, while the held-out rm/val_accuracy is reported of those weights."""
+    the stop the first evaluation after it, while the held-out rm/val_accuracy is reported of those weights.
+    At lr 0.02 the two losses are lowest at different steps (validation 4, held-out 6 by 0.02), so a stopper
+    fed the held-out loss would keep other weights and stop later."""
     import subprocess
     import sys
 
-    keys = ["model@rm=tiny-xs", "rm_train.epochs=8", "rm_train.lr=0.05", "rm_train.eval_every=2",
+    keys = ["model@rm=tiny-xs", "rm_train.epochs=8", "rm_train.lr=0.02", "rm_train.eval_every=2",
             "rm_train.early_stop_patience=1", "data.n_val_prompts=16"]
     proc = subprocess.run([sys.executable, "-m", "rlhf_scaling.cli", f"hydra.run.dir={tmp_path / 'rm'}",
                            f"artifacts_dir={ppo_store.artifacts}", "stage=rm", "stage.build_upstream=true",
@@ -212,6 +214,7 @@ def test_early_stopping_with_a_validation_split_chooses_the_weights_on_it_not_on
     assert selection.keys() == held_out.keys() and selection != held_out  # two sets, evaluated together
     kept = json.loads((rm_artifact(cfg_of(ppo_store, "rm", *keys)).path / "metrics.json").read_text())
     best = min(selection, key=selection.get)
+    assert min(held_out, key=held_out.get) != best  # the choice is the validation split's, not the held-out set's
     assert kept["rm/best_step"] == best and kept["rm/stopped_step"] == best + 2 == max(selection)
     assert kept["rm/best_selection_loss"] == selection[best] and "rm/best_val_loss" not in kept
     assert kept["rm/val_loss"] == pytest.approx(held_out[best], rel=1e-5)  # the kept weights' held-out loss
