@@ -43,7 +43,8 @@ def test_feature_world_held_out_and_validation_prompts_are_unseen_in_training(tm
     assert len(prompts(with_val, "eval")) == 16 and len(prompts(with_val, "val")) == 8
     assert not held_out & train and not val & (train | held_out)
     stats = json.loads((with_val / "stats.json").read_text())
-    assert stats["data/eval_prompts_in_train"] == 0 and stats["data/n_val_prompts"] == 8
+    assert stats["data/eval_prompts_in_train"] == 0 == stats["data/val_prompts_in_train_or_eval"]
+    assert stats["data/n_val_prompts"] == 8
     # generated last: the training and held-out comparisons are the same with the split or without it
     for split in ("train", "eval"):
         assert (with_val / f"{split}.jsonl").read_text() == (plain / f"{split}.jsonl").read_text()
