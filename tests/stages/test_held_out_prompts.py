@@ -64,3 +64,15 @@ def test_a_world_whose_every_prompt_is_trained_on_has_no_held_out_prompts(tmp_pa
     assert proc.returncode == 0, proc.stderr[-3000:]
     path = data_artifact(compose(full)).path
     assert len(set(prompts(path, "train")) | set(prompts(path, "eval"))) == 64  # every prompt used
+
+
+def test_the_topics_world_holds_out_responses_and_counts_the_prompts_it_shares(tmp_path):
+    """Its ~240 prompts recur: the held-out and validation prompts are drawn like the training ones, and the
+    data's stats say how many of them are training prompts too (README: the validation split)."""
+    overrides = ["stage=data", "stage.build_upstream=true", "task=synthetic", "sft.steps=20", "sft.n_demos=100",
+                 "data.comparison_budget=1536", "data.n_eval_prompts=16", "data.n_val_prompts=8", "progress=false",
+                 "device=cpu", f"artifacts_dir={tmp_path / 'artifacts'}"]
+    proc = cli([*overrides, f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stats = json.loads((data_artifact(compose(overrides)).path / "stats.json").read_text())
+    assert stats["data/eval_prompts_in_train"] > 0 and stats["data/val_prompts_in_train_or_eval"] > 0
