@@ -13,7 +13,7 @@ import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import AbstractSet, Callable, List, Optional, Set
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -21,6 +21,7 @@ from rlhf_scaling.artifacts import Artifact, make_artifact
 from rlhf_scaling.config import ConfigError
 from rlhf_scaling.data.loaders import read_prompts, source_identity
 from rlhf_scaling.data import feature_world
+from rlhf_scaling.data.records import read_groups
 from rlhf_scaling.data.synthetic import SyntheticTask, build_tokenizer, make_task, sample_prompts
 from rlhf_scaling.gold import FeatureGold, ModelGold, SyntheticGold
 from rlhf_scaling.models import load_tokenizer, model_identity, resolve_model, tokenizer_identity
@@ -42,12 +43,19 @@ class TaskSetup:
     prompt_source: Optional[Callable[[], Path]] = None  # loaded data: the JSONL file of prompts (read once)
     _pool: Optional[List[str]] = field(default=None, repr=False)
 
-    def prompts(self, n: int, seed: int) -> List[str]:
+    def prompts(self, n: int, seed: int, exclude: AbstractSet[str] = frozenset()) -> List[str]:
         """n prompts from a generator seeded by `seed`: fresh synthetic prompts, or for loaded data
-        n distinct prompts of the prompt file (repeated in whole shuffled passes when it has fewer)."""
+        n distinct prompts of the prompt file (repeated in whole shuffled passes when it has fewer).
+
+        exclude: prompts a held-out set must not hold (those a model trained on), left out in the
+        feature world (65,536 prompts: drawn independently, 4-8% of a held-out set were training
+        prompts); with none excluded the same draws as without. The topics world's ~240 prompts
+        all recur in training (held out there are responses), and loaded data's prompts are its
+        held-out split already: there it changes nothing. ValueError when the feature world has no
+        prompt left outside `exclude`."""
         rng = random.Random(seed)
         if isinstance(self.task, feature_world.FeatureTask):
-            return feature_world.sample_prompts(self.task, n, rng)
+            return feature_world.sample_unseen_prompts(self.task, n, rng, exclude)
         if self.task is not None:
             return sample_prompts(self.task, n, rng)
         if self._pool is None:
@@ -191,6 +199,19 @@ def proxy_data_cfg(cfg: DictConfig) -> DictConfig:
     out.policy = cfg.proxy.trained_on
     out.proxy.trained_on = None
     return out
+
+
+def trained_prompts(data_cfg: DictConfig, setup: TaskSetup) -> Set[str]:
+    """The prompts of the preference data of `data_cfg` (data_artifact: its train.jsonl and, when it
+    has one, val.jsonl): those an RM trained on or chose its weights by, or a DPO policy trained on.
+    In the feature world a policy's held-out evaluation leaves them out (TaskSetup.prompts' exclude);
+    empty elsewhere, where nothing is left out, and the data is not read. For best-of-n and PPO,
+    data_cfg is proxy_data_cfg(cfg): the proxy's data."""
+    if not isinstance(setup.task, feature_world.FeatureTask):
+        return set()
+    folder = data_artifact(data_cfg).require(build_command("data", data_cfg))
+    return {g.prompt for split in ("train.jsonl", "val.jsonl") if (folder / split).exists()
+            for g in read_groups(folder / split)}
 
 
 def rm_artifact(cfg: DictConfig) -> Artifact:

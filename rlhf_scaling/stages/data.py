@@ -28,7 +28,6 @@ from rlhf_scaling.compute import FlopCounter, gold_params, non_embedding_params
 from rlhf_scaling.config import ConfigError, n_train_prompts, pairs_per_prompt
 from rlhf_scaling.data.comparisons import LabelStats, label_group, split_eval
 from rlhf_scaling.data.encode import encode_texts
-from rlhf_scaling.data.feature_world import FeatureTask, sample_unseen_prompts
 from rlhf_scaling.data.records import read_groups, write_groups
 from rlhf_scaling.models import load_policy
 from rlhf_scaling.sampling import sample
@@ -97,12 +96,10 @@ def held_out_prompts(setup, n: int, seed: int, seen: set) -> List[str]:
     RM's held-out accuracy is on prompts it never saw); in the topics world drawn as the training
     prompts are (its ~240 prompts all recur in training at the default budgets: held out there are
     the responses, not the prompts; data/eval_prompts_in_train counts them)."""
-    if isinstance(setup.task, FeatureTask):
-        try:
-            return sample_unseen_prompts(setup.task, n, random.Random(seed), seen)
-        except ValueError as e:
-            raise ConfigError(f"data: {e}") from None
-    return setup.prompts(n, seed=seed)
+    try:
+        return setup.prompts(n, seed=seed, exclude=seen)
+    except ValueError as e:
+        raise ConfigError(f"data: {e}") from None
 
 
 def write_splits(out, train, eval_, val) -> None:

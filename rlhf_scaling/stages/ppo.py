@@ -43,11 +43,12 @@ global token mean). The frozen reference policy and the proxy RMs are replicated
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import AbstractSet, Optional
 
 import numpy as np
 import torch
@@ -68,7 +69,8 @@ from rlhf_scaling.packing import require_exact_packing
 from rlhf_scaling.preemption import Preemption
 from rlhf_scaling.sampling import sample
 from rlhf_scaling.scoring import load_ensemble, score_texts
-from rlhf_scaling.stages.common import build_command, policy_init_path, proxy_n_params, rm_artifact, setup_task
+from rlhf_scaling.stages.common import (build_command, policy_init_path, proxy_data_cfg, proxy_n_params, rm_artifact,
+                                        setup_task, trained_prompts)
 from rlhf_scaling.summaries import ppo_fit_summary
 from rlhf_scaling.training import engine_config, make_trainer, rank_env, resolve_device, seed_everything
 
@@ -100,7 +102,9 @@ def run(cfg: DictConfig, tracker) -> dict:
     start = resume(trainer, ckpt_dir, kl_ctl, flops, eval_flops, env.rank)
     tracker.define_step("ppo/", "ppo/step")
     tracker.define_step("eval/", "eval/step")
-    held_out = held_out_prompts(setup, p.eval_prompts, cfg.seed + p.seed)
+    held_out = held_out_prompts(setup, p.eval_prompts, cfg.seed + p.seed, trained_prompts(proxy_data_cfg(cfg), setup))
+    if env.is_main:
+        (tracker.run_dir / "eval_prompts.json").write_text(json.dumps(held_out[0], indent=0))
     evaluate_now = lambda iterations: log_evaluation(  # noqa: E731  (after `iterations` iterations)
         tracker, iterations, held_out, trainer, reference, proxies, setup, cfg, sizes, eval_flops, device)
     if start == 0:
@@ -111,7 +115,7 @@ def run(cfg: DictConfig, tracker) -> dict:
         for step in bar:
             logged = step % p.log_every == 0 or step == p.steps - 1
             metrics = iteration(step, cfg, setup, trainer, reference, proxies, kl_ctl, flops, sizes, env, local_n,
-                                local_mb, device, logged)
+                                local_mb, device, logged, exclude=frozenset(held_out[0]))
             if logged:
                 tracker.log(metrics)
                 bar.set_postfix(proxy=f"{metrics['ppo/proxy']:.2f}", gold=f"{metrics['ppo/gold']:.2f}",
@@ -137,13 +141,14 @@ def run(cfg: DictConfig, tracker) -> dict:
 
 
 def iteration(step: int, cfg, setup, trainer, reference, proxies, kl_ctl, flops, sizes: dict, env: DistEnv,
-              local_n: int, local_mb: int, device, logged: bool) -> dict:
+              local_n: int, local_mb: int, device, logged: bool, exclude: AbstractSet[str] = frozenset()) -> dict:
     """One PPO iteration: rollouts -> scores -> experience -> update -> β update, its FLOPs counted;
-    returns its metrics (iteration_metrics) when `logged`, else {}."""
+    returns its metrics (iteration_metrics) when `logged`, else {}. exclude: prompts no rollout has
+    (rollout_prompts)."""
     p = cfg.ppo
     clock = [time.perf_counter()]  # rollout -> score -> experience -> update
-    prompts = rank_prompts(rollout_prompts(setup, step, p.prompts_per_step, cfg.seed + p.seed),
-                           p.samples_per_prompt, env.rank, local_n)
+    drawn = rollout_prompts(setup, step, p.prompts_per_step, cfg.seed + p.seed, exclude)
+    prompts = rank_prompts(drawn, p.samples_per_prompt, env.rank, local_n)
     with trainer.whole():  # sharded weights gathered once, no per-layer collectives
         ro = sample(trainer.module["policy"], setup.tokenizer, prompts,
                     max_new_tokens=cfg.task.max_response_tokens, temperature=p.temperature)
@@ -164,12 +169,16 @@ def iteration(step: int, cfg, setup, trainer, reference, proxies, kl_ctl, flops,
         return {}
     metrics = iteration_metrics(step, exp, gold, ro, stats, beta_used, clock, p.prompts_per_step * p.samples_per_prompt,
                                 device, p.algorithm)
-    return {**metrics, "ppo/prompt_tokens": prompt_tokens, "ppo/flops": flops.flops}
+    # 0 in the feature world; the topics world's ~240 prompts recur, in rollouts and held-out set alike
+    in_eval = sum(q in exclude for q in drawn)
+    return {**metrics, "ppo/prompt_tokens": prompt_tokens, "ppo/flops": flops.flops, "ppo/rollout_prompts_in_eval": in_eval}
 
 
-def rollout_prompts(setup, step: int, n: int, seed: int):
-    """The prompts of iteration `step`, from a generator seeded by (seed, step): resume-stable."""
-    return setup.prompts(n, seed=seed * 1_000_003 + step)
+def rollout_prompts(setup, step: int, n: int, seed: int, exclude: AbstractSet[str] = frozenset()):
+    """The prompts of iteration `step`, from a generator seeded by (seed, step): resume-stable. In the
+    feature world none of `exclude` (the held-out prompts: the policy never trains on what it is
+    evaluated on); elsewhere exclude changes nothing (TaskSetup.prompts)."""
+    return setup.prompts(n, seed=seed * 1_000_003 + step, exclude=exclude)
 
 
 def rank_prompts(prompts, samples_per_prompt: int, rank: int, local_n: int) -> list:
@@ -351,13 +360,14 @@ def iteration_metrics(step: int, exp: Experience, gold, ro, stats, beta_used: fl
 # ----------------------------------------------------------------------------- held-out evaluation
 
 
-def held_out_prompts(setup, n: int, seed: int) -> tuple[list, int]:
-    """(the n held-out prompts, their sampling seed), fixed for the whole run. The prompt seed is
+def held_out_prompts(setup, n: int, seed: int, exclude: AbstractSet[str] = frozenset()) -> tuple[list, int]:
+    """(the n held-out prompts, their sampling seed), fixed for the whole run; in the feature world none
+    of `exclude` (trained_prompts: those the proxy, or a DPO policy, trained on). The prompt seed is
     the last of this seed's block of rollout seeds (rollout_prompts: seed·1_000_003 + step), which
     no run of fewer than 1_000_002 iterations reaches (not seed·1_000_003 − 1: random.Random seeds
     with |seed|, so −1 would be iteration 1's prompts); the sampling seed is apart from the
     training seeds (seed + rank·stride)."""
-    return setup.prompts(n, seed=seed * 1_000_003 + 1_000_002) if n else [], seed + 2**31
+    return setup.prompts(n, seed=seed * 1_000_003 + 1_000_002, exclude=exclude) if n else [], seed + 2**31
 
 
 def log_evaluation(tracker, iterations: int, held_out: tuple, trainer, reference, proxies, setup, cfg, sizes: dict,

@@ -25,7 +25,7 @@ from rlhf_scaling.models import build_policy, load_policy
 from rlhf_scaling.sampling import sample
 from rlhf_scaling.stages import dpo as dpo_stage
 from rlhf_scaling.stages import ppo as ppo_stage
-from rlhf_scaling.stages.common import policy_init_path, rm_artifact, setup_task
+from rlhf_scaling.stages.common import policy_init_path, rm_artifact, setup_task, trained_prompts
 from rlhf_scaling.training import TorchTrainer, make_trainer
 
 DPO = ["stage=dpo", "progress=false", "device=cpu", "dpo.batch_size=8", "dpo.epochs=2", "dpo.eval_every=4",
@@ -152,7 +152,8 @@ def test_cli_run_logs_ppos_eval_keys_and_step0_is_the_sft_policys_gold(cli_run):
     assert set(EVAL_KEYS) <= set(rows.columns)
     # step 0: gold of the SFT policy's own samples from the evaluation seed, on PPO's held-out prompts
     setup = setup_task(cfg)
-    prompts, sample_seed = ppo_stage.held_out_prompts(setup, 16, cfg.seed + cfg.ppo.seed)
+    prompts, sample_seed = ppo_stage.held_out_prompts(setup, 16, cfg.seed + cfg.ppo.seed, trained_prompts(cfg, setup))
+    assert json.loads((run_dir / "eval_prompts.json").read_text()) == prompts  # none of them trained on
     torch.manual_seed(sample_seed)
     samples = sample(load_policy(policy_init_path(cfg)), setup.tokenizer, prompts,
                      max_new_tokens=cfg.task.max_response_tokens, temperature=1.0)
@@ -177,7 +178,7 @@ def test_dpo_evaluation_is_ppos_evaluation_of_the_same_policy(cli_run):
     cfg, run_dir = cli_run
     final = records(run_dir).dropna(subset=["eval/step"]).iloc[-1]
     setup = setup_task(cfg)
-    prompts, sample_seed = ppo_stage.held_out_prompts(setup, 16, cfg.seed + cfg.ppo.seed)
+    prompts, sample_seed = ppo_stage.held_out_prompts(setup, 16, cfg.seed + cfg.ppo.seed, trained_prompts(cfg, setup))
     trained = TorchTrainer(nn.ModuleDict({"policy": load_policy(run_dir / "policy")}), None, where="test",
                            max_grad_norm=0.0)
     reference = load_policy(policy_init_path(cfg)).eval()

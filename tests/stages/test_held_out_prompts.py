@@ -76,3 +76,29 @@ def test_the_topics_world_holds_out_responses_and_counts_the_prompts_it_shares(t
     assert proc.returncode == 0, proc.stderr[-3000:]
     stats = json.loads((data_artifact(compose(overrides)).path / "stats.json").read_text())
     assert stats["data/eval_prompts_in_train"] > 0 and stats["data/val_prompts_in_train_or_eval"] > 0
+
+
+def test_policies_are_evaluated_on_prompts_their_proxy_and_their_rollouts_never_had(tmp_path):
+    """The 64-prompt world (16 training and 8 validation prompts): best-of-n's prompts, PPO's and DPO's
+    held-out prompts (each job's eval_prompts.json) hold none of the data's training or validation
+    prompts (what the proxy trained on and chose its weights by; what DPO trains on), and no PPO rollout
+    is on a held-out prompt (ppo/rollout_prompts_in_eval). Drawn independently, 16 held-out prompts would
+    hit the ~20 used ones ~5 times, and 3 iterations of 8 rollout prompts the 16 held-out ones ~6 times."""
+    store = [f"artifacts_dir={tmp_path / 'artifacts'}", "data.n_val_prompts=8", "model@rm=tiny-xs", "rm_train.epochs=1",
+             "rm_train.batch_size=8", "stage.build_upstream=true"]
+    jobs = {"bon": ["bon.n_max=4", "bon.n_eval_prompts=16"],
+            "ppo": ["ppo.steps=3", "ppo.prompts_per_step=8", "ppo.minibatch_size=8", "ppo.eval_prompts=16",
+                    "ppo.eval_every=3"],
+            "dpo": ["dpo.batch_size=8", "dpo.epochs=1", "dpo.eval_every=4", "dpo.eval_prompts=16"]}
+    for stage, keys in jobs.items():
+        proc = cli([*SMALL, *store, f"stage={stage}", *keys, f"hydra.run.dir={tmp_path / stage}"], cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    data = data_artifact(compose([*SMALL, *store])).path
+    used = set(prompts(data, "train")) | set(prompts(data, "val"))
+    assert len(used) > 16  # the validation prompts are excluded as well as the training ones
+    for stage in jobs:
+        held_out = json.loads((tmp_path / stage / "eval_prompts.json").read_text())
+        assert len(held_out) == 16 and not set(held_out) & used, stage
+    rows = [json.loads(line) for line in (tmp_path / "ppo" / "metrics.jsonl").read_text().splitlines()]
+    logged = [r["ppo/rollout_prompts_in_eval"] for r in rows if "ppo/rollout_prompts_in_eval" in r]
+    assert len(logged) == 3 and set(logged) == {0}

@@ -12,7 +12,7 @@ from rlhf_scaling.cli import compose
 from rlhf_scaling.models import load_policy
 from rlhf_scaling.sampling import sample
 from rlhf_scaling.stages import ppo as ppo_stage
-from rlhf_scaling.stages.common import open_tracker, policy_init_path, setup_task
+from rlhf_scaling.stages.common import open_tracker, policy_init_path, proxy_data_cfg, setup_task, trained_prompts
 from rlhf_scaling.summaries import ppo_fit_summary
 
 PPO = ["stage=ppo", "progress=false", "device=cpu", "ppo.steps=4", "ppo.prompts_per_step=8",
@@ -58,7 +58,8 @@ def test_initial_evaluation_is_a_gold_scoring_of_the_init_policys_samples(evalua
     evals = records(run_dir).dropna(subset=["eval/step"]).set_index("eval/step")
     assert evals.index.tolist() == [0, 2, 4]
     setup = setup_task(cfg)
-    prompts, sample_seed = ppo_stage.held_out_prompts(setup, 16, cfg.seed + cfg.ppo.seed)
+    prompts, sample_seed = ppo_stage.held_out_prompts(setup, 16, cfg.seed + cfg.ppo.seed,
+                                                      trained_prompts(proxy_data_cfg(cfg), setup))
     torch.manual_seed(sample_seed)
     samples = sample(load_policy(policy_init_path(cfg)), setup.tokenizer, prompts,
                      max_new_tokens=cfg.task.max_response_tokens, temperature=cfg.ppo.temperature)
@@ -66,9 +67,11 @@ def test_initial_evaluation_is_a_gold_scoring_of_the_init_policys_samples(evalua
     assert evals.loc[0, "eval/response_len"] == pytest.approx(samples.lengths.float().mean().item())
     assert abs(evals.loc[0, "eval/kl"]) < 1e-4  # the initial policy is the reference
     assert evals.loc[4, "eval/kl"] > 1e-3  # ...and the trained one is not (lr 1e-3)
-    # The same held-out prompts at every evaluation, drawn apart from every iteration's rollouts.
+    # The same held-out prompts at every evaluation, none of them a rollout's prompt (the feature world)
+    # or one the proxy trained on.
     assert len(seen["eval"]) == 3 and all(e == prompts for e in seen["eval"])
-    assert len(seen["rollout"]) == 4 and all(r != prompts[:8] for r in seen["rollout"])
+    assert len(seen["rollout"]) == 4 and all(r != prompts[:8] and not set(r) & set(prompts) for r in seen["rollout"])
+    assert not set(prompts) & trained_prompts(proxy_data_cfg(cfg), setup)
 
 
 @pytest.mark.slow
