@@ -9,7 +9,6 @@ R(d) = d(α − βd) to the gold and proxy gains over n = 1, with d = sqrt(KL_bo
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 
@@ -26,7 +25,7 @@ from rlhf_scaling.packing import require_exact_packing
 from rlhf_scaling.sampling import sample
 from rlhf_scaling.scoring import load_ensemble, score_texts
 from rlhf_scaling.stages.common import (build_command, policy_init_path, proxy_data_cfg, proxy_n_params, rm_artifact,
-                                        setup_task, trained_prompts)
+                                        record_eval_prompts, setup_task, trained_prompts)
 from rlhf_scaling.summaries import bon_fit_summary
 from rlhf_scaling.training import resolve_device, seed_everything
 
@@ -64,7 +63,7 @@ def run(cfg: DictConfig, tracker) -> dict:
     # In the feature world none of the proxy's training or validation prompts (stages/common.trained_prompts).
     prompts = setup.prompts(b.n_eval_prompts, seed=cfg.seed + b.seed + 20_000,
                             exclude=trained_prompts(proxy_data_cfg(cfg), setup))
-    (tracker.run_dir / "eval_prompts.json").write_text(json.dumps(prompts, indent=0))
+    record_eval_prompts(tracker.run_dir / "eval_prompts.json", prompts)
     pool_prompts = [p for p in prompts for _ in range(b.n_max)]
     pool = sample(policy, setup.tokenizer, pool_prompts, max_new_tokens=cfg.task.max_response_tokens,
                   temperature=b.temperature)

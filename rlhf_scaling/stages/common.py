@@ -214,6 +214,20 @@ def trained_prompts(data_cfg: DictConfig, setup: TaskSetup) -> Set[str]:
             for g in read_groups(folder / split)}
 
 
+def record_eval_prompts(path: Path, prompts: List[str], resumed: bool = False, is_main: bool = True) -> None:
+    """Write a job's evaluation prompts to `path` (its run folder's eval_prompts.json; rank 0 writes);
+    a resumed job instead checks them, on every rank, against the ones it started with and refuses
+    to go on with others (another version's draw, another proxy's data): its evaluations would be
+    of two prompt sets, plotted as one curve."""
+    if resumed and path.exists():
+        if json.loads(path.read_text()) != list(prompts):
+            raise ConfigError(f"{path}: the evaluation prompts this resumed run draws are not the ones it started "
+                              "with (a changed version or upstream data?); start a fresh run (another hydra.run.dir)")
+        return
+    if is_main:
+        path.write_text(json.dumps(list(prompts), indent=0))
+
+
 def rm_artifact(cfg: DictConfig) -> Artifact:
     """A trained proxy RM (or ensemble): depends on the data, the RM spec, its training settings
     and the response length it truncates to; with proxy.trained_on, on that policy's data."""

@@ -33,7 +33,6 @@ replicated, and every rank evaluates the whole held-out set (sampling inside tra
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -56,7 +55,7 @@ from rlhf_scaling.models import load_policy, save_policy
 from rlhf_scaling.packing import require_exact_packing
 from rlhf_scaling.preemption import Preemption
 from rlhf_scaling.sampling import sample
-from rlhf_scaling.stages.common import policy_init_path, setup_task, trained_prompts
+from rlhf_scaling.stages.common import policy_init_path, record_eval_prompts, setup_task, trained_prompts
 from rlhf_scaling.stages.data import load_data
 from rlhf_scaling.stages.ppo import held_out_prompts
 from rlhf_scaling.stages.rm import micro_batches, rank_share
@@ -89,9 +88,9 @@ def run(cfg: DictConfig, tracker) -> dict:
     tracker.define_step("dpo/", "dpo/step")
     tracker.define_step("eval/", "eval/step")
     # PPO's set when dpo.seed = ppo.seed (its proxy trained on this data); none of the training prompts
-    held_out = held_out_prompts(setup, d.eval_prompts, cfg.seed + d.seed, trained_prompts(cfg, setup))
-    if env.is_main:
-        (tracker.run_dir / "eval_prompts.json").write_text(json.dumps(held_out[0], indent=0))
+    held_out = held_out_prompts(setup, d.eval_prompts, cfg.seed + d.seed,
+                                trained_prompts(cfg, setup) if d.eval_prompts else set())
+    record_eval_prompts(Path(from_rank0(str(tracker.run_dir / "eval_prompts.json"))), held_out[0], start > 0, env.is_main)
     evaluate_now = lambda steps: log_evaluation(  # noqa: E731  (after `steps` optimizer steps)
         tracker, steps, held_out, val, trainer, reference, setup, cfg, n_params, eval_flops, device)
     if start == 0:

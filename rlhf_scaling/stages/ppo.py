@@ -43,7 +43,6 @@ global token mean). The frozen reference policy and the proxy RMs are replicated
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -70,7 +69,7 @@ from rlhf_scaling.preemption import Preemption
 from rlhf_scaling.sampling import sample
 from rlhf_scaling.scoring import load_ensemble, score_texts
 from rlhf_scaling.stages.common import (build_command, policy_init_path, proxy_data_cfg, proxy_n_params, rm_artifact,
-                                        setup_task, trained_prompts)
+                                        record_eval_prompts, setup_task, trained_prompts)
 from rlhf_scaling.summaries import ppo_fit_summary
 from rlhf_scaling.training import engine_config, make_trainer, rank_env, resolve_device, seed_everything
 
@@ -102,9 +101,10 @@ def run(cfg: DictConfig, tracker) -> dict:
     start = resume(trainer, ckpt_dir, kl_ctl, flops, eval_flops, env.rank)
     tracker.define_step("ppo/", "ppo/step")
     tracker.define_step("eval/", "eval/step")
-    held_out = held_out_prompts(setup, p.eval_prompts, cfg.seed + p.seed, trained_prompts(proxy_data_cfg(cfg), setup))
-    if env.is_main:
-        (tracker.run_dir / "eval_prompts.json").write_text(json.dumps(held_out[0], indent=0))
+    held_out = held_out_prompts(setup, p.eval_prompts, cfg.seed + p.seed,
+                                trained_prompts(proxy_data_cfg(cfg), setup) if p.eval_prompts else set())
+    record_eval_prompts(Path(from_rank0(str(tracker.run_dir / "eval_prompts.json"))), held_out[0], start > 0, env.is_main)
+    held_out_set = frozenset(held_out[0])
     evaluate_now = lambda iterations: log_evaluation(  # noqa: E731  (after `iterations` iterations)
         tracker, iterations, held_out, trainer, reference, proxies, setup, cfg, sizes, eval_flops, device)
     if start == 0:
@@ -115,7 +115,7 @@ def run(cfg: DictConfig, tracker) -> dict:
         for step in bar:
             logged = step % p.log_every == 0 or step == p.steps - 1
             metrics = iteration(step, cfg, setup, trainer, reference, proxies, kl_ctl, flops, sizes, env, local_n,
-                                local_mb, device, logged, exclude=frozenset(held_out[0]))
+                                local_mb, device, logged, held_out_set)
             if logged:
                 tracker.log(metrics)
                 bar.set_postfix(proxy=f"{metrics['ppo/proxy']:.2f}", gold=f"{metrics['ppo/gold']:.2f}",
@@ -141,13 +141,13 @@ def run(cfg: DictConfig, tracker) -> dict:
 
 
 def iteration(step: int, cfg, setup, trainer, reference, proxies, kl_ctl, flops, sizes: dict, env: DistEnv,
-              local_n: int, local_mb: int, device, logged: bool, exclude: AbstractSet[str] = frozenset()) -> dict:
+              local_n: int, local_mb: int, device, logged: bool, held_out: AbstractSet[str]) -> dict:
     """One PPO iteration: rollouts -> scores -> experience -> update -> β update, its FLOPs counted;
-    returns its metrics (iteration_metrics) when `logged`, else {}. exclude: prompts no rollout has
-    (rollout_prompts)."""
+    returns its metrics (iteration_metrics) when `logged`, else {}. held_out: the held-out prompts,
+    which no rollout has in the feature world (rollout_prompts)."""
     p = cfg.ppo
     clock = [time.perf_counter()]  # rollout -> score -> experience -> update
-    drawn = rollout_prompts(setup, step, p.prompts_per_step, cfg.seed + p.seed, exclude)
+    drawn = rollout_prompts(setup, step, p.prompts_per_step, cfg.seed + p.seed, held_out)
     prompts = rank_prompts(drawn, p.samples_per_prompt, env.rank, local_n)
     with trainer.whole():  # sharded weights gathered once, no per-layer collectives
         ro = sample(trainer.module["policy"], setup.tokenizer, prompts,
@@ -170,7 +170,7 @@ def iteration(step: int, cfg, setup, trainer, reference, proxies, kl_ctl, flops,
     metrics = iteration_metrics(step, exp, gold, ro, stats, beta_used, clock, p.prompts_per_step * p.samples_per_prompt,
                                 device, p.algorithm)
     # 0 in the feature world; the topics world's ~240 prompts recur, in rollouts and held-out set alike
-    in_eval = sum(q in exclude for q in drawn)
+    in_eval = sum(q in held_out for q in drawn)
     return {**metrics, "ppo/prompt_tokens": prompt_tokens, "ppo/flops": flops.flops, "ppo/rollout_prompts_in_eval": in_eval}
 
 

@@ -104,6 +104,10 @@ def test_task_features_builds_this_world_and_refuses_impossible_sizes():
     setup = setup_task(cfg)
     assert isinstance(setup.gold, FeatureGold) and len(setup.tokenizer) == 3 + 16 + 16
     assert setup.prompts(3, seed=1) == setup.prompts(3, seed=1) != setup.prompts(3, seed=2)
+    # exclude leaves prompts out of the same draw: nothing excluded is the plain draw, one excluded is skipped
+    first = setup.prompts(3, seed=1)
+    assert setup.prompts(3, seed=1, exclude=frozenset()) == first
+    assert setup.prompts(3, seed=1, exclude={first[0]}) == first[1:] + setup.prompts(4, seed=1)[3:]
     with pytest.raises(ConfigError, match="task.n_features"):
         validate(compose(["task=features", "task.response_vocab=8", "task.prompt_vocab=8"]))
     with pytest.raises(ConfigError, match="task.world"):

@@ -12,7 +12,8 @@ import pytest
 
 from rlhf_scaling.cli import compose
 from rlhf_scaling.data.records import read_groups
-from rlhf_scaling.stages.common import data_artifact
+from rlhf_scaling.config import ConfigError
+from rlhf_scaling.stages.common import data_artifact, record_eval_prompts
 
 from local_inputs import cli
 
@@ -102,3 +103,19 @@ def test_policies_are_evaluated_on_prompts_their_proxy_and_their_rollouts_never_
     rows = [json.loads(line) for line in (tmp_path / "ppo" / "metrics.jsonl").read_text().splitlines()]
     logged = [r["ppo/rollout_prompts_in_eval"] for r in rows if "ppo/rollout_prompts_in_eval" in r]
     assert len(logged) == 3 and set(logged) == {0}
+
+
+def test_a_resumed_job_refuses_evaluation_prompts_other_than_those_it_started_with(tmp_path):
+    """record_eval_prompts (PPO and DPO call it with resumed = start > 0): written at the start, checked on a
+    resume, where other prompts are an error rather than a curve of two prompt sets; a run started before
+    the file existed gets it on resume."""
+    path = tmp_path / "eval_prompts.json"
+    record_eval_prompts(path, ["q0 q1", "q2 q3"])
+    record_eval_prompts(path, ["q0 q1", "q2 q3"], resumed=True)
+    with pytest.raises(ConfigError, match="not the ones it started with"):
+        record_eval_prompts(path, ["q0 q1", "q3 q3"], resumed=True)
+    assert json.loads(path.read_text()) == ["q0 q1", "q2 q3"]
+    record_eval_prompts(tmp_path / "late.json", ["q1 q1"], resumed=True)
+    assert json.loads((tmp_path / "late.json").read_text()) == ["q1 q1"]
+    record_eval_prompts(tmp_path / "other_rank.json", ["q1 q1"], is_main=False)
+    assert not (tmp_path / "other_rank.json").exists()
