@@ -224,9 +224,9 @@ def ppo_iteration(monkeypatch):
     current = {"step": -1}
     original = ppo_stage.rollout_prompts
 
-    def tracked(setup, step, n, seed):
+    def tracked(setup, step, *args):
         current["step"] = step
-        return original(setup, step, n, seed)
+        return original(setup, step, *args)
 
     monkeypatch.setattr(ppo_stage, "rollout_prompts", tracked)
     return current
