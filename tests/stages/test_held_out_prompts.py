@@ -119,3 +119,19 @@ def test_a_resumed_job_refuses_evaluation_prompts_other_than_those_it_started_wi
     assert json.loads((tmp_path / "late.json").read_text()) == ["q1 q1"]
     record_eval_prompts(tmp_path / "other_rank.json", ["q1 q1"], is_main=False)
     assert not (tmp_path / "other_rank.json").exists()
+
+
+def test_with_a_fixed_rm_best_of_n_leaves_out_the_prompts_of_the_data_the_rm_trained_on(tmp_path):
+    """The fixed-RM design (proxy.trained_on: one RM, trained on another policy's samples, for every
+    policy size): best-of-n of a tiny-xs policy against the RM trained on tiny-m's data leaves out that
+    data's training and validation prompts — the RM's, not a data set of its own policy, which is never built."""
+    store = [f"artifacts_dir={tmp_path / 'artifacts'}", "data.n_val_prompts=8", "model@rm=tiny-xs", "rm_train.epochs=1",
+             "rm_train.batch_size=8", "stage.build_upstream=true"]
+    fixed = ["model@policy=tiny-xs", "+model@proxy.trained_on=tiny-m", "bon.n_max=4", "bon.n_eval_prompts=16"]
+    proc = cli([*SMALL, *store, "stage=bon", *fixed, f"hydra.run.dir={tmp_path / 'bon'}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rm_data = data_artifact(compose([*SMALL, *store, "model@policy=tiny-m"])).path
+    assert not data_artifact(compose([*SMALL, *store, "model@policy=tiny-xs"])).path.exists()
+    used = set(prompts(rm_data, "train")) | set(prompts(rm_data, "val"))
+    held_out = json.loads((tmp_path / "bon" / "eval_prompts.json").read_text())
+    assert len(held_out) == 16 and not set(held_out) & used
