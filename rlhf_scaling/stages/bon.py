@@ -25,7 +25,8 @@ from rlhf_scaling.packing import require_exact_packing
 from rlhf_scaling.sampling import sample
 from rlhf_scaling.scoring import load_ensemble, score_texts
 from rlhf_scaling.stages.common import (build_command, policy_init_path, proxy_data_cfg, proxy_n_params, rm_artifact,
-                                        record_eval_prompts, setup_task, trained_prompts)
+                                        record_eval_prompts, setup_task)
+from rlhf_scaling.stages.data import trained_prompts
 from rlhf_scaling.summaries import bon_fit_summary
 from rlhf_scaling.training import resolve_device, seed_everything
 
@@ -60,7 +61,7 @@ def run(cfg: DictConfig, tracker) -> dict:
     if b.padding_free:
         require_exact_packing(proxies[0].backbone, "bon.padding_free")
     seed_everything(cfg.seed + b.seed)
-    # In the feature world none of the proxy's training or validation prompts (stages/common.trained_prompts).
+    # In the feature world none of the proxy's training or validation prompts (stages/data.trained_prompts).
     prompts = setup.prompts(b.n_eval_prompts, seed=cfg.seed + b.seed + 20_000,
                             exclude=trained_prompts(proxy_data_cfg(cfg), setup))
     record_eval_prompts(tracker.run_dir / "eval_prompts.json", prompts)

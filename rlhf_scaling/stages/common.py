@@ -13,7 +13,7 @@ import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AbstractSet, Callable, List, Optional, Set
+from typing import AbstractSet, Callable, List, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -21,7 +21,6 @@ from rlhf_scaling.artifacts import Artifact, make_artifact
 from rlhf_scaling.config import ConfigError
 from rlhf_scaling.data.loaders import read_prompts, source_identity
 from rlhf_scaling.data import feature_world
-from rlhf_scaling.data.records import read_groups
 from rlhf_scaling.data.synthetic import SyntheticTask, build_tokenizer, make_task, sample_prompts
 from rlhf_scaling.gold import FeatureGold, ModelGold, SyntheticGold
 from rlhf_scaling.models import load_tokenizer, model_identity, resolve_model, tokenizer_identity
@@ -199,19 +198,6 @@ def proxy_data_cfg(cfg: DictConfig) -> DictConfig:
     out.policy = cfg.proxy.trained_on
     out.proxy.trained_on = None
     return out
-
-
-def trained_prompts(data_cfg: DictConfig, setup: TaskSetup) -> Set[str]:
-    """The prompts of the preference data of `data_cfg` (data_artifact: its train.jsonl and, when it
-    has one, val.jsonl): those an RM trained on or chose its weights by, or a DPO policy trained on.
-    In the feature world a policy's held-out evaluation leaves them out (TaskSetup.prompts' exclude);
-    empty elsewhere, where nothing is left out, and the data is not read. For best-of-n and PPO,
-    data_cfg is proxy_data_cfg(cfg): the proxy's data."""
-    if not isinstance(setup.task, feature_world.FeatureTask):
-        return set()
-    folder = data_artifact(data_cfg).require(build_command("data", data_cfg))
-    return {g.prompt for split in ("train.jsonl", "val.jsonl") if (folder / split).exists()
-            for g in read_groups(folder / split)}
 
 
 def record_eval_prompts(path: Path, prompts: List[str], resumed: bool = False, is_main: bool = True) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import random
-from typing import List
+from typing import List, Set
 
 from omegaconf import DictConfig
 
@@ -28,6 +28,7 @@ from rlhf_scaling.compute import FlopCounter, gold_params, non_embedding_params
 from rlhf_scaling.config import ConfigError, n_train_prompts, pairs_per_prompt
 from rlhf_scaling.data.comparisons import LabelStats, label_group, split_eval
 from rlhf_scaling.data.encode import encode_texts
+from rlhf_scaling.data.feature_world import FeatureTask
 from rlhf_scaling.data.records import read_groups, write_groups
 from rlhf_scaling.models import load_policy
 from rlhf_scaling.sampling import sample
@@ -162,3 +163,15 @@ def load_validation(cfg: DictConfig) -> list:
     """The validation groups (data.n_val_prompts > 0) of the data artifact this config names; [] without."""
     path = data_artifact(cfg).require(build_command("data", cfg)) / "val.jsonl"
     return read_groups(path) if path.is_file() else []
+
+
+def trained_prompts(data_cfg: DictConfig, setup) -> Set[str]:
+    """The prompts of the training and validation groups (load_data, load_validation) of the data artifact
+    `data_cfg` names: those an RM trained on or chose its weights by, or a DPO policy trained on. In the
+    feature world a policy's held-out evaluation leaves them out (TaskSetup.prompts' exclude); empty
+    elsewhere, where nothing is left out, and the data is not read. For best-of-n and PPO, data_cfg is
+    proxy_data_cfg(cfg): the proxy's data."""
+    if not isinstance(setup.task, FeatureTask):
+        return set()
+    train, _ = load_data(data_cfg)
+    return {g.prompt for g in [*train, *load_validation(data_cfg)]}

@@ -55,8 +55,8 @@ from rlhf_scaling.models import load_policy, save_policy
 from rlhf_scaling.packing import require_exact_packing
 from rlhf_scaling.preemption import Preemption
 from rlhf_scaling.sampling import sample
-from rlhf_scaling.stages.common import policy_init_path, record_eval_prompts, setup_task, trained_prompts
-from rlhf_scaling.stages.data import load_data
+from rlhf_scaling.stages.common import policy_init_path, record_eval_prompts, setup_task
+from rlhf_scaling.stages.data import load_data, trained_prompts
 from rlhf_scaling.stages.ppo import held_out_prompts
 from rlhf_scaling.stages.rm import micro_batches, rank_share
 from rlhf_scaling.summaries import dpo_fit_summary

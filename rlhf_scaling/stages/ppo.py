@@ -69,7 +69,8 @@ from rlhf_scaling.preemption import Preemption
 from rlhf_scaling.sampling import sample
 from rlhf_scaling.scoring import load_ensemble, score_texts
 from rlhf_scaling.stages.common import (build_command, policy_init_path, proxy_data_cfg, proxy_n_params, rm_artifact,
-                                        record_eval_prompts, setup_task, trained_prompts)
+                                        record_eval_prompts, setup_task)
+from rlhf_scaling.stages.data import trained_prompts
 from rlhf_scaling.summaries import ppo_fit_summary
 from rlhf_scaling.training import engine_config, make_trainer, rank_env, resolve_device, seed_everything
 

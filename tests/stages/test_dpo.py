@@ -25,7 +25,8 @@ from rlhf_scaling.models import build_policy, load_policy
 from rlhf_scaling.sampling import sample
 from rlhf_scaling.stages import dpo as dpo_stage
 from rlhf_scaling.stages import ppo as ppo_stage
-from rlhf_scaling.stages.common import policy_init_path, rm_artifact, setup_task, trained_prompts
+from rlhf_scaling.stages.common import policy_init_path, rm_artifact, setup_task
+from rlhf_scaling.stages.data import trained_prompts
 from rlhf_scaling.training import TorchTrainer, make_trainer
 
 DPO = ["stage=dpo", "progress=false", "device=cpu", "dpo.batch_size=8", "dpo.epochs=2", "dpo.eval_every=4",

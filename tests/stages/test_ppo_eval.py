@@ -12,7 +12,8 @@ from rlhf_scaling.cli import compose
 from rlhf_scaling.models import load_policy
 from rlhf_scaling.sampling import sample
 from rlhf_scaling.stages import ppo as ppo_stage
-from rlhf_scaling.stages.common import open_tracker, policy_init_path, proxy_data_cfg, setup_task, trained_prompts
+from rlhf_scaling.stages.common import open_tracker, policy_init_path, proxy_data_cfg, setup_task
+from rlhf_scaling.stages.data import trained_prompts
 from rlhf_scaling.summaries import ppo_fit_summary
 
 PPO = ["stage=ppo", "progress=false", "device=cpu", "ppo.steps=4", "ppo.prompts_per_step=8",
