@@ -148,6 +148,13 @@ class RMTrainConfig:
     # early stopping never stops before this many optimizer steps (the best weights are still kept):
     # a plateau at the peak learning rate stopped a 100k-parameter RM at 240 of 936 steps (docs/world.md)
     early_stop_min_steps: int = 0
+    # with early stopping: at each of the first this-many plateaus (early_stop_patience evaluations without
+    # a new lowest loss, after early_stop_min_steps) multiply the learning rate by plateau_lr_factor and go on
+    # instead of stopping; the next plateau after the last cut stops. At a constant peak lr the first
+    # plateau stopped RMs under-fitted and at a noisy moment (a tiny-xs RM at 0.73 on 122,880 comparisons,
+    # 0.80 on 30,720; docs/world.md, ninth session); 0: stop at the first plateau
+    plateau_lr_decays: int = 0
+    plateau_lr_factor: float = 0.3  # the learning rate's multiplier at each of plateau_lr_decays' cuts, in (0, 1)
     checkpoint_every: int = 100  # optimizer steps between resumable checkpoints
     margin_scale: float = 1.0  # margin loss: m = margin_scale x the pair's margin (the data's, else |gold_w - gold_l|)
     padding_free: bool = True  # pack each batch's responses end to end in training and eval forwards (rlhf_scaling/packing.py)
@@ -423,7 +430,7 @@ _POSITIVE = [
 
 _NON_NEGATIVE = [
     "task.min_length", "data.n_val_prompts",
-    "sft.weight_decay", "rm_train.weight_decay", "rm_train.early_stop_patience", "rm_train.early_stop_min_steps", "rm_train.max_grad_norm", "rm_train.margin_scale",
+    "sft.weight_decay", "rm_train.weight_decay", "rm_train.early_stop_patience", "rm_train.early_stop_min_steps", "rm_train.plateau_lr_decays", "rm_train.max_grad_norm", "rm_train.margin_scale",
     "ppo.kl_coef", "ppo.max_grad_norm", "ppo.vf_coef", "proxy.uwo_lambda", "ppo.eval_prompts",
     "dpo.weight_decay", "dpo.max_grad_norm", "dpo.eval_prompts", "replicate",
 ]
@@ -583,6 +590,12 @@ def _check_stages(cfg) -> None:
     if cfg.ppo.algorithm == "grpo" and cfg.ppo.kl_estimator != "k3":
         raise ConfigError(f"ppo.kl_estimator: ppo.algorithm=grpo puts the KL in the loss, where only k3 has a useful "
                           f"gradient; set ppo.kl_estimator=k3 (method=grpo does), got {cfg.ppo.kl_estimator}")
+    t = cfg.rm_train
+    if not 0.0 < t.plateau_lr_factor < 1.0:
+        raise ConfigError(f"rm_train.plateau_lr_factor: must be in (0, 1) (a cut of the learning rate), got {t.plateau_lr_factor}")
+    if t.plateau_lr_decays and not t.early_stop_patience:
+        raise ConfigError(f"rm_train.plateau_lr_decays: {t.plateau_lr_decays} cuts of the learning rate happen at the plateaus "
+                          "early stopping detects; set rm_train.early_stop_patience > 0 too")
     if cfg.deepspeed.enabled and cfg.deepspeed.zero_stage not in (2, 3):
         raise ConfigError(f"deepspeed.zero_stage: must be 2 or 3 when deepspeed.enabled, got {cfg.deepspeed.zero_stage}")
     if cfg.stage.name == "study" and not cfg.study.rm_models:

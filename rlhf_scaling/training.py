@@ -9,7 +9,8 @@ returns one of two small classes with the same methods:
 Both own everything that differs between the two: the forward context (`autocast`, `forward`),
 `backward` (the finiteness check of the loss, over all ranks, and 1/grad_accum scaling),
 `step` (at an accumulation boundary: clipping, the finiteness check of the gradient norm BEFORE
-the weights move, optimizer and schedule steps), `save` / `resume` of a resumable checkpoint, the
+the weights move, optimizer and schedule steps), `scale_lr` (a cut of the learning rate that the
+schedule's state keeps), `save` / `resume` of a resumable checkpoint, the
 weights `whole` for generation, and the consolidated fp32 `export` of the trained module. A recipe
 calls them the same way whichever it got, and never branches on the engine.
 """
@@ -195,6 +196,14 @@ class TorchTrainer:
     def lr(self) -> float:
         return self.scheduler.get_last_lr()[0] if self.scheduler is not None else self.optimizer.param_groups[0]["lr"]
 
+    def scale_lr(self, factor: float) -> None:
+        """Multiply the learning rate by `factor` from the next step on: the rate that step uses (set
+        by the schedule's last step) and the schedule's base rates, which its state (in the checkpoints) holds, so a
+        resumed run keeps the cut."""
+        self.scheduler.base_lrs = [lr * factor for lr in self.scheduler.base_lrs]
+        for group in self.scheduler.optimizer.param_groups:
+            group["lr"] *= factor
+
     def save(self, ckpt_dir: Path, step: int, state: Optional[dict] = None, per_rank: Optional[dict] = None) -> None:
         """A resumable checkpoint after `step` optimizer steps / iterations: weights, optimizer,
         schedule, the recipe's `state` and `per_rank` (e.g. RNG) entries, written atomically."""
@@ -267,6 +276,14 @@ class DeepSpeedTrainer:
 
     def lr(self) -> float:
         return self.scheduler.get_last_lr()[0] if self.scheduler is not None else self.engine.get_lr()[0]
+
+    def scale_lr(self, factor: float) -> None:
+        """Multiply the learning rate by `factor` from the next step on: the rate that step uses (set
+        by the schedule's last step) and the schedule's base rates, which its state (in DeepSpeed's
+        checkpoints) holds, so a resumed run keeps the cut."""
+        self.scheduler.base_lrs = [lr * factor for lr in self.scheduler.base_lrs]
+        for group in self.scheduler.optimizer.param_groups:
+            group["lr"] *= factor
 
     def save(self, ckpt_dir: Path, step: int, state: Optional[dict] = None, per_rank: Optional[dict] = None) -> None:
         save_deepspeed_checkpoint(self.engine, ckpt_dir, step, state or {}, self.env, per_rank=per_rank)

@@ -98,6 +98,9 @@ def test_tiny_family_spans_more_than_30x():
     (["bon.n_grid=[1,2,1000]"], "bon.n_grid"),
     (["ppo.minibatch_size=1000"], "ppo.minibatch_size"),
     (["model@rm=local"], "rm.name_or_path"),
+    (["rm_train.plateau_lr_decays=2"], "rm_train.early_stop_patience"),  # cuts at plateaus nothing detects
+    (["rm_train.plateau_lr_factor=1.0"], "rm_train.plateau_lr_factor"),
+    (["rm_train.plateau_lr_decays=-1"], "rm_train.plateau_lr_decays"),
 ])
 def test_impossible_values_name_the_key(overrides, key):
     with pytest.raises((ConfigError, ConfigCompositionException, Exception)) as err:

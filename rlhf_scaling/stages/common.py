@@ -223,6 +223,8 @@ def rm_artifact(cfg: DictConfig) -> Artifact:
         rm_train["eval_every"] = cfg.rm_train.eval_every
     else:  # no early stopping: the same weights (and artifact keys) as before the option existed
         del rm_train["early_stop_patience"], rm_train["early_stop_min_steps"]
+    if not rm_train["plateau_lr_decays"]:  # no cut of the lr: its factor is unused, the keys as before
+        del rm_train["plateau_lr_decays"], rm_train["plateau_lr_factor"]
     recipe = {"data": data_artifact(cfg).key, "rm": model_recipe(cfg.rm, "rm"), "rm_train": rm_train,
               "max_response_tokens": cfg.task.max_response_tokens, "seed": cfg.seed}
     return make_artifact(cfg.artifacts_dir, "rm", f"{cfg.rm.name}-{cfg.rm_train.loss}", recipe)

@@ -196,7 +196,7 @@ def train_and_save_member(cfg: DictConfig, m: int, train, evals, val, tok, out: 
                          pad_id=tok.pad_token_id, device=device, ckpt_dir=out / f"member_{m}.ckpt", tracker=tracker,
                          progress=f"rm {cfg.rm.name} m{m}" if cfg.progress and env.is_main else None,
                          stop_at_step=stop_at_step, env=env, patience=t.early_stop_patience,
-                         min_steps=t.early_stop_min_steps)
+                         min_steps=t.early_stop_min_steps, lr_cuts=t.plateau_lr_decays, lr_factor=t.plateau_lr_factor)
     if not final:
         raise InterruptedError(f"rm training stopped at step {stop_at_step} (checkpoint kept)")
     meta = export_member(trainer, member_dir, final, m, env)
@@ -210,18 +210,20 @@ def train_member(trainer, train: List[EncodedGroup], eval_groups: List[EncodedGr
                  steps_per_epoch: int, batch_size: int, seed: int, use_margin: bool, padding_free: bool,
                  eval_every: int, checkpoint_every: int, pad_id: int, device, ckpt_dir: Path, tracker,
                  progress: Optional[str] = None, stop_at_step: Optional[int] = None, env: DistEnv = DistEnv(),
-                 patience: int = 0, min_steps: int = 0, val_groups: Sequence[EncodedGroup] = ()) -> dict:
+                 patience: int = 0, min_steps: int = 0, val_groups: Sequence[EncodedGroup] = (), lr_cuts: int = 0,
+                 lr_factor: float = 0.3) -> dict:
     """Train one RM through `trainer` (rlhf_scaling/training.py); resumes from `ckpt_dir` if a checkpoint
     is there. batch_size is the GLOBAL micro-batch (prompts for kwise, pairs for bt/margin; see rank_share),
     trainer.grad_accum micro-batches make one optimizer step, epochs x steps_per_epoch steps are run.
     stop_at_step: return {} after that many steps (with a checkpoint), as a preemption would. patience > 0:
     early stopping (EarlyStopping, not before min_steps; the best weights go to `<ckpt_dir>.best`) on the
-    validation groups' loss, or without them the held-out one. Returns final_metrics."""
+    validation groups' loss, or without them the held-out one, after `lr_cuts` cuts of the learning rate
+    by `lr_factor` at the plateaus before. Returns final_metrics."""
     total_steps = steps_per_epoch * epochs
     state = trainer.resume(ckpt_dir)
     step = int(state["step"]) if state is not None else 0
     stopper = EarlyStopping(patience, (state or {}).get("early_stop"), min_steps,
-                            watched="rm/selection_loss" if val_groups else "rm/val_loss")
+                            watched="rm/selection_loss" if val_groups else "rm/val_loss", lr_cuts=lr_cuts)
     compute = MemberCompute(non_embedding_params(trainer.module), sum(len(s) for g in eval_groups for s in g.seqs),
                             (state or {}).get("compute"), val_tokens=sum(len(s) for g in val_groups for s in g.seqs))
     if step:
@@ -254,6 +256,10 @@ def train_member(trainer, train: List[EncodedGroup], eval_groups: List[EncodedGr
                 # rank 0's loss, so ranks whose eval losses differ in the last bit still stop together
                 if stopper.active and stopper.update(float(from_rank0(metrics[stopper.watched])), step):
                     trainer.save(best_checkpoint(ckpt_dir), step, state_now())  # a collective: every rank saves
+                if stopper.cut_lr():  # from the next step on; the checkpoints keep the cut schedule
+                    trainer.scale_lr(lr_factor)
+                    log.info("member %d: plateau at step %d, learning rate x %g (cut %d of %d)", member, step,
+                             lr_factor, stopper.cuts_done, stopper.lr_cuts)
             tracker.log({**metrics, **compute.metrics()})
             saved = step % checkpoint_every == 0 or step == stop_at_step
             if saved:
@@ -296,31 +302,46 @@ def final_metrics(trainer, compute: "MemberCompute", stopper: "EarlyStopping", c
         log.info("RM stopped at step %d, best %s %.4f at step %d", step, stopper.watched, stopper.best, stopper.best_step)
         converged = {"rm/stopped_step": step, "rm/best_step": stopper.best_step,
                      f"rm/best_{stopper.watched.removeprefix('rm/')}": stopper.best}
+        if stopper.lr_cuts:
+            converged["rm/lr_cuts"] = stopper.cuts_done
     compute.evaluated(validation=False)
     return {**evaluate(trainer.forward_module, eval_groups, pad_id, device, padding_free=padding_free),
             "rm/flops": compute.flops.flops, **converged}
 
 
 class EarlyStopping:
-    """Early stopping on a loss (rm_train.early_stop_patience): `stop` once `patience`
-    evaluations in a row brought no loss below the best so far, once `min_steps` optimizer steps are
-    done. patience 0: never stops (inactive). `watched` names the logged loss it is fed (rm/selection_loss
-    on a validation split, else rm/val_loss). Its state goes into the checkpoints, so a resumed member
-    stops where an uninterrupted one would."""
+    """Early stopping on a loss (rm_train.early_stop_patience): a plateau is `patience` evaluations in
+    a row that brought no loss below the best so far, once `min_steps` optimizer steps are done. At each
+    of the first `lr_cuts` plateaus `cut_lr` says to cut the learning rate (and the count starts again);
+    `stop` at the plateau after them. patience 0: never stops (inactive). `watched` names the logged loss
+    it is fed (rm/selection_loss on a validation split, else rm/val_loss). Its state goes into the
+    checkpoints, so a resumed member cuts and stops where an uninterrupted one would."""
 
-    def __init__(self, patience: int, state: Optional[dict] = None, min_steps: int = 0, watched: str = "rm/val_loss"):
-        self.patience, self.min_steps, self.step, self.watched = patience, min_steps, 0, watched
+    def __init__(self, patience: int, state: Optional[dict] = None, min_steps: int = 0, watched: str = "rm/val_loss",
+                 lr_cuts: int = 0):
+        self.patience, self.min_steps, self.watched, self.lr_cuts = patience, min_steps, watched, lr_cuts
         state = state or {"best": math.inf, "best_step": 0, "bad": 0, "step": 0}
         self.best, self.best_step, self.bad = float(state["best"]), int(state["best_step"]), int(state["bad"])
-        self.step = int(state.get("step", 0))
+        self.step, self.cuts_done = int(state.get("step", 0)), int(state.get("cuts_done", 0))
 
     @property
     def active(self) -> bool:
         return self.patience > 0
 
     @property
-    def stop(self) -> bool:
+    def plateau(self) -> bool:
         return self.active and self.bad >= self.patience and self.step >= self.min_steps
+
+    @property
+    def stop(self) -> bool:
+        return self.plateau and self.cuts_done >= self.lr_cuts
+
+    def cut_lr(self) -> bool:
+        """True at a plateau with a cut of the learning rate left (counted; the plateau count starts again)."""
+        if not self.plateau or self.cuts_done >= self.lr_cuts:
+            return False
+        self.cuts_done, self.bad = self.cuts_done + 1, 0
+        return True
 
     def update(self, loss: float, step: int) -> bool:
         """Record an evaluation's loss; True when it is a new best (its weights are the ones to keep)."""
@@ -332,7 +353,8 @@ class EarlyStopping:
         return False
 
     def state_dict(self) -> dict:
-        return {"best": self.best, "best_step": self.best_step, "bad": self.bad, "step": self.step}
+        return {"best": self.best, "best_step": self.best_step, "bad": self.bad, "step": self.step,
+                "cuts_done": self.cuts_done}
 
 
 class MemberCompute:

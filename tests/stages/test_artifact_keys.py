@@ -75,7 +75,8 @@ def test_the_topics_worlds_default_keys_are_the_ones_built_before(kind):
 
 def test_feature_world_and_early_stopping_key_what_they_change():
     """Every knob of the feature world keys its artifacts (the topics world's do not); early stopping
-    keys the RM, and then so does rm_train.eval_every (where it evaluates is where it can stop)."""
+    keys the RM, and then so does rm_train.eval_every (where it evaluates is where it can stop), as do
+    cuts of the learning rate at its plateaus (rm_train.plateau_lr_decays and, with them, their factor)."""
     world = ["task=features"]
     assert key("sft", world) != key("sft", ["task=synthetic"])
     assert key("sft", world) == key("sft", [])  # the default world
@@ -96,6 +97,11 @@ def test_feature_world_and_early_stopping_key_what_they_change():
     assert key("rm", [*stop, "rm_train.eval_every=7"]) != key("rm", stop)
     assert key("rm", [*stop, "rm_train.early_stop_min_steps=100"]) != key("rm", stop)
     assert key("rm", ["rm_train.early_stop_min_steps=100"]) == key("rm", [])  # no early stopping: no effect
+    # cuts of the lr at plateaus key the RM, and then so does their factor; none: the keys as before
+    cuts = [*stop, "rm_train.plateau_lr_decays=2"]
+    assert key("rm", cuts) != key("rm", stop)
+    assert key("rm", [*cuts, "rm_train.plateau_lr_factor=0.5"]) != key("rm", cuts)
+    assert key("rm", [*stop, "rm_train.plateau_lr_factor=0.5"]) == key("rm", stop)
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """Every stage option through its stage, with an assertion that fails if the option were ignored:
 ppo.whiten_rewards, ppo.adaptive_kl, ppo.kl_estimator=k3, the proxy ensemble combination
 (proxy.ensemble = mean | min | uwo, proxy.uwo_lambda) in PPO and best-of-n, rm_train.loss=margin
-and rm_train.margin_scale, rm_train.early_stop_patience (with and without data.n_val_prompts). Tiny runs on the session's shared PPO upstream (tests/conftest.py)."""
+and rm_train.margin_scale, rm_train.early_stop_patience (with and without data.n_val_prompts, and with
+rm_train.plateau_lr_decays). Tiny runs on the session's shared PPO upstream (tests/conftest.py)."""
 
 import json
 
@@ -221,6 +222,60 @@ def test_early_stopping_with_a_validation_split_chooses_the_weights_on_it_not_on
 
 
 @slow
+def test_plateaus_cut_the_learning_rate_before_the_last_one_stops_and_a_resumed_member_cuts_alike(ppo_store, tmp_path):
+    """`rlhf-scaling stage=rm rm_train.early_stop_patience=1 rm_train.plateau_lr_decays=2
+    rm_train.plateau_lr_factor=0.1`: the first two plateaus of the held-out loss (an evaluation every 2
+    steps that is no new best) each cut the learning rate tenfold from the next step on, the third stops;
+    the artifact records the cuts. A member interrupted after its first cut and resumed cuts and stops at
+    the same steps and ends with the same weights as the uninterrupted run."""
+    import subprocess
+    import sys
+
+    from in_process import run_recipe
+
+    keys = ["model@rm=tiny-xs", "rm_train.epochs=8", "rm_train.lr=0.05", "rm_train.eval_every=2",
+            "rm_train.early_stop_patience=1", "rm_train.plateau_lr_decays=2", "rm_train.plateau_lr_factor=0.1",
+            "rm_train.lr_schedule=constant", "rm_train.warmup_ratio=0"]  # the world sweep's schedule
+    proc = subprocess.run([sys.executable, "-m", "rlhf_scaling.cli", f"hydra.run.dir={tmp_path / 'rm'}",
+                           f"artifacts_dir={ppo_store.artifacts}", "stage=rm", "progress=false", "device=cpu",
+                           "rm_train.seed=11", *ppo_store.overrides, *keys],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "rm" / "metrics.jsonl").read_text().splitlines()]
+    lr = {r["rm/step"]: r["rm/lr"] for r in rows if "rm/lr" in r}
+    losses = {r["rm/step"]: r["rm/val_loss"] for r in rows if "rm/val_loss" in r and "rm/step" in r}
+    # the plateaus, from the logged losses: evaluations that brought no new lowest loss
+    best, plateaus = float("inf"), []
+    for step in sorted(losses):
+        if losses[step] < best:
+            best = losses[step]
+        else:
+            plateaus.append(step)
+    assert len(plateaus) == 3, (plateaus, losses)
+    kept = json.loads((rm_artifact(cfg_of(ppo_store, "rm", "rm_train.seed=11", *keys)).path / "metrics.json").read_text())
+    assert kept["rm/stopped_step"] == plateaus[2] == max(lr) < 64 and kept["rm/lr_cuts"] == 2
+    first, second = plateaus[0], plateaus[1]
+    for low, high, rate in ((0, first, 0.05), (first, second, 0.005), (second, 64, 0.0005)):
+        rates = [lr[s] for s in lr if low < s <= high]
+        assert rates and rates == pytest.approx([rate] * len(rates), rel=1e-6), (rate, lr)
+
+    # Interrupted after the first cut (its own store: an RM of the same keys), then resumed, in this process.
+    store = tmp_path / "store"
+    store.mkdir()
+    for kind in ("sft", "data"):
+        (store / kind).symlink_to(ppo_store.artifacts / kind)
+    cfg = compose([f"artifacts_dir={store}", "stage=rm", "progress=false", "device=cpu", "rm_train.seed=11",
+                   *ppo_store.overrides, *keys])
+    with pytest.raises(InterruptedError):
+        run_recipe(rm, cfg, tmp_path / "again", "rm", stop_at_step=first + 1)
+    run_recipe(rm, cfg, tmp_path / "again", "rm")
+    resumed = json.loads((rm_artifact(cfg).path / "metrics.json").read_text())
+    assert (resumed["rm/stopped_step"], resumed["rm/best_step"], resumed["rm/lr_cuts"]) == \
+        (kept["rm/stopped_step"], kept["rm/best_step"], 2)
+    assert resumed["rm/val_loss"] == pytest.approx(kept["rm/val_loss"], rel=1e-5)
+
+
+@slow
 def test_a_best_of_n_job_that_builds_an_early_stopped_rm_reports_the_kept_weights_accuracy(ppo_store, tmp_path):
     """`rlhf-scaling stage=bon stage.build_upstream=true` with an early-stopped RM: the job's summary and the
     analysis loaders give the RM's accuracy and loss of the kept (best) weights, as its artifact records them, not
@@ -274,6 +329,14 @@ def test_early_stopping_counts_evaluations_without_a_new_best():
         stops.append(late.stop)
     assert stops == [False] * 4 + [True, True]
     assert EarlyStopping(1, late.state_dict(), min_steps=5).stop
+    cutting = EarlyStopping(1, lr_cuts=2)  # two plateaus cut the lr, the third stops
+    cuts = []
+    for step, x in enumerate([1.0, 1.1, 0.9, 0.95, 0.8, 0.85, 0.9], 1):
+        cutting.update(x, step)
+        cuts.append((cutting.cut_lr(), cutting.stop))
+    assert cuts == [(False, False), (True, False), (False, False), (True, False), (False, False), (False, True),
+                    (False, True)]
+    assert EarlyStopping(1, cutting.state_dict(), lr_cuts=2).stop  # the cuts done are in its state
     never = EarlyStopping(0)
     for step in range(10):
         never.update(1.0, step)
