@@ -21,7 +21,7 @@ import logging
 import math
 import shutil
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence
+from typing import Callable, Iterator, List, Optional, Sequence
 
 import torch
 from omegaconf import DictConfig
@@ -216,9 +216,8 @@ def train_member(trainer, train: List[EncodedGroup], eval_groups: List[EncodedGr
     is there. batch_size is the GLOBAL micro-batch (prompts for kwise, pairs for bt/margin; see rank_share),
     trainer.grad_accum micro-batches make one optimizer step, epochs x steps_per_epoch steps are run.
     stop_at_step: return {} after that many steps (with a checkpoint), as a preemption would. patience > 0:
-    early stopping (EarlyStopping, not before min_steps; the best weights go to `<ckpt_dir>.best`) on the
-    validation groups' loss, or without them the held-out one, after `lr_cuts` cuts of the learning rate
-    by `lr_factor` at the plateaus before. Returns final_metrics."""
+    early stopping (EarlyStopping and `watch`, with `lr_cuts` cuts of the lr by `lr_factor`; the best weights
+    go to `<ckpt_dir>.best`) on the validation groups' loss, else the held-out one. Returns final_metrics."""
     total_steps = steps_per_epoch * epochs
     state = trainer.resume(ckpt_dir)
     step = int(state["step"]) if state is not None else 0
@@ -253,13 +252,8 @@ def train_member(trainer, train: List[EncodedGroup], eval_groups: List[EncodedGr
                 compute.evaluated()
                 metrics.update(held_out_metrics(trainer.forward_module, eval_groups, val_groups, pad_id, device, padding_free))
                 bar.set_postfix(acc=f"{metrics['rm/val_accuracy']:.3f}")
-                # rank 0's loss, so ranks whose eval losses differ in the last bit still stop together
-                if stopper.active and stopper.update(float(from_rank0(metrics[stopper.watched])), step):
-                    trainer.save(best_checkpoint(ckpt_dir), step, state_now())  # a collective: every rank saves
-                if stopper.cut_lr():  # from the next step on; the checkpoints keep the cut schedule
-                    trainer.scale_lr(lr_factor)
-                    log.info("member %d: plateau at step %d, learning rate x %g (cut %d of %d)", member, step,
-                             lr_factor, stopper.cuts_done, stopper.lr_cuts)
+                watch(stopper, trainer, metrics, step, member, lr_factor,
+                      save_best=lambda: trainer.save(best_checkpoint(ckpt_dir), step, state_now()))
             tracker.log({**metrics, **compute.metrics()})
             saved = step % checkpoint_every == 0 or step == stop_at_step
             if saved:
@@ -272,6 +266,22 @@ def train_member(trainer, train: List[EncodedGroup], eval_groups: List[EncodedGr
     if step < total_steps and not stopper.stop:
         return {}
     return final_metrics(trainer, compute, stopper, ckpt_dir, step, eval_groups, pad_id, device, padding_free)
+
+
+def watch(stopper: "EarlyStopping", trainer, metrics: dict, step: int, member: int, lr_factor: float,
+          save_best: Callable[[], None]) -> None:
+    """Early stopping's part of an evaluation: feed it the watched loss (rank 0's, so ranks whose eval
+    losses differ in the last bit still stop together), keep a new best's weights (`save_best`, a
+    collective: every rank saves) and at a plateau with a cut left multiply the learning rate by
+    `lr_factor` from the next step on (the checkpoints keep the cut schedule)."""
+    if not stopper.active:
+        return
+    if stopper.update(float(from_rank0(metrics[stopper.watched])), step):
+        save_best()
+    if stopper.cut_lr():
+        trainer.scale_lr(lr_factor)
+        log.info("member %d: plateau at step %d, learning rate x %g (cut %d of %d)", member, step, lr_factor,
+                 stopper.cuts_done, stopper.lr_cuts)
 
 
 def held_out_metrics(model: RewardModel, eval_groups: List[EncodedGroup], val_groups: Sequence[EncodedGroup],
