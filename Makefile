@@ -50,7 +50,7 @@ XDIST := -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test: setup ds-ops
 	bash slurm/local_cluster.sh start
-	$(BIN)/python -m pytest -q $(XDIST) --durations=15
+	$(BIN)/python -m pytest -q $(XDIST) --durations=30
 
 test-fast: setup
 	$(BIN)/python -m pytest -q $(XDIST) -m "not slow and not slurm and not distributed"

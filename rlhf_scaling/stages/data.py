@@ -122,10 +122,11 @@ def _load_existing(cfg: DictConfig, setup, out) -> dict:
     n_eval = min(cfg.data.n_eval_prompts, len({g.prompt for g in groups}) // 5)
     train, eval_ = split_eval(groups, n_eval, seed=cfg.seed + cfg.data.seed, key=lambda g: g.prompt)
     # The validation split (model selection) comes out of the training prompts, at most a fifth of them.
-    n_val = min(cfg.data.n_val_prompts, len({g.prompt for g in train}) // 5)
+    n_train = len({g.prompt for g in train})
+    n_val = min(cfg.data.n_val_prompts, n_train // 5)
     if n_val < cfg.data.n_val_prompts:
         log.warning("data.n_val_prompts=%d: the validation split is capped at a fifth of the %d training prompts: %d",
-                    cfg.data.n_val_prompts, len({g.prompt for g in train}), n_val)
+                    cfg.data.n_val_prompts, n_train, n_val)
     train, val = split_eval(train, n_val, seed=cfg.seed + cfg.data.seed + 1, key=lambda g: g.prompt)
     write_splits(out, train, eval_, val)
     return {"data/n_train_prompts": len({g.prompt for g in train}), "data/n_eval_prompts": len({g.prompt for g in eval_}),
