@@ -206,6 +206,11 @@ def rows_from_runs(folder: str) -> list:
              "hist": [[0, float(r[RM_ACCURACY])]]} for _, r in runs.iterrows()]
 
 
+def interval(spec: str, v) -> str:
+    """A (mean, low, high) triple as "mean [low, high]", each with the format spec (".4f", "+.4f")."""
+    return f"{v[0]:{spec}} [{v[1]:{spec}}, {v[2]:{spec}}]"
+
+
 def summarise(rows: list) -> str:
     """Markdown tables of rm rows (several seeds each), with Student-t 95% intervals over seeds
     (curves.mean_interval): accuracy per model (x = non-embedding params) and per data size n, and,
@@ -214,9 +219,6 @@ def summarise(rows: list) -> str:
     import numpy as np
 
     from rlhf_scaling import curves
-
-    def fmt(v):
-        return f"{v[0]:.4f} [{v[1]:.4f}, {v[2]:.4f}]"
 
     out = []
     for axis, other in (("model", "n"), ("n", "model")):
@@ -238,20 +240,20 @@ def summarise(rows: list) -> str:
                        + " | mean [95% t] |\n|---|---|" + "---|" * (len(seeds) + 1))
             for k in keys:
                 vals = [acc.get((k, s), float("nan")) for s in seeds]
-                out.append(f"| {k} | {x[k]} | " + " | ".join(f"{v:.4f}" for v in vals) + f" | {fmt(curves.mean_interval(vals))} |")
+                out.append(f"| {k} | {x[k]} | " + " | ".join(f"{v:.4f}" for v in vals) + f" | {interval('.4f', curves.mean_interval(vals))} |")
             full = [s for s in seeds if all((k, s) in acc for k in keys)]
             if not full:  # no seed has every point of this axis: the table only
                 continue
             ys = {s: np.array([acc[(k, s)] for k in keys]) for s in full}
             xs = np.array([x[k] for k in keys], dtype=float)
             slopes = [curves.fit_log_linear(xs, ys[s])[0] for s in full]
-            out.append(f"\nseeds with every {axis}: {len(full)}; slope of accuracy vs ln x {fmt(curves.mean_interval(slopes))}; "
-                       f"span {keys[0]} -> {keys[-1]} {fmt(curves.mean_interval([ys[s][-1] - ys[s][0] for s in full]))}; "
+            out.append(f"\nseeds with every {axis}: {len(full)}; slope of accuracy vs ln x {interval('.4f', curves.mean_interval(slopes))}; "
+                       f"span {keys[0]} -> {keys[-1]} {interval('.4f', curves.mean_interval([ys[s][-1] - ys[s][0] for s in full]))}; "
                        f"monotonic in {sum(bool(np.all(np.diff(ys[s]) > 0)) for s in full)} of {len(full)} seeds")
             if axis == "n":
                 b = [curves.fit_power_law(xs, 1 - ys[s]).b for s in full]
                 law, floor = curves.fit_power_law_select(xs, 1 - np.mean([ys[s] for s in full], 0))
-                out.append(f"error 1 - acc = a n^-b per seed: b {fmt(curves.mean_interval(b))}; on the seed mean "
+                out.append(f"error 1 - acc = a n^-b per seed: b {interval('.4f', curves.mean_interval(b))}; on the seed mean "
                            f"(AICc choice of a floor): a {law.a:.4g}, b {law.b:.4g}, floor {law.c:.4g} ({'used' if floor else 'not used'})")
     return "\n".join(out)
 
@@ -295,9 +297,6 @@ def summarise_overoptimization(rows: list) -> str:
 
     from rlhf_scaling import curves
 
-    def fmt(v):
-        return f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]"
-
     out = []
     for kind, budget, k_resp in sorted({(r["kind"], r["comparisons"], r["K"]) for r in rows}):
         group = [r for r in rows if (r["kind"], r["comparisons"], r["K"]) == (kind, budget, k_resp)]
@@ -317,14 +316,14 @@ def summarise_overoptimization(rows: list) -> str:
             v = {f: curves.mean_interval([r[f] for r in rs]) for f in ("peak_gain", "peak_d", "proxy_end_gain")}
             fall = curves.mean_interval([r["peak_gain"] - r["end_gain"] for r in rs])
             out.append(f"| {k} | {rs[0]['params']:.0f} | {len(rs)} | " + ", ".join(f"{r['peak_d']:.2f}" for r in rs)
-                       + f" | {fmt(v['peak_gain'])} | {fmt(v['peak_d'])} | {fmt(fall)} | {fmt(v['proxy_end_gain'])} |")
+                       + f" | {interval('.3f', v['peak_gain'])} | {interval('.3f', v['peak_d'])} | {interval('.3f', fall)} | {interval('.3f', v['proxy_end_gain'])} |")
         full = [s for s in reps if all((k, s) in by for k in proxies)]
         if len(proxies) >= 2 and full:
             x = np.log([by[(k, full[0])]["params"] for k in proxies])
             slopes = {f: [float(np.polyfit(x, [by[(k, s)][f] for k in proxies], 1)[0]) for s in full]
                       for f in ("peak_gain", "peak_d")}
             out.append(f"\nreplicates with every proxy: {len(full)}; per ln(params): slope of the peak gold gain "
-                       f"{fmt(curves.mean_interval(slopes['peak_gain']))}, of sqrt KL at the peak {fmt(curves.mean_interval(slopes['peak_d']))}")
+                       f"{interval('.3f', curves.mean_interval(slopes['peak_gain']))}, of sqrt KL at the peak {interval('.3f', curves.mean_interval(slopes['peak_d']))}")
     return "\n".join(out)
 
 
@@ -334,9 +333,6 @@ def summarise_diversity(rm_rows: list, bon_rows: list) -> str:
     K, each K's RM held-out accuracy and peak best-of-n gold gain per replicate with Student-t 95% intervals, then
     the paired differences between consecutive K (smaller K minus larger) over the replicates both have."""
     from rlhf_scaling import curves
-
-    def fmt(v):
-        return f"{v[0]:+.4f} [{v[1]:+.4f}, {v[2]:+.4f}]"
 
     acc = {(r["model"], r["n"], r["K"], r["seed"]): accuracy(r) for r in rm_rows if "K" in r}
     gain = {(r["proxy"], r["comparisons"], r["K"], r["replicate"]): r["peak_gain"] for r in bon_rows if r["kind"] == "bon"}
@@ -351,15 +347,15 @@ def summarise_diversity(rm_rows: list, bon_rows: list) -> str:
             reps = sorted(s for (m, n, kk, s) in acc if (m, n, kk) == (model, budget, k))
             a = [acc[(model, budget, k, s)] for s in reps]
             g = [gain[(model, budget, k, s)] for s in reps if (model, budget, k, s) in gain]
-            out.append(f"| {k} | {len(reps)} | {', '.join(f'{v:.3f}' for v in a)} | {fmt(curves.mean_interval(a))} | "
-                       f"{', '.join(f'{v:.3f}' for v in g)} | {fmt(curves.mean_interval(g)) if g else '-'} |")
+            out.append(f"| {k} | {len(reps)} | {', '.join(f'{v:.3f}' for v in a)} | {interval('+.4f', curves.mean_interval(a))} | "
+                       f"{', '.join(f'{v:.3f}' for v in g)} | {interval('+.4f', curves.mean_interval(g)) if g else '-'} |")
         for k1, k2 in zip(ks, ks[1:]):
             both = [s for (m, n, kk, s) in acc if (m, n, kk) == (model, budget, k1) and (model, budget, k2, s) in acc]
             da = [acc[(model, budget, k1, s)] - acc[(model, budget, k2, s)] for s in both]
             dg = [gain[(model, budget, k1, s)] - gain[(model, budget, k2, s)] for s in both
                   if (model, budget, k1, s) in gain and (model, budget, k2, s) in gain]
-            out.append(f"\nK = {k1} minus K = {k2}, paired over {len(both)} replicates: accuracy {fmt(curves.mean_interval(da))}"
-                       + (f", peak gold gain {fmt(curves.mean_interval(dg))} ({len(dg)} replicates)" if dg else ""))
+            out.append(f"\nK = {k1} minus K = {k2}, paired over {len(both)} replicates: accuracy {interval('+.4f', curves.mean_interval(da))}"
+                       + (f", peak gold gain {interval('+.4f', curves.mean_interval(dg))} ({len(dg)} replicates)" if dg else ""))
     return "\n".join(out)
 
 
