@@ -200,8 +200,9 @@ class TorchTrainer:
         """Multiply the learning rate by `factor` from the next step on: the rate that step uses (set
         by the schedule's last step) and the schedule's base rates, which its state (in the checkpoints) holds, so a
         resumed run keeps the cut."""
-        self.scheduler.base_lrs = [lr * factor for lr in self.scheduler.base_lrs]
-        for group in self.scheduler.optimizer.param_groups:
+        if self.scheduler is not None:
+            self.scheduler.base_lrs = [lr * factor for lr in self.scheduler.base_lrs]
+        for group in self.optimizer.param_groups:
             group["lr"] *= factor
 
     def save(self, ckpt_dir: Path, step: int, state: Optional[dict] = None, per_rank: Optional[dict] = None) -> None:
@@ -279,8 +280,9 @@ class DeepSpeedTrainer:
 
     def scale_lr(self, factor: float) -> None:
         """Multiply the learning rate by `factor` from the next step on: the rate that step uses (set
-        by the schedule's last step) and the schedule's base rates, which its state (in DeepSpeed's
-        checkpoints) holds, so a resumed run keeps the cut."""
+        by the schedule's last step; our AdamW's param groups, which ZeRO-2/3 step with and checkpoint)
+        and the schedule's base rates, which its state (in DeepSpeed's checkpoints) holds, so a resumed
+        run keeps the cut."""
         self.scheduler.base_lrs = [lr * factor for lr in self.scheduler.base_lrs]
         for group in self.scheduler.optimizer.param_groups:
             group["lr"] *= factor

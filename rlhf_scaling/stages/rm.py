@@ -236,6 +236,8 @@ def train_member(trainer, train: List[EncodedGroup], eval_groups: List[EncodedGr
     trainer.module.train()
     with Preemption() as preemption:
         for epoch, idx in micro_batches(len(train), batch_size, trainer.grad_accum, seed, step, steps_per_epoch, epochs):
+            if step == stop_at_step or stopper.stop:  # checked first: a checkpoint of the stopping step resumes to none
+                break
             mine, weight = rank_share(train, idx, env.rank, env.world_size)
             batch = collate([train[i] for i in mine], pad_id).to(device)
             compute.trained(sum(len(s) for i in idx for s in train[i].seqs))  # the global micro-batch's tokens
@@ -260,8 +262,6 @@ def train_member(trainer, train: List[EncodedGroup], eval_groups: List[EncodedGr
                 trainer.save(ckpt_dir, step, state_now())
             # Preempted (SIGUSR2 from Slurm / submitit): checkpoint here, then requeue and stop.
             preemption.checkpoint_if_signalled(lambda: saved or trainer.save(ckpt_dir, step, state_now()))
-            if step == stop_at_step or stopper.stop:
-                break
     bar.close()
     if step < total_steps and not stopper.stop:
         return {}

@@ -221,58 +221,104 @@ def test_early_stopping_with_a_validation_split_chooses_the_weights_on_it_not_on
     assert kept["rm/val_loss"] == pytest.approx(held_out[best], rel=1e-5)  # the kept weights' held-out loss
 
 
-@slow
-def test_plateaus_cut_the_learning_rate_before_the_last_one_stops_and_a_resumed_member_cuts_alike(ppo_store, tmp_path):
-    """`rlhf-scaling stage=rm rm_train.early_stop_patience=1 rm_train.plateau_lr_decays=2
-    rm_train.plateau_lr_factor=0.1`: the first two plateaus of the held-out loss (an evaluation every 2
-    steps that is no new best) each cut the learning rate tenfold from the next step on, the third stops;
-    the artifact records the cuts. A member interrupted after its first cut and resumed cuts and stops at
-    the same steps and ends with the same weights as the uninterrupted run."""
+# Cuts of the lr at plateaus: 2 cuts by 10x, an evaluation every 2 steps, patience 1, a constant lr (the world sweep's).
+PLATEAU = ["model@rm=tiny-xs", "rm_train.epochs=8", "rm_train.lr=0.05", "rm_train.eval_every=2",
+           "rm_train.early_stop_patience=1", "rm_train.plateau_lr_decays=2", "rm_train.plateau_lr_factor=0.1",
+           "rm_train.lr_schedule=constant", "rm_train.warmup_ratio=0", "rm_train.seed=11"]
+
+
+def own_store(ppo_store, store):
+    """An artifact store of its own holding links to the shared SFT policy and data: an RM is trained there."""
+    store.mkdir(exist_ok=True)
+    for kind in ("sft", "data"):
+        if not (store / kind).exists():
+            (store / kind).symlink_to(ppo_store.artifacts / kind)
+    return store
+
+
+def rm_cli(ppo_store, run_dir, store, *extra):
+    """`rlhf-scaling stage=rm` with PLATEAU on the shared upstream, its RM built in own_store(store); the
+    run's metric rows."""
     import subprocess
     import sys
 
-    from in_process import run_recipe
+    from ppo_job import ppo_job_env
 
-    keys = ["model@rm=tiny-xs", "rm_train.epochs=8", "rm_train.lr=0.05", "rm_train.eval_every=2",
-            "rm_train.early_stop_patience=1", "rm_train.plateau_lr_decays=2", "rm_train.plateau_lr_factor=0.1",
-            "rm_train.lr_schedule=constant", "rm_train.warmup_ratio=0"]  # the world sweep's schedule
-    proc = subprocess.run([sys.executable, "-m", "rlhf_scaling.cli", f"hydra.run.dir={tmp_path / 'rm'}",
-                           f"artifacts_dir={ppo_store.artifacts}", "stage=rm", "progress=false", "device=cpu",
-                           "rm_train.seed=11", *ppo_store.overrides, *keys],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [json.loads(line) for line in (tmp_path / "rm" / "metrics.jsonl").read_text().splitlines()]
-    lr = {r["rm/step"]: r["rm/lr"] for r in rows if "rm/lr" in r}
+    proc = subprocess.run([sys.executable, "-m", "rlhf_scaling.cli", f"hydra.run.dir={run_dir}",
+                           f"artifacts_dir={own_store(ppo_store, store)}", "stage=rm", "progress=false", "device=cpu",
+                           *ppo_store.overrides, *PLATEAU, *extra],
+                          cwd=run_dir.parent, env=ppo_job_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def plateau_run(ppo_store, tmp_path_factory):
+    """The plain one-process run of PLATEAU through the CLI: (its metric rows, its RM artifact's metrics)."""
+    root = tmp_path_factory.mktemp("plateau")
+    rows = rm_cli(ppo_store, root / "rm", root / "store")
+    return rows, json.loads((rm_artifact(plateau_cfg(ppo_store, root / "store")).path / "metrics.json").read_text())
+
+
+def plateau_cfg(ppo_store, store):
+    return compose([f"artifacts_dir={store}", "stage=rm", "progress=false", "device=cpu", *ppo_store.overrides, *PLATEAU])
+
+
+def plateaus_of(rows) -> list:
+    """The steps of the evaluations that brought no new lowest held-out loss."""
     losses = {r["rm/step"]: r["rm/val_loss"] for r in rows if "rm/val_loss" in r and "rm/step" in r}
-    # the plateaus, from the logged losses: evaluations that brought no new lowest loss
     best, plateaus = float("inf"), []
     for step in sorted(losses):
         if losses[step] < best:
             best = losses[step]
         else:
             plateaus.append(step)
-    assert len(plateaus) == 3, (plateaus, losses)
-    kept = json.loads((rm_artifact(cfg_of(ppo_store, "rm", "rm_train.seed=11", *keys)).path / "metrics.json").read_text())
+    return plateaus
+
+
+@slow
+def test_plateaus_cut_the_learning_rate_before_the_last_one_stops_and_a_resumed_member_cuts_alike(plateau_run, ppo_store,
+                                                                                                  tmp_path):
+    """`rlhf-scaling stage=rm rm_train.early_stop_patience=1 rm_train.plateau_lr_decays=2
+    rm_train.plateau_lr_factor=0.1`: the first two plateaus of the held-out loss (an evaluation every 2
+    steps that is no new best) each cut the learning rate tenfold from the next step on, the third stops;
+    the artifact records the cuts. A member interrupted at its first cut (the checkpoint of that step) and
+    resumed cuts and stops at the same steps and ends with the same weights as the uninterrupted run."""
+    from in_process import run_recipe
+
+    rows, kept = plateau_run
+    lr = {r["rm/step"]: r["rm/lr"] for r in rows if "rm/lr" in r}
+    plateaus = plateaus_of(rows)
+    assert len(plateaus) == 3, plateaus
     assert kept["rm/stopped_step"] == plateaus[2] == max(lr) < 64 and kept["rm/lr_cuts"] == 2
     first, second = plateaus[0], plateaus[1]
     for low, high, rate in ((0, first, 0.05), (first, second, 0.005), (second, 64, 0.0005)):
-        rates = [lr[s] for s in lr if low < s <= high]
+        rates = [lr[s] for s in lr if low < s <= high]  # rm/lr: the rate after the row's step
         assert rates and rates == pytest.approx([rate] * len(rates), rel=1e-6), (rate, lr)
 
-    # Interrupted after the first cut (its own store: an RM of the same keys), then resumed, in this process.
-    store = tmp_path / "store"
-    store.mkdir()
-    for kind in ("sft", "data"):
-        (store / kind).symlink_to(ppo_store.artifacts / kind)
-    cfg = compose([f"artifacts_dir={store}", "stage=rm", "progress=false", "device=cpu", "rm_train.seed=11",
-                   *ppo_store.overrides, *keys])
+    # Interrupted at the first cut (its own store: an RM of the same keys), then resumed, in this process.
+    cfg = plateau_cfg(ppo_store, own_store(ppo_store, tmp_path / "store"))
     with pytest.raises(InterruptedError):
-        run_recipe(rm, cfg, tmp_path / "again", "rm", stop_at_step=first + 1)
+        run_recipe(rm, cfg, tmp_path / "again", "rm", stop_at_step=first)
     run_recipe(rm, cfg, tmp_path / "again", "rm")
     resumed = json.loads((rm_artifact(cfg).path / "metrics.json").read_text())
     assert (resumed["rm/stopped_step"], resumed["rm/best_step"], resumed["rm/lr_cuts"]) == \
         (kept["rm/stopped_step"], kept["rm/best_step"], 2)
     assert resumed["rm/val_loss"] == pytest.approx(kept["rm/val_loss"], rel=1e-5)
+
+
+@slow
+@pytest.mark.distributed
+def test_deepspeed_zero2_cuts_the_learning_rate_its_optimizer_steps_with(plateau_run, ppo_store, tmp_path):
+    """The same command under `deepspeed=zero2` (one rank, fp32): the cuts reach the ZeRO optimizer's own
+    rate, so its loss curve, its cuts and its stop are the one-process run's (a cut of the schedule alone
+    would leave the step after each plateau at the old rate and the curves apart)."""
+    rows, _ = plateau_run
+    ds = rm_cli(ppo_store, tmp_path / "rm", tmp_path / "store", "deepspeed=zero2", "deepspeed.bf16=false")
+    curve = lambda rs, key: [r[key] for r in rs if key in r and "rm/step" in r]  # noqa: E731
+    assert plateaus_of(ds) == plateaus_of(rows)
+    for key in ("rm/lr", "rm/loss", "rm/val_loss"):
+        assert curve(ds, key) == pytest.approx(curve(rows, key), rel=1e-4, abs=1e-6), key
 
 
 @slow
