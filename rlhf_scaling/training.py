@@ -198,8 +198,8 @@ class TorchTrainer:
 
     def scale_lr(self, factor: float) -> None:
         """Multiply the learning rate by `factor` from the next step on: the rate that step uses (set
-        by the schedule's last step) and the schedule's base rates, which its state (in the checkpoints) holds, so a
-        resumed run keeps the cut."""
+        by the schedule's last step) and the schedule's base rates, which its state (in the checkpoints)
+        holds, so a resumed run keeps the cut."""
         if self.scheduler is not None:
             self.scheduler.base_lrs = [lr * factor for lr in self.scheduler.base_lrs]
         for group in self.optimizer.param_groups:
